@@ -1,0 +1,39 @@
+"""``fhe_ckks.ring``: arithmetic in ``Z_q[X]/(X^N + 1)`` in RNS form.
+
+The lowest layer of the library; it knows nothing about keys or encodings.
+
+* :mod:`~fhe_ckks.ring.modarith`: uint64 Shoup and Barrett kernels, the
+  LLVM ``i128`` high-half intrinsic.
+* :mod:`~fhe_ckks.ring.primes`: NTT-friendly primes, primitive roots.
+* :mod:`~fhe_ckks.ring.ntt`: negacyclic NTT with Harvey lazy butterflies.
+* :mod:`~fhe_ckks.ring.rns`: CRT, fast basis conversion, ModDown, rescale.
+* :mod:`~fhe_ckks.ring.automorphism`: ``X -> X^g`` in both domains.
+* :mod:`~fhe_ckks.ring.sampling`: SHAKE-256 stream and samplers.
+* :mod:`~fhe_ckks.ring.ring`: :class:`Ring`, which ties them together.
+
+Importing this package compiles nothing: every kernel is compiled on first
+use and cached on disk (``cache=True``).
+"""
+
+from .automorphism import conjugation_element, galois_element
+from .ntt import NTTTables
+from .primes import nearest_ntt_primes, ntt_primes, primitive_root_2n
+from .ring import Ring
+from .rns import BasisConverter, ModDown, Rescaler, RNSBasis
+from .sampling import Shake256Stream, fresh_seed
+
+__all__ = [
+    "Ring",
+    "NTTTables",
+    "RNSBasis",
+    "BasisConverter",
+    "ModDown",
+    "Rescaler",
+    "Shake256Stream",
+    "fresh_seed",
+    "ntt_primes",
+    "nearest_ntt_primes",
+    "primitive_root_2n",
+    "galois_element",
+    "conjugation_element",
+]

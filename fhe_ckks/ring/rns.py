@@ -1,0 +1,389 @@
+"""Residue number system (RNS): CRT, fast basis conversion, ModUp/ModDown, rescale.
+
+A big modulus ``Q = q_0 q_1 ... q_{L-1}`` (hundreds of bits) is never handled
+directly: an integer ``x`` in ``[0, Q)`` is stored as its residues
+``x_i = x mod q_i``, one 64-bit word per prime, and a polynomial as a
+``(L, N)`` uint64 array ("limbs").  The Chinese remainder theorem (CRT) gives
+the way back::
+
+    x = sum_i [x_i * qhat_i^-1]_{q_i} * qhat_i  (mod Q),   qhat_i = Q / q_i.
+
+**Fast basis conversion** (Bajard, Eynard, Hasan, Zucca, SAC 2016; Halevi,
+Polyakov, Shoup, CT-RSA 2019) evaluates that sum modulo other primes p_j
+*without* reducing modulo Q::
+
+    conv(x)_j = sum_i y_i * [qhat_i]_{p_j} mod p_j,    y_i = [x_i * qhat_i^-1]_{q_i}
+
+Because ``sum_i y_i qhat_i`` lies in ``[0, L*Q)``, the result is the residue of
+``x + u*Q`` for some integer ``0 <= u < L``: an *approximate* conversion whose
+error is a small multiple of Q.  Hybrid key switching absorbs that error:
+
+* **ModUp** extends a digit (residues modulo some of the primes) to the primes
+  of a larger basis; the ``u*Q_digit`` overflow is multiplied by a key that
+  hides it in the noise.
+* **ModDown** divides by the special modulus P and rounds:
+  ``round(x / P)`` up to ``-u`` with ``0 <= u < K`` (K special primes).
+* **Rescale** divides by the last prime and rounds *exactly*:
+  ``round(x / q_last)`` (the CKKS rescaling).
+
+Inner products over the source primes accumulate in 128 bits (one MULX and an
+add-with-carry per term) and are reduced once per output coefficient, so the
+cost is about two cycles per multiply-accumulate.  The accumulator holds
+``L * max(q) * max(p) < 2^128`` for every basis the ring layer admits
+(L <= 64 primes of at most 61 bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, ShapeError
+from .checks import check_poly_array, check_reduced
+from .modarith import (
+    U64,
+    check_modulus,
+    mac_wide,
+    mul_shoup,
+    mulhi64,
+    njit,
+    reduce_wide,
+    shoup_precompute,
+    wide_constants,
+)
+
+__all__ = [
+    "RNSBasis",
+    "BasisConverter",
+    "ModDown",
+    "Rescaler",
+    "fast_basis_conversion_reference",
+]
+
+MAX_BASIS_SIZE = 64
+
+
+class RNSBasis:
+    """An ordered list of distinct primes with the CRT constants of their product.
+
+    Attributes:
+        moduli: uint64 array of the primes q_i.
+        product: Q as a Python int.
+        qhat: ``Q / q_i`` as Python ints.
+        qhat_inv: ``(Q / q_i)^-1 mod q_i`` as a uint64 array, with
+            ``qhat_inv_shoup`` its Shoup companions.
+    """
+
+    def __init__(self, moduli: Sequence[int]):
+        primes = [check_modulus(q) for q in moduli]
+        if not 0 < len(primes) <= MAX_BASIS_SIZE:
+            raise ParameterError(f"an RNS basis has 1 to {MAX_BASIS_SIZE} primes, got {len(primes)}")
+        if len(set(primes)) != len(primes):
+            raise ParameterError(f"RNS primes must be distinct: {primes}")
+        self.primes: tuple[int, ...] = tuple(primes)
+        self.moduli = np.array(primes, dtype=np.uint64)
+        self.product = 1
+        for q in primes:
+            self.product *= q
+        self.qhat = [self.product // q for q in primes]
+        inv = [pow(qh % q, -1, q) for qh, q in zip(self.qhat, primes)]
+        self.qhat_inv = np.array(inv, dtype=np.uint64)
+        self.qhat_inv_shoup = np.array([shoup_precompute(v, q) for v, q in zip(inv, primes)], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.primes)
+
+    def __repr__(self) -> str:
+        bits = [q.bit_length() for q in self.primes]
+        return f"RNSBasis({len(self)} primes, bits={bits}, log2 Q={self.product.bit_length()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RNSBasis) and other.primes == self.primes
+
+    def __hash__(self) -> int:
+        return hash(self.primes)
+
+    def check(self, a: np.ndarray) -> None:
+        """Require a reduced ``(L, N)`` uint64 array for this basis."""
+        if not isinstance(a, np.ndarray) or a.ndim != 2:
+            raise ShapeError(f"expected a (limbs, N) array, got {getattr(a, 'shape', type(a).__name__)}")
+        check_poly_array(a, len(self), a.shape[1])
+        check_reduced(a, self.moduli)
+
+    def compose(self, a: np.ndarray, centered: bool = False) -> np.ndarray:
+        """CRT: residues ``(L, N)`` to integers, as a numpy object array of
+        Python ints in ``[0, Q)`` (or ``(-Q/2, Q/2]`` when ``centered``)."""
+        self.check(a)
+        acc = np.zeros(a.shape[1], dtype=object)
+        for i, q in enumerate(self.primes):
+            y = (a[i].astype(object) * int(self.qhat_inv[i])) % q
+            acc += y * self.qhat[i]
+        acc %= self.product
+        if centered:
+            half = self.product // 2
+            acc = np.where(acc > half, acc - self.product, acc)
+        return acc
+
+    def decompose(self, values) -> np.ndarray:
+        """Residues of integers (any sign, any size) modulo each prime, as a
+        ``(L, N)`` uint64 array."""
+        vals = np.asarray(values, dtype=object)
+        if vals.ndim != 1:
+            raise ShapeError(f"expected a 1-D sequence of integers, got shape {vals.shape}")
+        out = np.empty((len(self), vals.shape[0]), dtype=np.uint64)
+        for i, q in enumerate(self.primes):
+            out[i] = (vals % q).astype(np.uint64)
+        return out
+
+
+# --------------------------------------------------------------------------
+# Fast basis conversion.
+# --------------------------------------------------------------------------
+
+
+def fast_basis_conversion_reference(x_residues, src: Sequence[int], dst: Sequence[int]) -> list[list[int]]:
+    """Pure-Python fast basis conversion: for each coefficient,
+    ``sum_i [x_i qhat_i^-1]_{q_i} * qhat_i mod p_j``."""
+    q_prod = 1
+    for q in src:
+        q_prod *= q
+    out = [[0] * len(x_residues[0]) for _ in dst]
+    for c in range(len(x_residues[0])):
+        total = 0
+        for i, q in enumerate(src):
+            qhat = q_prod // q
+            total += (int(x_residues[i][c]) * pow(qhat % q, -1, q) % q) * qhat
+        for j, p in enumerate(dst):
+            out[j][c] = total % p
+    return out
+
+
+@njit
+def _scaled_residues(a, moduli, factors, factors_shoup, y):
+    """``y[c, i] = a[i, c] * factors[i] mod moduli[i]`` (transposed, so that the
+    conversion's inner loop over i reads contiguous memory)."""
+    for i in range(U64(a.shape[0])):
+        q = moduli[i]
+        f = factors[i]
+        fs = factors_shoup[i]
+        row = a[i]
+        for c in range(U64(a.shape[1])):
+            y[c, i] = mul_shoup(row[c], f, fs, q)
+
+
+@njit
+def _accumulate_conversion(y, table, dst, wide, out):
+    """``out[j, c] = sum_i y[c, i] * table[j, i] mod dst[j]`` with 128-bit
+    accumulation and one :func:`reduce_wide` per output."""
+    n = U64(y.shape[0])
+    count = U64(y.shape[1])
+    zero = U64(0)
+    for j in range(U64(out.shape[0])):
+        p = dst[j]
+        t, ts, m = wide[j, 0], wide[j, 1], wide[j, 2]
+        coeffs = table[j]
+        row = out[j]
+        for c in range(n):
+            hi = zero
+            lo = zero
+            yc = y[c]
+            for i in range(count):
+                hi, lo = mac_wide(hi, lo, yc[i], coeffs[i])
+            row[c] = reduce_wide(hi, lo, p, t, ts, m)
+
+
+class BasisConverter:
+    """Fast basis conversion from a basis ``src`` to a basis ``dst``.
+
+    ``convert(a)`` maps residues of ``x`` modulo the ``src`` primes to residues
+    of ``x + u*Q_src`` modulo the ``dst`` primes, ``0 <= u < len(src)``, for the
+    representative ``x`` in ``[0, Q_src)``.  Coefficient domain only (the
+    conversion is not compatible with the NTT, whose roots differ per prime).
+
+    Cost: ``len(src) * len(dst) * N`` multiply-accumulates plus
+    ``len(src) * N`` Shoup products.
+    """
+
+    def __init__(self, src: RNSBasis, dst: RNSBasis):
+        self.src = src
+        self.dst = dst
+        table = [[qh % p for qh in src.qhat] for p in dst.primes]
+        self._table = np.array(table, dtype=np.uint64)  # (len(dst), len(src))
+        self._wide = np.array([wide_constants(p) for p in dst.primes], dtype=np.uint64)
+        self._scratch: np.ndarray | None = None
+
+    def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, check: bool = True) -> np.ndarray:
+        """Convert ``a`` (``(len(src), N)``, reduced) into ``out``
+        (``(len(dst), N)``, allocated when omitted) and return it."""
+        if check:
+            self.src.check(a)
+        n = a.shape[1]
+        if out is None:
+            out = np.empty((len(self.dst), n), dtype=np.uint64)
+        elif check:
+            check_poly_array(out, len(self.dst), n)
+        y = self._scratch
+        if y is None or y.shape[0] != n:
+            y = self._scratch = np.empty((n, len(self.src)), dtype=np.uint64)
+        _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
+        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out)
+        return out
+
+
+# --------------------------------------------------------------------------
+# ModDown and rescale: division by part of the modulus, with rounding.
+# --------------------------------------------------------------------------
+
+
+@njit
+def _add_const_inplace(a, consts, moduli):
+    """``a[i] += consts[i] mod moduli[i]`` for reduced ``a`` and ``consts``."""
+    for i in range(U64(a.shape[0])):
+        q = moduli[i]
+        h = consts[i]
+        row = a[i]
+        for c in range(U64(a.shape[1])):
+            x = row[c] + h
+            if x >= q:
+                x -= q
+            row[c] = x
+
+
+@njit
+def _broadcast_reduce(r, offsets, moduli, barrett_m, out):
+    """``out[i, c] = (r[c] + offsets[i]) mod moduli[i]`` for any uint64 vector
+    ``r`` and reduced offsets."""
+    for i in range(U64(out.shape[0])):
+        q = moduli[i]
+        m = barrett_m[i]
+        off = offsets[i]
+        row = out[i]
+        for c in range(U64(r.shape[0])):
+            x = r[c] - mulhi64(r[c], m) * q  # 64-bit Barrett, in [0, 2q)
+            if x >= q:
+                x -= q
+            x += off
+            if x >= q:
+                x -= q
+            row[c] = x
+
+
+@njit
+def _sub_scale(a, b, factor, factor_shoup, moduli, out):
+    """``out[i] = (a[i] - b[i]) * factor[i] mod moduli[i]``, all reduced."""
+    for i in range(U64(out.shape[0])):
+        q = moduli[i]
+        f = factor[i]
+        fs = factor_shoup[i]
+        for c in range(U64(out.shape[1])):
+            out[i, c] = mul_shoup(a[i, c] + (q - b[i, c]), f, fs, q)
+
+
+def _shoup_pair(values: Sequence[int], primes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    vals = np.array(values, dtype=np.uint64)
+    comp = np.array([shoup_precompute(v, q) for v, q in zip(values, primes)], dtype=np.uint64)
+    return vals, comp
+
+
+class ModDown:
+    """Division by the special modulus P with rounding (hybrid key switching).
+
+    Given ``x`` in the basis ``Q ∪ P``, returns ``round(x / P) - u`` in the
+    basis Q with ``0 <= u < len(P)`` (the fast-conversion overflow)::
+
+        x' = x + h,  h = floor(P/2)
+        out_i = (x_i - (conv_{P->Q}([x']_P)_i - h)) * P^-1 mod q_i
+
+    The work splits in two steps so that the NTT domain can be served too:
+    :meth:`correction` (coefficient domain, from the P limbs) returns the
+    polynomial ``conv(...) - h`` whose coefficients are subtracted, and
+    :meth:`finish` (either domain, pointwise on the Q limbs) subtracts and
+    scales.  (The rounding offset h is added to every *coefficient*, so it must
+    not be added to NTT values; folding it into the correction avoids that.)
+    """
+
+    def __init__(self, q_basis: RNSBasis, p_basis: RNSBasis):
+        self.q_basis, self.p_basis = q_basis, p_basis
+        self._to_q = BasisConverter(p_basis, q_basis)
+        half = p_basis.product // 2
+        self._half_p = np.array([half % p for p in p_basis.primes], dtype=np.uint64)
+        self._neg_half_q = np.array([(-half) % q for q in q_basis.primes], dtype=np.uint64)
+        self._p_inv, self._p_inv_shoup = _shoup_pair(
+            [pow(p_basis.product % q, -1, q) for q in q_basis.primes], q_basis.primes
+        )
+
+    def correction(self, a_p: np.ndarray) -> np.ndarray:
+        """``conv_{P->Q}([x + h]_P) - h`` from coefficient-domain P limbs."""
+        xp = a_p.copy()
+        _add_const_inplace(xp, self._half_p, self.p_basis.moduli)
+        conv = self._to_q.convert(xp, check=False)
+        _add_const_inplace(conv, self._neg_half_q, self.q_basis.moduli)
+        return conv
+
+    def finish(self, a_q: np.ndarray, correction: np.ndarray, out: np.ndarray) -> None:
+        """``out = (a_q - correction) * P^-1`` limb by limb (pointwise, so
+        ``a_q`` and ``correction`` may both be in the NTT domain)."""
+        _sub_scale(a_q, correction, self._p_inv, self._p_inv_shoup, self.q_basis.moduli, out)
+
+    def apply(self, a_q: np.ndarray, a_p: np.ndarray, *, check: bool = True) -> np.ndarray:
+        """Return ``round((a_q, a_p) / P)`` in the Q basis (coefficient domain)."""
+        if check:
+            self.q_basis.check(a_q)
+            self.p_basis.check(a_p)
+            if a_q.shape[1] != a_p.shape[1]:
+                raise ShapeError(f"Q part has N={a_q.shape[1]}, P part N={a_p.shape[1]}")
+        out = np.empty_like(a_q)
+        self.finish(a_q, self.correction(a_p), out)
+        return out
+
+
+class Rescaler:
+    """Exact divide-and-round by the last prime of a basis (CKKS rescale).
+
+    For ``x`` in ``[0, Q)`` with ``Q = q_0 ... q_{L-1}``, returns the residues of
+    ``round(x / q_{L-1})`` modulo ``q_0 ... q_{L-2}``::
+
+        r = (x_{L-1} + h) mod q_{L-1},   h = (q_{L-1} - 1) / 2
+        out_i = (x_i - (r - h)) * q_{L-1}^-1  mod q_i
+
+    (``x + h - r`` is a multiple of q_{L-1}, and ``(x + h - r) / q_{L-1}`` is
+    ``round(x / q_{L-1})``, ties rounded down.)  As for :class:`ModDown` the
+    work is split into :meth:`correction` (coefficient domain, from the last
+    limb: the small signed polynomial ``r - h``) and :meth:`finish`
+    (pointwise, either domain).
+    """
+
+    def __init__(self, basis: RNSBasis):
+        if len(basis) < 2:
+            raise ParameterError("rescaling needs at least two primes")
+        self.basis = basis
+        primes = basis.primes
+        self.last = primes[-1]
+        self.half = (self.last - 1) // 2
+        rest = primes[:-1]
+        self._rest_moduli = basis.moduli[:-1].copy()
+        self._inv, self._inv_shoup = _shoup_pair([pow(self.last % q, -1, q) for q in rest], rest)
+        self._neg_half_mod = np.array([(-self.half) % q for q in rest], dtype=np.uint64)
+        self._barrett_m = np.array([(1 << 64) // q for q in rest], dtype=np.uint64)
+
+    def correction(self, last_limb: np.ndarray) -> np.ndarray:
+        """``(r - h) mod q_i`` for every remaining prime, ``(L-1, N)``, from the
+        coefficient-domain last limb."""
+        r = last_limb + U64(self.half)
+        r[r >= U64(self.last)] -= U64(self.last)
+        out = np.empty((len(self._rest_moduli), r.shape[0]), dtype=np.uint64)
+        _broadcast_reduce(r, self._neg_half_mod, self._rest_moduli, self._barrett_m, out)
+        return out
+
+    def finish(self, a_rest: np.ndarray, correction: np.ndarray, out: np.ndarray) -> None:
+        """``out_i = (a_i - correction_i) * q_last^-1 mod q_i`` (pointwise)."""
+        _sub_scale(a_rest, correction, self._inv, self._inv_shoup, self._rest_moduli, out)
+
+    def apply(self, a: np.ndarray, *, check: bool = True) -> np.ndarray:
+        """Rescale a coefficient-domain ``(L, N)`` array to ``(L-1, N)``."""
+        if check:
+            self.basis.check(a)
+        out = np.empty((a.shape[0] - 1, a.shape[1]), dtype=np.uint64)
+        self.finish(a[:-1], self.correction(a[-1]), out)
+        return out
