@@ -254,8 +254,10 @@ class Ring:
             self._rescalers[limbs] = Rescaler(self.basis_at(limbs))
         return self._rescalers[limbs]
 
-    def rescale(self, a: np.ndarray, *, ntt_domain: bool, check: bool = True) -> np.ndarray:
-        """``round(a / q_last)`` on ``l - 1`` limbs (new array), exactly.
+    def rescale(self, a: np.ndarray, *, ntt_domain: bool, out: np.ndarray | None = None,
+                check: bool = True) -> np.ndarray:
+        """``round(a / q_last)`` on ``l - 1`` limbs, exactly (into ``out`` when
+        given, which must not overlap ``a``).
 
         In the NTT domain the last limb is brought back to coefficients (one
         inverse NTT), reduced modulo each remaining prime and transformed
@@ -271,7 +273,10 @@ class Ring:
         corr = resc.correction(last[0])
         if ntt_domain:
             self.tables.forward(corr, check=False)
-        out = np.empty((limbs - 1, self.n), dtype=np.uint64)
+        if out is None:
+            out = np.empty((limbs - 1, self.n), dtype=np.uint64)
+        elif check:
+            check_poly_array(out, limbs - 1, self.n)
         resc.finish(a[: limbs - 1], corr, out)
         return out
 

@@ -35,6 +35,7 @@ cost is about two cycles per multiply-accumulate.  The accumulator holds
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -211,7 +212,7 @@ class BasisConverter:
         table = [[qh % p for qh in src.qhat] for p in dst.primes]
         self._table = np.array(table, dtype=np.uint64)  # (len(dst), len(src))
         self._wide = np.array([wide_constants(p) for p in dst.primes], dtype=np.uint64)
-        self._scratch: np.ndarray | None = None
+        self._local = threading.local()
 
     def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, check: bool = True) -> np.ndarray:
         """Convert ``a`` (``(len(src), N)``, reduced) into ``out``
@@ -223,9 +224,7 @@ class BasisConverter:
             out = np.empty((len(self.dst), n), dtype=np.uint64)
         elif check:
             check_poly_array(out, len(self.dst), n)
-        y = self._scratch
-        if y is None or y.shape[0] != n:
-            y = self._scratch = np.empty((n, len(self.src)), dtype=np.uint64)
+        y = _scratch(self._local, (n, len(self.src)))
         _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
         _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out)
         return out
@@ -251,16 +250,19 @@ def _add_const_inplace(a, consts, moduli):
 
 
 @njit
-def _broadcast_reduce(r, offsets, moduli, barrett_m, out):
-    """``out[i, c] = (r[c] + offsets[i]) mod moduli[i]`` for any uint64 vector
-    ``r`` and reduced offsets."""
+def _rounding_correction(last, half, q_last, offsets, moduli, barrett_m, out):
+    """``out[i, c] = ((last[c] + half) mod q_last + offsets[i]) mod moduli[i]``
+    for a reduced ``last`` limb and reduced offsets."""
     for i in range(U64(out.shape[0])):
         q = moduli[i]
         m = barrett_m[i]
         off = offsets[i]
         row = out[i]
-        for c in range(U64(r.shape[0])):
-            x = r[c] - mulhi64(r[c], m) * q  # 64-bit Barrett, in [0, 2q)
+        for c in range(U64(last.shape[0])):
+            r = last[c] + half
+            if r >= q_last:
+                r -= q_last
+            x = r - mulhi64(r, m) * q  # 64-bit Barrett, in [0, 2q)
             if x >= q:
                 x -= q
             x += off
@@ -278,6 +280,14 @@ def _sub_scale(a, b, factor, factor_shoup, moduli, out):
         fs = factor_shoup[i]
         for c in range(U64(out.shape[1])):
             out[i, c] = mul_shoup(a[i, c] + (q - b[i, c]), f, fs, q)
+
+
+def _scratch(local: threading.local, shape: tuple[int, int]) -> np.ndarray:
+    """A per-thread reusable uint64 buffer of the given shape."""
+    buf = getattr(local, "buffer", None)
+    if buf is None or buf.shape != shape:
+        buf = local.buffer = np.empty(shape, dtype=np.uint64)
+    return buf
 
 
 def _shoup_pair(values: Sequence[int], primes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -366,14 +376,20 @@ class Rescaler:
         self._inv, self._inv_shoup = _shoup_pair([pow(self.last % q, -1, q) for q in rest], rest)
         self._neg_half_mod = np.array([(-self.half) % q for q in rest], dtype=np.uint64)
         self._barrett_m = np.array([(1 << 64) // q for q in rest], dtype=np.uint64)
+        self._local = threading.local()
 
-    def correction(self, last_limb: np.ndarray) -> np.ndarray:
+    def correction(self, last_limb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``(r - h) mod q_i`` for every remaining prime, ``(L-1, N)``, from the
-        coefficient-domain last limb."""
-        r = last_limb + U64(self.half)
-        r[r >= U64(self.last)] -= U64(self.last)
-        out = np.empty((len(self._rest_moduli), r.shape[0]), dtype=np.uint64)
-        _broadcast_reduce(r, self._neg_half_mod, self._rest_moduli, self._barrett_m, out)
+        coefficient-domain last limb (reduced).
+
+        Without ``out`` the result goes to a scratch buffer owned by this
+        object and the calling thread, valid until the next call: fresh
+        multi-megabyte arrays cost more in page faults than the kernel itself.
+        """
+        if out is None:
+            out = _scratch(self._local, (len(self._rest_moduli), last_limb.shape[0]))
+        _rounding_correction(last_limb, U64(self.half), U64(self.last), self._neg_half_mod,
+                             self._rest_moduli, self._barrett_m, out)
         return out
 
     def finish(self, a_rest: np.ndarray, correction: np.ndarray, out: np.ndarray) -> None:

@@ -1,0 +1,77 @@
+"""Timing helpers shared by the benchmark scripts (not part of the library).
+
+Conventions (see ../shared/bench/REFERENCE.md): every measured call is
+preceded by an untimed warm-up call (Numba compilation or cache load), the
+figure reported is the median over repeats of the *thread CPU time* (robust on
+a shared, noisy machine; the kernels are single-threaded), and the wall-clock
+median is reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def measure(fn: Callable[[], object], repeats: int = 15, min_seconds: float = 0.5) -> dict[str, float]:
+    """Median CPU and wall time of ``fn()`` in milliseconds, after one warm-up call.
+
+    Runs at least ``repeats`` times and at least ``min_seconds`` in total.
+    """
+    fn()  # warm-up: JIT compile or cache load, first-touch page faults
+    cpu, wall = [], []
+    start = time.perf_counter()
+    while len(cpu) < repeats or (time.perf_counter() - start < min_seconds and len(cpu) < 10 * repeats):
+        c0, w0 = time.thread_time(), time.perf_counter()
+        fn()
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return {"cpu_ms": 1e3 * statistics.median(cpu), "wall_ms": 1e3 * statistics.median(wall), "runs": len(cpu)}
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    model = ""
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": model or platform.processor(),
+        "cpu_mhz": mhz,
+        "cores": os.cpu_count(),
+    }
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def emit(record: dict, as_json: bool) -> None:
+    """Print the record as one JSON object, or as an aligned table."""
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return
+    width = max(len(k) for k in record)
+    for key, value in record.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        print(f"{key:<{width}}  {value}")

@@ -1,0 +1,151 @@
+"""The layering rules of docs/architecture.md, enforced.
+
+* Inside ``fhe_ckks`` a layer imports only the layers before it in
+  ``ring <- rlwe <- ckks <- circuits <- bootstrap <- nn``; ``errors`` is a
+  leaf everyone may import; nothing in ``fhe_ckks`` imports ``cryptoface``.
+* ``cryptoface.encrypted`` never imports torch; ``cryptoface.training`` may
+  import ``fhe_ckks`` only from ``export.py`` and only ``fhe_ckks.nn.modelfile``.
+* Importing ``fhe_ckks`` (every submodule) imports no torch and compiles no
+  Numba kernel (checked in fresh subprocesses).
+* No module is named utils, helper or common.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["ring", "rlwe", "ckks", "circuits", "bootstrap", "nn"]
+# Modules at the package root that belong to a layer (none yet besides errors).
+ROOT_MODULE_LAYER = {"errors": -1, "__init__": len(LAYERS), "presets": LAYERS.index("ckks"),
+                     "serialize": LAYERS.index("ckks")}
+
+
+def python_files(package: str):
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Absolute names of every module ``path`` imports (relative ones resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base)
+                target = f"{prefix}.{node.module}" if node.module else prefix
+                if node.module is None:
+                    names.extend(f"{prefix}.{alias.name}" for alias in node.names)
+                else:
+                    names.append(target)
+            else:
+                names.append(node.module)
+    return names
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(LAYERS)
+    if parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return ROOT_MODULE_LAYER.get(parts[1], len(LAYERS))
+
+
+@pytest.mark.parametrize("path", python_files("fhe_ckks"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_fhe_ckks_layers_import_one_way(path):
+    own = layer_of(module_name(path))
+    for target in imported_modules(path):
+        top = target.split(".")[0]
+        assert top != "cryptoface", f"{path}: fhe_ckks must not import cryptoface"
+        assert top not in {"torch", "mxnet"}, f"{path}: fhe_ckks must not import {top}"
+        if top != "fhe_ckks":
+            continue
+        assert layer_of(target) <= own, f"{path} (layer {own}) imports {target} (layer {layer_of(target)})"
+
+
+def test_cryptoface_encrypted_and_training_boundaries():
+    for path in python_files("cryptoface"):
+        name = module_name(path)
+        for target in imported_modules(path):
+            top = target.split(".")[0]
+            if name.startswith("cryptoface.encrypted"):
+                assert top not in {"torch", "mxnet"}, f"{path} imports {target}"
+                assert not target.startswith("cryptoface.training"), f"{path} imports {target}"
+            if name.startswith("cryptoface.training") and top == "fhe_ckks":
+                assert path.name == "export.py" and target == "fhe_ckks.nn.modelfile", f"{path} imports {target}"
+
+
+def test_no_catch_all_module_names():
+    for package in ("fhe_ckks", "cryptoface"):
+        for path in python_files(package):
+            assert path.stem not in {"utils", "helper", "helpers", "common", "misc"}, path
+
+
+def run_python(code: str, **env) -> str:
+    import os
+
+    full_env = dict(os.environ, **env)
+    full_env.pop("NUMBA_DISABLE_JIT", None)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+IMPORT_EVERYTHING = """
+    import importlib, pkgutil, sys
+    names = []
+    for package in ("fhe_ckks", "cryptoface"):
+        mod = importlib.import_module(package)
+        names.append(package)
+        for info in pkgutil.walk_packages(mod.__path__, package + "."):
+            if info.name.startswith("cryptoface.training"):
+                continue  # the torch side, by design
+            importlib.import_module(info.name)
+            names.append(info.name)
+"""
+
+
+def test_importing_the_encrypted_side_never_imports_torch():
+    out = run_python(IMPORT_EVERYTHING + """
+    print(len(names), "torch" in sys.modules, "mxnet" in sys.modules)
+    """)
+    count, torch_loaded, mxnet_loaded = out.split()
+    assert int(count) > 5
+    assert torch_loaded == "False" and mxnet_loaded == "False"
+
+
+def test_importing_fhe_ckks_compiles_no_kernel():
+    out = run_python(IMPORT_EVERYTHING + """
+    from numba.core.dispatcher import Dispatcher
+    kernels = compiled = 0
+    for name in names:
+        for obj in vars(sys.modules[name]).values():
+            if isinstance(obj, Dispatcher):
+                kernels += 1
+                compiled += len(obj.overloads)
+    print(kernels, compiled)
+    """)
+    kernels, compiled = map(int, out.split())
+    assert kernels > 10
+    assert compiled == 0
