@@ -19,7 +19,7 @@ from .automorphism import conjugation_element, galois_element
 from .ntt import NTTTables
 from .primes import nearest_ntt_primes, ntt_primes, primitive_root_2n
 from .ring import Ring
-from .rns import BasisConverter, ModDown, Rescaler, RNSBasis
+from .rns import BasisConverter, ModDown, ModUp, Rescaler, RNSBasis
 from .sampling import Shake256Stream, fresh_seed
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "NTTTables",
     "RNSBasis",
     "BasisConverter",
+    "ModUp",
     "ModDown",
     "Rescaler",
     "Shake256Stream",

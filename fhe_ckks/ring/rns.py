@@ -57,6 +57,7 @@ from .modarith import (
 __all__ = [
     "RNSBasis",
     "BasisConverter",
+    "ModUp",
     "ModDown",
     "Rescaler",
     "fast_basis_conversion_reference",
@@ -227,6 +228,44 @@ class BasisConverter:
         y = _scratch(self._local, (n, len(self.src)))
         _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
         _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out)
+        return out
+
+
+class ModUp:
+    """Extension of one key-switching digit to a larger basis (hybrid key switching).
+
+    A digit is the part of ``x`` modulo a subset D of the primes of ``target``
+    (``digit`` gives their positions).  ModUp returns residues modulo *every*
+    prime of ``target``: the digit limbs are copied and the others come from
+    fast basis conversion, so the result represents ``x_D + u * Q_D`` with
+    ``0 <= u < |D|`` (``x_D`` the representative in ``[0, Q_D)``).  Coefficient
+    domain.
+    """
+
+    def __init__(self, target: RNSBasis, digit: Sequence[int]):
+        digit = [int(i) for i in digit]
+        if not digit or len(set(digit)) != len(digit) or not all(0 <= i < len(target) for i in digit):
+            raise ParameterError(f"invalid digit positions {digit} for a basis of {len(target)} primes")
+        self.target = target
+        self.digit = np.array(digit, dtype=np.int64)
+        others = [i for i in range(len(target)) if i not in set(digit)]
+        self.others = np.array(others, dtype=np.int64)
+        self.digit_basis = RNSBasis([target.primes[i] for i in digit])
+        self._conv = (BasisConverter(self.digit_basis, RNSBasis([target.primes[i] for i in others]))
+                      if others else None)
+
+    def apply(self, a_digit: np.ndarray, out: np.ndarray | None = None, *, check: bool = True) -> np.ndarray:
+        """Return the ``(len(target), N)`` extension of ``a_digit``."""
+        if check:
+            self.digit_basis.check(a_digit)
+        n = a_digit.shape[1]
+        if out is None:
+            out = np.empty((len(self.target), n), dtype=np.uint64)
+        elif check:
+            check_poly_array(out, len(self.target), n)
+        out[self.digit] = a_digit
+        if self._conv is not None:
+            out[self.others] = self._conv.convert(a_digit, check=False)
         return out
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fhe_ckks.errors import ParameterError, RangeError, ShapeError
-from fhe_ckks.ring import BasisConverter, ModDown, Rescaler, RNSBasis, ntt_primes
+from fhe_ckks.ring import BasisConverter, ModDown, ModUp, Rescaler, RNSBasis, ntt_primes
 from fhe_ckks.ring.rns import fast_basis_conversion_reference
 from tests.strategies import PRIME_BITS, rings, toy_ring
 
@@ -75,6 +75,20 @@ def test_fast_basis_conversion_overflow_reaches_but_never_exceeds_its_bound(rng)
     overflows = {(y - x) // src.product for x, y in zip(values, got)}
     assert all((y - x) % src.product == 0 for x, y in zip(values, got))
     assert overflows <= set(range(8)) and len(overflows) > 1
+
+
+@given(two_bases(max_src=6, max_dst=1), st.data())
+def test_mod_up_extends_a_digit_up_to_a_small_multiple_of_its_modulus(bases, data):
+    target, _ = bases
+    digit = data.draw(st.lists(st.integers(0, len(target) - 1), min_size=1, max_size=len(target), unique=True))
+    up = ModUp(target, digit)
+    values = data.draw(ints_below(up.digit_basis.product))
+    out = up.apply(up.digit_basis.decompose(values))
+    np.testing.assert_array_equal(out[digit], up.digit_basis.decompose(values))
+    got = target.compose(out).tolist()
+    q_d = up.digit_basis.product
+    for x, y in zip(values, got):
+        assert any((x + u * q_d) % target.product == y for u in range(len(digit))), (x, y)
 
 
 @given(two_bases(), st.data())
