@@ -18,6 +18,11 @@ __all__ = [
     "ShapeError",
     "DTypeError",
     "RangeError",
+    "KeyMismatchError",
+    "MissingKeyError",
+    "LevelError",
+    "ScaleMismatchError",
+    "SerializationError",
 ]
 
 
@@ -46,3 +51,26 @@ class DTypeError(FheError, TypeError):
 class RangeError(FheError, ValueError):
     """A value lies outside the range a kernel requires, for example a
     coefficient that is not reduced modulo its prime."""
+
+
+class KeyMismatchError(FheError, ValueError):
+    """Objects that must share a key (or a parameter set) do not."""
+
+
+class MissingKeyError(FheError, KeyError):
+    """An operation needs an evaluation key that was not provided (for
+    example a rotation by a step whose Galois key was not generated)."""
+
+
+class LevelError(FheError, ValueError):
+    """A level is invalid for the operation: no level left to rescale or
+    drop, or operands at levels that cannot be aligned."""
+
+
+class ScaleMismatchError(FheError, ValueError):
+    """Operands of an addition have scales that differ beyond tolerance."""
+
+
+class SerializationError(FheError, ValueError):
+    """Serialized bytes are truncated, corrupted, of an unknown version, or
+    belong to other parameters."""

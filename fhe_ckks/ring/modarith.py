@@ -60,6 +60,7 @@ __all__ = [
     "mul_barrett",
     "mul_barrett_reference",
     "reduce_wide",
+    "reduce_barrett_wide",
     "reduce_wide_reference",
     "wide_constants",
     "check_modulus",
@@ -266,7 +267,9 @@ def mul_barrett_reference(a: int, b: int, q: int) -> int:
 
 
 @njit(inline="always")
-def _barrett_reduce_wide(hi, lo, q, r1, r0):
+def reduce_barrett_wide(hi, lo, q, r1, r0):
+    """``(hi*2^64 + lo) mod q`` in ``[0, q)`` for values below ``q * 2^64``
+    (``r1, r0 = barrett_precompute(q)``)."""
     # Quotient estimate floor(x * ratio / 2^128) from three of the four partial
     # products; the dropped lo*r0 term and the truncations lose less than 3.
     # Valid for x = hi*2^64 + lo < q * 2^64 (so that hi*r1 < 2^64).
@@ -291,7 +294,7 @@ def mul_barrett(a, b, q, r1, r0):
         r1, r0: ``barrett_precompute(q)``.
     """
     hi, lo = mul_wide(a, b)
-    return _barrett_reduce_wide(hi, lo, q, r1, r0)
+    return reduce_barrett_wide(hi, lo, q, r1, r0)
 
 
 def wide_constants(q: int) -> tuple[int, int, int]:

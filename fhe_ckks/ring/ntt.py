@@ -181,24 +181,26 @@ def _reduce_2q(a, q):
 
 
 @njit
-def _forward_batch(a, rows, psi, psi_shoup, moduli, lazy_out):
-    """Forward NTT of every limb k of ``a`` with the tables of row ``rows[k]``."""
-    for k in range(U64(a.shape[0])):
+def _forward_batch(a, a_rows, rows, psi, psi_shoup, moduli, lazy_out):
+    """Forward NTT of limb ``a[a_rows[k]]`` with the tables of row ``rows[k]``."""
+    for k in range(U64(rows.shape[0])):
         r = rows[k]
-        _forward_limb_lazy(a[k], psi[r], psi_shoup[r], moduli[r])
+        limb = a[a_rows[k]]
+        _forward_limb_lazy(limb, psi[r], psi_shoup[r], moduli[r])
         if not lazy_out:
-            _reduce_4q(a[k], moduli[r])
+            _reduce_4q(limb, moduli[r])
 
 
 @njit
-def _inverse_batch(a, rows, ipsi, ipsi_shoup, moduli, scal, lazy_out):
-    """Inverse NTT of every limb k of ``a`` with the tables of row ``rows[k]``."""
-    for k in range(U64(a.shape[0])):
+def _inverse_batch(a, a_rows, rows, ipsi, ipsi_shoup, moduli, scal, lazy_out):
+    """Inverse NTT of limb ``a[a_rows[k]]`` with the tables of row ``rows[k]``."""
+    for k in range(U64(rows.shape[0])):
         r = rows[k]
         q = moduli[r]
-        _inverse_limb_lazy(a[k], ipsi[r], ipsi_shoup[r], q, scal[r, 0], scal[r, 1], scal[r, 2], scal[r, 3])
+        limb = a[a_rows[k]]
+        _inverse_limb_lazy(limb, ipsi[r], ipsi_shoup[r], q, scal[r, 0], scal[r, 1], scal[r, 2], scal[r, 3])
         if not lazy_out:
-            _reduce_2q(a[k], q)
+            _reduce_2q(limb, q)
 
 
 # --------------------------------------------------------------------------
@@ -284,23 +286,37 @@ class NTTTables:
         butterflies per limb, one Shoup product each.
         """
         rows = self._prepare(a, rows, check, 1)
-        _forward_batch(a, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, False)
+        _forward_batch(a, self._prefix_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, False)
 
     def forward_lazy(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place forward NTT; input and output in ``[0, 4q)``."""
         rows = self._prepare(a, rows, check, 4)
-        _forward_batch(a, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, True)
+        _forward_batch(a, self._prefix_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, True)
 
     def inverse(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place inverse NTT of every limb of ``a``: reduced input and
         output, the scaling by ``N^-1`` included."""
         rows = self._prepare(a, rows, check, 1)
-        _inverse_batch(a, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli, self._inv_scalars, False)
+        _inverse_batch(a, self._prefix_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
+                       self._inv_scalars, False)
 
     def inverse_lazy(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place inverse NTT; input and output in ``[0, 2q)``."""
         rows = self._prepare(a, rows, check, 2)
-        _inverse_batch(a, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli, self._inv_scalars, True)
+        _inverse_batch(a, self._prefix_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
+                       self._inv_scalars, True)
+
+    def forward_select(self, a: np.ndarray, a_rows: np.ndarray, rows: np.ndarray) -> None:
+        """In-place forward NTT of the limbs ``a[a_rows[k]]`` with prime
+        ``rows[k]``, other limbs untouched (no input check: a hot path of key
+        switching, whose callers own the arrays).  Reduced input and output."""
+        _forward_batch(a, a_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, False)
+
+    def inverse_select(self, a: np.ndarray, a_rows: np.ndarray, rows: np.ndarray) -> None:
+        """In-place inverse NTT of the limbs ``a[a_rows[k]]`` with prime
+        ``rows[k]`` (see :meth:`forward_select`)."""
+        _inverse_batch(a, a_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
+                       self._inv_scalars, False)
 
 
 def _powers(base: int, count: int, q: int) -> list[int]:

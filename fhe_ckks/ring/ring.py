@@ -108,6 +108,8 @@ class Ring:
     Args:
         log_n: N = 2^log_n.
         moduli: distinct NTT-friendly primes (``q = 1 mod 2N``, below 2^61).
+        tables: NTT tables to share, whose first primes are ``moduli`` (for
+            example the tables of ``Q ∪ P`` serving the ring of Q).
 
     Attributes:
         n, log_n: the ring degree and its log.
@@ -116,12 +118,16 @@ class Ring:
         tables: the :class:`~fhe_ckks.ring.ntt.NTTTables`.
     """
 
-    def __init__(self, log_n: int, moduli: Sequence[int]):
+    def __init__(self, log_n: int, moduli: Sequence[int], tables: NTTTables | None = None):
         self.log_n = check_log_n(log_n)
         self.n = 1 << log_n
         self.basis = RNSBasis(moduli)
         self.moduli = self.basis.moduli
-        self.tables = NTTTables(log_n, self.basis.primes)
+        if tables is None:
+            tables = NTTTables(log_n, self.basis.primes)
+        elif tables.log_n != log_n or tables.moduli[: len(self.moduli)].tolist() != self.moduli.tolist():
+            raise ParameterError("shared NTT tables must start with this ring's primes")
+        self.tables = tables
         self._ratios = np.array([barrett_precompute(q) for q in self.basis.primes], dtype=np.uint64)
         self._bases: dict[int, RNSBasis] = {len(self.basis): self.basis}
         self._rescalers: dict[int, Rescaler] = {}
@@ -235,16 +241,20 @@ class Ring:
 
     # ---- automorphisms ------------------------------------------------------
 
+    def galois_permutation(self, g: int) -> np.ndarray:
+        """The NTT-domain index map of ``X -> X^g`` (cached per element)."""
+        perm = self._perms.get(g)
+        if perm is None:
+            perm = self._perms[g] = ntt_permutation(g, self.log_n)
+        return perm
+
     def automorphism(self, a: np.ndarray, g: int, *, ntt_domain: bool, out=None) -> np.ndarray:
         """``a(X^g)``; the NTT-domain index map is cached per Galois element."""
         g = check_galois_element(g, self.log_n)
         if not ntt_domain:
             return automorphism_coeff(a, g, self.moduli[: a.shape[0]], out)
         self.check(a)
-        perm = self._perms.get(g)
-        if perm is None:
-            perm = self._perms[g] = ntt_permutation(g, self.log_n)
-        return automorphism_ntt(a, g, perm, out)
+        return automorphism_ntt(a, g, self.galois_permutation(g), out)
 
     # ---- rescale and drop ---------------------------------------------------
 

@@ -175,17 +175,17 @@ def _scaled_residues(a, moduli, factors, factors_shoup, y):
 
 
 @njit
-def _accumulate_conversion(y, table, dst, wide, out):
-    """``out[j, c] = sum_i y[c, i] * table[j, i] mod dst[j]`` with 128-bit
-    accumulation and one :func:`reduce_wide` per output."""
+def _accumulate_conversion(y, table, dst, wide, out, out_rows):
+    """``out[out_rows[j], c] = sum_i y[c, i] * table[j, i] mod dst[j]`` with
+    128-bit accumulation and one :func:`reduce_wide` per output."""
     n = U64(y.shape[0])
     count = U64(y.shape[1])
     zero = U64(0)
-    for j in range(U64(out.shape[0])):
+    for j in range(U64(out_rows.shape[0])):
         p = dst[j]
         t, ts, m = wide[j, 0], wide[j, 1], wide[j, 2]
         coeffs = table[j]
-        row = out[j]
+        row = out[out_rows[j]]
         for c in range(n):
             hi = zero
             lo = zero
@@ -213,21 +213,31 @@ class BasisConverter:
         table = [[qh % p for qh in src.qhat] for p in dst.primes]
         self._table = np.array(table, dtype=np.uint64)  # (len(dst), len(src))
         self._wide = np.array([wide_constants(p) for p in dst.primes], dtype=np.uint64)
+        self._rows = np.arange(len(dst), dtype=np.uint64)
         self._local = threading.local()
 
-    def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, check: bool = True) -> np.ndarray:
+    def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, out_rows: np.ndarray | None = None,
+                check: bool = True) -> np.ndarray:
         """Convert ``a`` (``(len(src), N)``, reduced) into ``out``
-        (``(len(dst), N)``, allocated when omitted) and return it."""
+        (``(len(dst), N)``, allocated when omitted) and return it.
+
+        With ``out_rows``, destination prime j is written to row
+        ``out_rows[j]`` of a larger ``out`` instead (ModUp fills an extended
+        polynomial in place this way)."""
         if check:
             self.src.check(a)
         n = a.shape[1]
         if out is None:
             out = np.empty((len(self.dst), n), dtype=np.uint64)
-        elif check:
+        elif check and out_rows is None:
             check_poly_array(out, len(self.dst), n)
+        if out_rows is None:
+            out_rows = self._rows
+        elif check and (len(out_rows) != len(self.dst) or int(np.max(out_rows)) >= out.shape[0]):
+            raise ShapeError(f"out_rows {out_rows} do not fit {len(self.dst)} primes into {out.shape}")
         y = _scratch(self._local, (n, len(self.src)))
         _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
-        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out)
+        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out, out_rows)
         return out
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "discrete_gaussian",
     "centered_binomial",
     "gaussian_cdt",
+    "rounded_gaussian",
 ]
 
 SEED_BYTES = 32
@@ -221,3 +222,22 @@ def centered_binomial(stream: Shake256Stream, n: int, eta: int = 21) -> np.ndarr
     bits = np.unpackbits(stream.uint8((2 * eta * n + 7) // 8))[: 2 * eta * n]
     bits = bits.reshape(n, 2, eta).sum(axis=2, dtype=np.int64)
     return bits[:, 0] - bits[:, 1]
+
+
+def rounded_gaussian(stream: Shake256Stream, n: int, sigma: float) -> np.ndarray:
+    """``n`` samples of a continuous Gaussian of standard deviation ``sigma``
+    rounded to integers (float64), by Box-Muller on 53-bit uniforms.
+
+    For wide distributions (noise flooding, sigma up to 2^60) where a
+    cumulative table is impractical; statistical quality only, like every
+    sampler here not constant-time.
+    """
+    n = _check_n(n)
+    if not 0 < float(sigma) < 2.0**62:
+        raise ParameterError(f"sigma must be in (0, 2^62), got {sigma!r}")
+    words = stream.uint64(2 * ((n + 1) // 2))
+    u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53  # in (0, 1)
+    u1, u2 = u[0::2], u[1::2]
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])[:n]
+    return np.rint(z * float(sigma))

@@ -1,0 +1,75 @@
+"""Named parameter sets.
+
+Names follow ``N{log_n}_QP{log_qp}_L{levels}_S{log_scale}`` (levels = the
+number of rescalings available, L = number of ciphertext primes - 1).  Sets
+named ``INSECURE_*`` are toy sizes for fast tests; :func:`get` refuses them
+unless ``allow_insecure=True``.
+
+Every secure set below uses a dense uniform ternary secret and sigma = 3.2 and
+is checked at construction against the Homomorphic Encryption Standard (2018)
+table for 128-bit classical security (N = 2^16: 1772 bits, as in OpenFHE).
+Precision figures are for one fresh public-key encryption (max error over all
+slots, from :func:`fhe_ckks.ckks.expected_precision_bits`), and fall by about
+one bit per multiplicative level used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .errors import ParameterError
+from .rlwe.params import Parameters, ParametersLiteral
+
+__all__ = ["LITERALS", "get", "names"]
+
+LITERALS: dict[str, ParametersLiteral] = {
+    # N = 2^14, log QP = 430 <= 438 (HE standard).  Depth 7 at scale 2^40;
+    # q_0 = 50 bits leaves 10 bits of integer part at level 0.  2 special
+    # primes, dnum = 4.  Fresh precision >= 21 bits.
+    "N14_QP430_L7_S40": ParametersLiteral(
+        log_n=14, log_q=(50,) + (40,) * 7, log_p=(50, 50), log_scale=40, name="N14_QP430_L7_S40"),
+    # N = 2^15, log QP = 870 <= 881.  Depth 14 at scale 2^45, q_0 = 60 bits,
+    # 3 special primes, dnum = 5.  Fresh precision >= 25 bits.
+    "N15_QP870_L14_S45": ParametersLiteral(
+        log_n=15, log_q=(60,) + (45,) * 14, log_p=(60, 60, 60), log_scale=45, name="N15_QP870_L14_S45"),
+    # N = 2^16, log QP = 1650 <= 1772.  24 ciphertext primes (depth 23) at
+    # scale 2^50, q_0 = 60 bits, 8 special primes of 55 bits, dnum = 3 (8
+    # primes per digit): the benchmark set of the CKKS milestone, comparable
+    # with OpenFHE at 24 limbs and dnum 3.  Fresh precision >= 29 bits.
+    "N16_QP1650_L23_S50": ParametersLiteral(
+        log_n=16, log_q=(60,) + (50,) * 23, log_p=(55,) * 8, log_scale=50, digits=3,
+        name="N16_QP1650_L23_S50"),
+    # ---- toy sets: NOT secure, for tests and examples only --------------------
+    # N = 2^10, depth 5 at scale 2^40, 2 special primes (dnum = 3).
+    "INSECURE_N10_QP380_L5_S40": ParametersLiteral(
+        log_n=10, log_q=(60,) + (40,) * 5, log_p=(60, 60), log_scale=40, name="INSECURE_N10_QP380_L5_S40"),
+    # N = 2^12, depth 7 at scale 2^40, 3 special primes (dnum = 3).
+    "INSECURE_N12_QP520_L7_S40": ParametersLiteral(
+        log_n=12, log_q=(60,) + (40,) * 7, log_p=(60, 60, 60), log_scale=40, digits=3,
+        name="INSECURE_N12_QP520_L7_S40"),
+}
+
+
+def names(include_insecure: bool = True) -> list[str]:
+    """Preset names, secure ones first."""
+    out = [k for k in LITERALS if not k.startswith("INSECURE_")]
+    if include_insecure:
+        out += [k for k in LITERALS if k.startswith("INSECURE_")]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _build(name: str, allow_insecure: bool) -> Parameters:
+    return Parameters.from_literal(LITERALS[name], allow_insecure=allow_insecure)
+
+
+def get(name: str, *, allow_insecure: bool = False) -> Parameters:
+    """The :class:`~fhe_ckks.rlwe.Parameters` of a preset (built once, cached).
+
+    Raises:
+        ParameterError: unknown name.
+        SecurityError: an ``INSECURE_`` preset without ``allow_insecure=True``.
+    """
+    if name not in LITERALS:
+        raise ParameterError(f"unknown preset {name!r}; known: {', '.join(names())}")
+    return _build(name, bool(allow_insecure) and name.startswith("INSECURE_"))

@@ -1,0 +1,263 @@
+"""RLWE keys and their generation.
+
+Notation (all polynomials in ``R = Z[X]/(X^N + 1)``, NTT domain):
+
+* secret key ``s``: ternary, dense or of fixed Hamming weight.
+* public key ``(b, a)`` over Q: ``a`` uniform (expanded from a public seed),
+  ``b = -a*s + e``.
+* switching key from ``s'`` to ``s`` (hybrid, ``dnum`` digits, over Q·P): for
+  digit j with CRT idempotent ``Q~_j`` (``= 1`` modulo the primes of digit j,
+  ``= 0`` modulo the other ciphertext primes)::
+
+      b_j = -a_j*s + e_j + P * Q~_j * s'      a_j uniform from a seed
+
+  A relinearization key has ``s' = s^2``; a Galois key for ``g`` has
+  ``s' = s(X^g)``.
+
+Every key records the fingerprint of its parameters and a random public
+``key_id`` shared by all keys of one :class:`KeyGenerator`, so that mixing
+keys, ciphertexts or parameters raises a typed error instead of decrypting
+garbage.  The uniform halves are stored as seeds (``seed``) and expanded
+once, on first use; the serialized form keeps only the seed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import KeyMismatchError, ParameterError
+from ..ring import Shake256Stream, fresh_seed
+from ..ring.automorphism import check_galois_element, conjugation_element, galois_element, ntt_permutation
+from ..ring.sampling import uniform_mod
+from .params import Parameters
+
+__all__ = [
+    "SecretKey",
+    "PublicKey",
+    "SwitchingKey",
+    "GaloisKeys",
+    "KeyGenerator",
+    "signed_to_ntt",
+]
+
+
+def signed_to_ntt(params: Parameters, coeffs: np.ndarray, rows: int) -> np.ndarray:
+    """Small signed coefficients -> NTT values modulo the first ``rows`` primes
+    of ``params.tables_qp`` (``Q`` then ``P``)."""
+    moduli = params.moduli_qp[:rows]
+    out = np.empty((rows, params.n), dtype=np.uint64)
+    vals = coeffs.astype(np.int64)
+    for i, q in enumerate(moduli):
+        out[i] = np.mod(vals, np.int64(q)).astype(np.uint64)
+    params.tables_qp.forward(out, check=False)
+    return out
+
+
+def _uniform_qp(params: Parameters, seed: bytes, domain: bytes, rows: int) -> np.ndarray:
+    return uniform_mod(Shake256Stream(seed, domain), params.moduli_qp[:rows], params.n)
+
+
+@dataclass(eq=False)
+class SecretKey:
+    """The secret ``s``: its ternary coefficients and NTT values over Q·P.
+
+    Never give this object to a server: an :class:`~fhe_ckks.ckks.Evaluator`
+    refuses it.
+    """
+
+    params: Parameters = field(repr=False)
+    key_id: bytes
+    coeffs: np.ndarray = field(repr=False)  # int8, shape (N,)
+    ntt: np.ndarray = field(repr=False)  # (L + 1 + K, N)
+
+
+@dataclass(eq=False)
+class PublicKey:
+    """``(b, a)`` with ``b = -a*s + e`` over Q, ``a`` expanded from ``seed``."""
+
+    params: Parameters = field(repr=False)
+    key_id: bytes
+    seed: bytes = field(repr=False)
+    b: np.ndarray = field(repr=False)  # (L + 1, N) NTT
+    _a: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def a(self) -> np.ndarray:
+        if self._a is None:
+            self._a = _uniform_qp(self.params, self.seed, b"fhe_ckks.pk", self.params.max_level + 1)
+        return self._a
+
+
+@dataclass(eq=False)
+class SwitchingKey:
+    """Hybrid key-switching key from ``s'`` to ``s``: ``digits`` pairs
+    ``(b_j, a_j)`` over all Q·P primes, ``a_j`` expanded from ``seed``.
+
+    Attributes:
+        kind: ``"relin"`` or ``"galois"``.
+        galois_element: g for a Galois key, else None.
+    """
+
+    params: Parameters = field(repr=False)
+    key_id: bytes
+    kind: str
+    galois_element: int | None
+    seed: bytes = field(repr=False)
+    b: np.ndarray = field(repr=False)  # (digits, L + 1 + K, N)
+    _a: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def a(self) -> np.ndarray:
+        if self._a is None:
+            rows = self.b.shape[1]
+            self._a = np.stack([
+                _uniform_qp(self.params, self.seed, b"fhe_ckks.swk.%d" % j, rows) for j in range(self.b.shape[0])
+            ])
+        return self._a
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the expanded key (both halves)."""
+        return 2 * self.b.nbytes
+
+    @property
+    def serialized_nbytes(self) -> int:
+        """Size of the key on the wire: ``b`` plus a 32-byte seed."""
+        return self.b.nbytes + len(self.seed)
+
+
+@dataclass(eq=False)
+class GaloisKeys:
+    """Galois keys by Galois element (rotations ``5^k mod 2N``, conjugation
+    ``2N - 1``)."""
+
+    params: Parameters = field(repr=False)
+    key_id: bytes
+    keys: dict[int, SwitchingKey] = field(default_factory=dict, repr=False)
+
+    def __contains__(self, g: int) -> bool:
+        return g in self.keys
+
+    def __getitem__(self, g: int) -> SwitchingKey:
+        return self.keys[g]
+
+    def elements(self) -> list[int]:
+        return sorted(self.keys)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes for k in self.keys.values())
+
+
+class KeyGenerator:
+    """Generates a secret key and the public and evaluation keys under it.
+
+    Args:
+        params: the parameters.
+        seed: 32 secret bytes to derive every secret (tests only); by
+            default they come from the OS CSPRNG.
+
+    Attributes:
+        secret_key: the :class:`SecretKey` (keep it on the client).
+    """
+
+    def __init__(self, params: Parameters, seed: bytes | None = None):
+        if not isinstance(params, Parameters):
+            raise ParameterError(f"expected Parameters, got {type(params).__name__}")
+        self.params = params
+        self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.keygen")
+        self._key_id = secrets.token_bytes(16) if seed is None else self._stream.read(16)
+        rows = len(params.q_primes) + len(params.p_primes)
+        if params.hamming_weight is None:
+            from ..ring.sampling import ternary
+
+            coeffs = ternary(self._stream, params.n)
+        else:
+            from ..ring.sampling import hamming_ternary
+
+            coeffs = hamming_ternary(self._stream, params.n, params.hamming_weight)
+        self.secret_key = SecretKey(params, self._key_id, coeffs.astype(np.int8), signed_to_ntt(params, coeffs, rows))
+
+    # ---- helpers -------------------------------------------------------------
+
+    def _public_seed(self) -> bytes:
+        # Public seeds come from the secret stream too, so a fixed test seed
+        # makes every key reproducible; they are revealed with the key.
+        return self._stream.read(32)
+
+    def _error_ntt(self, rows: int) -> np.ndarray:
+        from ..ring.sampling import discrete_gaussian
+
+        return signed_to_ntt(self.params, discrete_gaussian(self._stream, self.params.n, self.params.sigma), rows)
+
+    # ---- keys ----------------------------------------------------------------
+
+    def public_key(self) -> PublicKey:
+        """A fresh public key ``(-a*s + e, a)`` over Q."""
+        p = self.params
+        rows = p.max_level + 1
+        seed = self._public_seed()
+        a = _uniform_qp(p, seed, b"fhe_ckks.pk", rows)
+        ring = p.ring_q
+        b = ring.sub(self._error_ntt(rows), ring.mul(a, self.secret_key.ntt[:rows], check=False), check=False)
+        return PublicKey(p, self._key_id, seed, b, a)
+
+    def _switching_key(self, target_ntt: np.ndarray, kind: str, g: int | None) -> SwitchingKey:
+        p = self.params
+        if not p.p_primes:
+            raise ParameterError("these parameters have no special primes: no key switching")
+        rows = len(p.q_primes) + len(p.p_primes)
+        ring = p.ring_qp
+        seed = self._public_seed()
+        big_p = 1
+        for q in p.p_primes:
+            big_p *= q
+        b = np.empty((p.digits, rows, p.n), dtype=np.uint64)
+        a_all = np.empty_like(b)
+        s = self.secret_key.ntt
+        for j in range(p.digits):
+            a = _uniform_qp(p, seed, b"fhe_ckks.swk.%d" % j, rows)
+            a_all[j] = a
+            bj = ring.sub(self._error_ntt(rows), ring.mul(a, s, check=False), check=False)
+            # + P * Q~_j * s': Q~_j is 1 modulo the primes of digit j and 0
+            # modulo every other prime (P itself is 0 modulo the special primes).
+            consts = [big_p % q if j * p.alpha <= i < (j + 1) * p.alpha else 0
+                      for i, q in enumerate(p.q_primes)] + [0] * len(p.p_primes)
+            ring.add(bj, ring.mul_scalar(target_ntt, consts, check=False), bj, check=False)
+            b[j] = bj
+        return SwitchingKey(p, self._key_id, kind, g, seed, b, a_all)
+
+    def relin_key(self) -> SwitchingKey:
+        """The relinearization key (switching from ``s^2`` to ``s``)."""
+        s = self.secret_key.ntt
+        return self._switching_key(self.params.ring_qp.mul(s, s, check=False), "relin", None)
+
+    def galois_key(self, g: int) -> SwitchingKey:
+        """The switching key for the automorphism ``X -> X^g``."""
+        g = check_galois_element(g, self.params.log_n)
+        s_g = self.secret_key.ntt[:, ntt_permutation(g, self.params.log_n)]
+        return self._switching_key(np.ascontiguousarray(s_g), "galois", g)
+
+    def galois_keys(self, steps, conjugate: bool = False) -> GaloisKeys:
+        """Galois keys for the given rotation steps (and conjugation).
+
+        Only the requested keys are generated: key generation follows the
+        plan of the circuit, never "all rotations".
+        """
+        out = GaloisKeys(self.params, self._key_id)
+        elements = [galois_element(int(k), self.params.log_n) for k in steps]
+        if conjugate:
+            elements.append(conjugation_element(self.params.log_n))
+        for g in dict.fromkeys(elements):
+            if g != 1:
+                out.keys[g] = self.galois_key(g)
+        return out
+
+
+def check_same_key(a_id: bytes, b_id: bytes, what: str) -> None:
+    """Raise :class:`KeyMismatchError` when two key identifiers differ."""
+    if a_id != b_id:
+        raise KeyMismatchError(f"{what} belong to different keys ({a_id.hex()[:8]} vs {b_id.hex()[:8]})")

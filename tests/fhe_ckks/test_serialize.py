@@ -1,0 +1,168 @@
+"""Serialization: round trips for every kind; corrupted, truncated or foreign
+bytes raise typed errors and never return an object."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fhe_ckks import presets, serialize
+from fhe_ckks.ckks import precision_bits
+from fhe_ckks.errors import FheError, KeyMismatchError, SerializationError
+from tests.ckks_context import context
+
+NAME = "INSECURE_N10_QP380_L5_S40"
+
+
+def objects():
+    ctx = context(NAME)
+    rng = np.random.default_rng(5)
+    z = ctx.random_slots(rng)
+    pt = ctx.encoder.encode(z, level=3)
+    gk = ctx.evaluator.galois_keys
+    return {
+        "parameters": ctx.params,
+        "plaintext": pt,
+        "ciphertext": ctx.encryptor.encrypt(pt),
+        "seeded_ciphertext": ctx.sk_encryptor.encrypt(pt),
+        "public_key": ctx.encryptor.key,
+        "relin_key": ctx.evaluator.relin_key,
+        "galois_keys": type(gk)(gk.params, gk.key_id, {g: gk[g] for g in gk.elements()[:2]}),
+        "secret_key": ctx.keygen.secret_key,
+    }
+
+
+def load(data):
+    return serialize.load(data, context(NAME).params, allow_insecure=True)
+
+
+@pytest.mark.parametrize("kind", list(objects()))
+def test_round_trip(kind):
+    obj = objects()[kind]
+    data = serialize.dump(obj, include_secret=True)
+    back = load(data)
+    assert type(back) is type(obj)
+    if kind == "parameters":
+        assert back.fingerprint == obj.fingerprint
+    elif kind in ("plaintext",):
+        np.testing.assert_array_equal(back.poly, obj.poly)
+        assert (back.scale, back.slots) == (obj.scale, obj.slots)
+    elif "ciphertext" in kind:
+        np.testing.assert_array_equal(back.data, obj.data)
+        assert (back.scale, back.slots, back.key_id) == (obj.scale, obj.slots, obj.key_id)
+    elif kind == "galois_keys":
+        assert back.elements() == obj.elements()
+        for g in obj.elements():
+            np.testing.assert_array_equal(back[g].b, obj[g].b)
+            np.testing.assert_array_equal(back[g].a, obj[g].a)
+    elif kind == "secret_key":
+        np.testing.assert_array_equal(back.ntt, obj.ntt)
+    else:
+        np.testing.assert_array_equal(back.b, obj.b)
+        np.testing.assert_array_equal(back.a, obj.a)
+
+
+def test_loaded_objects_still_compute():
+    ctx = context(NAME)
+    z = ctx.random_slots(np.random.default_rng(1))
+    ct = load(serialize.dump(ctx.encrypt(z)))
+    out = ctx.evaluator.rescale(ctx.evaluator.mul(ct, ct))
+    assert precision_bits(z * z, ctx.decrypt(out)) >= ctx.bits(slack=2)
+
+
+def test_seeds_halve_keys_and_fresh_symmetric_ciphertexts():
+    obj = objects()
+    assert len(serialize.dump(obj["seeded_ciphertext"])) < 0.55 * len(serialize.dump(obj["ciphertext"]))
+    key = obj["relin_key"]
+    assert len(serialize.dump(key)) < 0.55 * key.nbytes
+
+
+def test_secret_key_needs_explicit_consent():
+    with pytest.raises(SerializationError):
+        serialize.dump(context(NAME).keygen.secret_key)
+
+
+def test_file_objects_work():
+    buf = io.BytesIO()
+    serialize.dump(objects()["plaintext"], buf)
+    buf.seek(0)
+    assert load(buf).level == 3
+
+
+def test_other_parameters_are_refused():
+    data = serialize.dump(objects()["ciphertext"])
+    with pytest.raises(KeyMismatchError):
+        serialize.load(data, presets.get("INSECURE_N12_QP520_L7_S40", allow_insecure=True))
+    with pytest.raises(SerializationError):
+        serialize.load(data)  # no parameters given
+
+
+@given(st.sampled_from(list(objects())), st.data())
+def test_byte_flips_raise_typed_errors(kind, data):
+    blob = bytearray(serialize.dump(objects()[kind], include_secret=True))
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    blob[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(FheError):
+        load(bytes(blob))
+
+
+@given(st.sampled_from(list(objects())), st.data())
+def test_truncations_raise_typed_errors(kind, data):
+    blob = serialize.dump(objects()[kind], include_secret=True)
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    with pytest.raises(SerializationError):
+        load(blob[:cut])
+
+
+def reseal(blob: bytes, header_edit=None, payload_edit=None) -> bytes:
+    """Rewrite a serialized object with a valid checksum (simulating a
+    malicious rather than accidental change)."""
+    body = blob[:-32]
+    magic, version, hlen = struct.unpack_from("<8sHI", body)
+    header = json.loads(body[14:14 + hlen])
+    payload = bytearray(body[14 + hlen:])
+    if header_edit:
+        header_edit(header)
+    if payload_edit:
+        payload_edit(payload)
+    h = json.dumps(header).encode()
+    new = struct.pack("<8sHI", magic, version, len(h)) + h + bytes(payload)
+    return new + hashlib.sha256(new).digest()
+
+
+def test_unreduced_residue_with_valid_checksum_is_refused():
+    blob = serialize.dump(objects()["ciphertext"])
+
+    def bump(payload):
+        payload[0:8] = (2**64 - 1).to_bytes(8, "little")
+
+    with pytest.raises(SerializationError):
+        load(reseal(blob, payload_edit=bump))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h: h.update(kind="bogus"),
+    lambda h: h["meta"].update(scale=-1.0),
+    lambda h: h["meta"].update(slots=3),
+    lambda h: h["meta"].update(key_id="zz"),
+    lambda h: h["arrays"][0].update(shape=[1, 2, 3]),
+    lambda h: h["arrays"][0].update(dtype="float64"),
+])
+def test_malformed_headers_with_valid_checksum_are_refused(edit):
+    with pytest.raises(SerializationError):
+        load(reseal(serialize.dump(objects()["ciphertext"]), header_edit=edit))
+
+
+def test_unknown_version_is_refused():
+    blob = bytearray(serialize.dump(objects()["plaintext"]))
+    blob[8:10] = (99).to_bytes(2, "little")
+    body = bytes(blob[:-32])
+    with pytest.raises(SerializationError):
+        load(body + hashlib.sha256(body).digest())
