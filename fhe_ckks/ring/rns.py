@@ -21,8 +21,9 @@ error is a small multiple of Q.  Hybrid key switching absorbs that error:
 * **ModUp** extends a digit (residues modulo some of the primes) to the primes
   of a larger basis; the ``u*Q_digit`` overflow is multiplied by a key that
   hides it in the noise.
-* **ModDown** divides by the special modulus P and rounds:
-  ``round(x / P)`` up to ``-u`` with ``0 <= u < K`` (K special primes).
+* **ModDown** divides by the special modulus P and rounds: ``round(x / P)``,
+  with the overflow removed by a floating-point estimate (an approximate
+  ModDown leaves a biased error that the secret key amplifies in some slots).
 * **Rescale** divides by the last prime and rounds *exactly*:
   ``round(x / q_last)`` (the CKKS rescaling).
 
@@ -195,6 +196,37 @@ def _accumulate_conversion(y, table, dst, wide, out, out_rows):
             row[c] = reduce_wide(hi, lo, p, t, ts, m)
 
 
+@njit
+def _overflow_estimate(y, inv_moduli, u):
+    """``u[c] = floor(sum_i y[c, i] / q_i)``: the overflow of the fast
+    conversion, from a float64 sum (Halevi, Polyakov, Shoup, CT-RSA 2019)."""
+    for c in range(U64(y.shape[0])):
+        v = 0.0
+        for i in range(U64(y.shape[1])):
+            v += float(y[c, i]) * inv_moduli[i]
+        u[c] = U64(v)
+
+
+@njit
+def _accumulate_conversion_exact(y, table, dst, wide, neg_q, u, out, out_rows):
+    """As :func:`_accumulate_conversion`, minus ``u[c] * Q_src`` (exact)."""
+    n = U64(y.shape[0])
+    count = U64(y.shape[1])
+    zero = U64(0)
+    for j in range(U64(out_rows.shape[0])):
+        p = dst[j]
+        t, ts, m = wide[j, 0], wide[j, 1], wide[j, 2]
+        coeffs = table[j]
+        nq = neg_q[j]
+        row = out[out_rows[j]]
+        for c in range(n):
+            hi, lo = mac_wide(zero, zero, u[c], nq)
+            yc = y[c]
+            for i in range(count):
+                hi, lo = mac_wide(hi, lo, yc[i], coeffs[i])
+            row[c] = reduce_wide(hi, lo, p, t, ts, m)
+
+
 class BasisConverter:
     """Fast basis conversion from a basis ``src`` to a basis ``dst``.
 
@@ -203,16 +235,28 @@ class BasisConverter:
     representative ``x`` in ``[0, Q_src)``.  Coefficient domain only (the
     conversion is not compatible with the NTT, whose roots differ per prime).
 
+    With ``exact=True`` the overflow u is estimated in floating point,
+    ``u = floor(sum_i y_i / q_i)``, and subtracted: the result is ``x`` itself,
+    except with probability about ``len(src) * 2^-52`` per coefficient (when
+    ``x / Q_src`` lies within that distance of 0 or 1), where it is ``x`` plus
+    or minus ``Q_src``.  ModDown needs this: a biased overflow there is a
+    constant-like polynomial that, multiplied by the secret, shows up in the
+    slots near ``zeta = 1`` amplified by about N.
+
     Cost: ``len(src) * len(dst) * N`` multiply-accumulates plus
-    ``len(src) * N`` Shoup products.
+    ``len(src) * N`` Shoup products (plus ``len(src) * N`` float operations
+    and ``len(dst) * N`` multiply-accumulates when exact).
     """
 
-    def __init__(self, src: RNSBasis, dst: RNSBasis):
+    def __init__(self, src: RNSBasis, dst: RNSBasis, exact: bool = False):
         self.src = src
         self.dst = dst
+        self.exact = bool(exact)
         table = [[qh % p for qh in src.qhat] for p in dst.primes]
         self._table = np.array(table, dtype=np.uint64)  # (len(dst), len(src))
         self._wide = np.array([wide_constants(p) for p in dst.primes], dtype=np.uint64)
+        self._inv_src = np.array([1.0 / q for q in src.primes], dtype=np.float64)
+        self._neg_q = np.array([(-src.product) % p for p in dst.primes], dtype=np.uint64)
         self._rows = np.arange(len(dst), dtype=np.uint64)
         self._local = threading.local()
 
@@ -237,7 +281,12 @@ class BasisConverter:
             raise ShapeError(f"out_rows {out_rows} do not fit {len(self.dst)} primes into {out.shape}")
         y = _scratch(self._local, (n, len(self.src)))
         _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
-        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out, out_rows)
+        if self.exact:
+            u = np.empty(n, dtype=np.uint64)
+            _overflow_estimate(y, self._inv_src, u)
+            _accumulate_conversion_exact(y, self._table, self.dst.moduli, self._wide, self._neg_q, u, out, out_rows)
+        else:
+            _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out, out_rows)
         return out
 
 
@@ -348,8 +397,9 @@ def _shoup_pair(values: Sequence[int], primes: Sequence[int]) -> tuple[np.ndarra
 class ModDown:
     """Division by the special modulus P with rounding (hybrid key switching).
 
-    Given ``x`` in the basis ``Q ∪ P``, returns ``round(x / P) - u`` in the
-    basis Q with ``0 <= u < len(P)`` (the fast-conversion overflow)::
+    Given ``x`` in the basis ``Q ∪ P``, returns ``round(x / P)`` in the basis Q
+    (off by one with probability about ``len(P) * 2^-52`` per coefficient, see
+    :class:`BasisConverter` with ``exact=True``)::
 
         x' = x + h,  h = floor(P/2)
         out_i = (x_i - (conv_{P->Q}([x']_P)_i - h)) * P^-1 mod q_i
@@ -364,7 +414,7 @@ class ModDown:
 
     def __init__(self, q_basis: RNSBasis, p_basis: RNSBasis):
         self.q_basis, self.p_basis = q_basis, p_basis
-        self._to_q = BasisConverter(p_basis, q_basis)
+        self._to_q = BasisConverter(p_basis, q_basis, exact=True)
         half = p_basis.product // 2
         self._half_p = np.array([half % p for p in p_basis.primes], dtype=np.uint64)
         self._neg_half_q = np.array([(-half) % q for q in q_basis.primes], dtype=np.uint64)

@@ -105,7 +105,7 @@ def test_rescale_divides_and_rounds_exactly(bases, data):
 
 
 @given(two_bases(max_src=5, max_dst=4), st.data())
-def test_mod_down_rounds_division_by_p_up_to_the_conversion_error(bases, data):
+def test_mod_down_rounds_division_by_p_exactly(bases, data):
     q_basis, p_basis = bases
     qp = RNSBasis(q_basis.primes + p_basis.primes)
     values = data.draw(ints_below(qp.product))
@@ -113,9 +113,21 @@ def test_mod_down_rounds_division_by_p_up_to_the_conversion_error(bases, data):
     out = ModDown(q_basis, p_basis).apply(residues[: len(q_basis)], residues[len(q_basis):])
     got = q_basis.compose(out).tolist()
     big_p = p_basis.product
+    # x is taken centred modulo QP, so round(x / P) is centred modulo Q.
     for x, y in zip(values, got):
-        rounded = (x + big_p // 2) // big_p
-        assert any((rounded - u - y) % q_basis.product == 0 for u in range(len(p_basis))), (x, y)
+        assert y == ((x + big_p // 2) // big_p) % q_basis.product, (x, y)
+
+
+@given(two_bases(), st.data())
+def test_exact_conversion_removes_the_overflow(bases, data):
+    src, dst = bases
+    values = data.draw(ints_below(src.product))
+    out = BasisConverter(src, dst, exact=True).convert(src.decompose(values))
+    for x, y in zip(values, dst.compose(out).tolist()):
+        if y != x % dst.product:
+            # The documented exception: x / Q within float precision of 0 or 1.
+            near_edge = min(x, src.product - x) < src.product * 2.0**-45
+            assert near_edge and y in ((x - src.product) % dst.product, (x + src.product) % dst.product)
 
 
 @given(rings(max_limbs=4), st.data())
