@@ -1,0 +1,11 @@
+"""``fhe_ckks.circuits``: algorithms built from CKKS operations.
+
+* :mod:`~fhe_ckks.circuits.polynomial`: Chebyshev-basis polynomial evaluation
+  (baby-step giant-step) and fitting.
+* :mod:`~fhe_ckks.circuits.lintrans`: linear transforms from their diagonals,
+  baby-step giant-step with hoisted rotations.
+"""
+
+from .polynomial import ChebyshevPolynomial, LevelSimulator, cached_fit, chebyshev_interpolant
+
+__all__ = ["ChebyshevPolynomial", "LevelSimulator", "chebyshev_interpolant", "cached_fit"]

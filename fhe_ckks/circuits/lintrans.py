@@ -1,0 +1,157 @@
+"""Linear transforms of the slot vector, given by their diagonals.
+
+A ``P x P`` complex matrix M acts on slot vectors of period P (P divides the
+number of slots; a vector encoded with ``slots=P`` repeats with period P).
+Its **generalized diagonals** are ``d_k[i] = M[i, (i + k) mod P]``, so that::
+
+    M v = sum_k d_k * rot(v, k)          (* slot-wise, rot = left rotation)
+
+Worked 4 x 4 example: for ``M = [[a, b, 0, 0], [0, c, d, 0], [0, 0, e, f],
+[g, 0, 0, h]]`` the nonzero diagonals are ``d_0 = (a, c, e, h)`` and
+``d_1 = (b, d, f, g)``: ``M v = d_0 * v + d_1 * rot(v, 1)``.
+
+**Baby-step giant-step** (Halevi & Shoup, CRYPTO 2014): with a baby size
+``n1``, write each offset as ``k = n1 j + b`` and::
+
+    M v = sum_j rot( sum_b rot(d_(n1 j + b), -n1 j) * rot(v, b), n1 j )
+
+The diagonals are pre-rotated in plaintext, the baby rotations ``rot(v, b)``
+share one decomposition (hoisting), and only one rotation per giant step
+remains: about ``|B| + |G|`` key switches instead of one per diagonal.
+Depth 1 (one plaintext product and one rescale).  :meth:`rotation_steps`
+lists the Galois keys the plan needs, so keys follow the plan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..ckks.ciphertext import Ciphertext
+from ..ckks.encoder import Encoder
+from ..ckks.evaluator import Evaluator
+from ..errors import LevelError, ParameterError, ShapeError
+
+__all__ = ["LinearTransform", "diagonals_of", "matrix_of"]
+
+
+def diagonals_of(matrix: np.ndarray, tol: float = 0.0) -> dict[int, np.ndarray]:
+    """The nonzero generalized diagonals of a square matrix."""
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ShapeError(f"expected a square matrix, got shape {m.shape}")
+    p = m.shape[0]
+    idx = np.arange(p)
+    out = {}
+    for k in range(p):
+        d = m[idx, (idx + k) % p]
+        if np.max(np.abs(d)) > tol:
+            out[k] = d.astype(np.complex128)
+    return out
+
+
+def matrix_of(diagonals: Mapping[int, np.ndarray], period: int) -> np.ndarray:
+    """The dense matrix with the given diagonals (for tests and docs)."""
+    m = np.zeros((period, period), dtype=np.complex128)
+    idx = np.arange(period)
+    for k, d in diagonals.items():
+        m[idx, (idx + k) % period] += d
+    return m
+
+
+class LinearTransform:
+    """``v -> M v`` on slot vectors of period ``period``, from M's diagonals.
+
+    Args:
+        diagonals: ``{offset: vector of length period}``; offsets are taken
+            modulo ``period``.
+        period: P, a power of two dividing the number of slots.
+        baby: baby-step size n1 (default: about ``sqrt`` of the offset span).
+    """
+
+    def __init__(self, diagonals: Mapping[int, np.ndarray], period: int, baby: int | None = None):
+        if isinstance(period, bool) or not isinstance(period, int) or period < 1 or period & (period - 1):
+            raise ParameterError(f"period must be a power of two, got {period!r}")
+        diags: dict[int, np.ndarray] = {}
+        for k, d in diagonals.items():
+            vec = np.asarray(d, dtype=np.complex128)
+            if vec.shape != (period,):
+                raise ShapeError(f"diagonal {k} has shape {vec.shape}, expected ({period},)")
+            key = int(k) % period
+            diags[key] = diags.get(key, 0) + vec
+        if not diags:
+            raise ParameterError("a linear transform needs at least one diagonal")
+        self.period = period
+        self.diagonals = diags
+        if baby is None:
+            span = max(diags) + 1
+            baby = 1 << max(0, math.ceil(math.log2(math.sqrt(span))))
+        self.baby = max(1, min(int(baby), period))
+        self._plan: dict[int, dict[int, np.ndarray]] = {}
+        for k, d in diags.items():
+            j, b = divmod(k, self.baby)
+            # pre-rotate by -n1 j so the giant rotation can be applied last
+            self._plan.setdefault(j * self.baby, {})[b] = np.roll(d, j * self.baby)
+        self._encoded: dict[tuple, dict] = {}
+
+    def depth(self) -> int:
+        return 1
+
+    def rotation_steps(self) -> list[int]:
+        """Every rotation step the evaluation uses (baby and giant)."""
+        baby = {b for group in self._plan.values() for b in group if b}
+        giant = {g for g in self._plan if g}
+        return sorted(baby | giant)
+
+    def evaluate_plain(self, v: np.ndarray) -> np.ndarray:
+        """``M v`` on one period (the plaintext twin)."""
+        v = np.asarray(v, dtype=np.complex128)
+        out = np.zeros(self.period, dtype=np.complex128)
+        for k, d in self.diagonals.items():
+            out += d * np.roll(v, -k)
+        return out
+
+    def _plaintexts(self, encoder: Encoder, level: int, scale: float):
+        key = (level, scale)
+        if key not in self._encoded:
+            slots = encoder.params.slots
+            reps = slots // self.period
+            self._encoded[key] = {
+                g: {b: encoder.encode(np.tile(d, reps), level=level, scale=scale) for b, d in group.items()}
+                for g, group in self._plan.items()
+            }
+        return self._encoded[key]
+
+    def evaluate(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
+                 target_scale: float | None = None) -> Ciphertext:
+        """``M`` applied to ``ct``'s slots; one level.
+
+        The diagonals are encoded at the scale that makes the rescaled result
+        land on ``target_scale`` (default: the standard scale of the next
+        level when ``ct`` is at a standard scale, else ``ct``'s own scale).
+        """
+        if ct.level < 1:
+            raise LevelError("a linear transform needs one level")
+        if self.period > evaluator.params.slots or evaluator.params.slots % self.period:
+            raise ParameterError(f"period {self.period} does not divide {evaluator.params.slots} slots")
+        q = evaluator.params.q_primes[ct.level]
+        if target_scale is None:
+            standard = abs(ct.scale / evaluator.params.scale_at(ct.level) - 1) < 2.0**-32
+            target_scale = evaluator.params.scale_at(ct.level - 1) if standard else ct.scale
+        pts = self._plaintexts(encoder, ct.level, target_scale * q / ct.scale)
+        babies = sorted({b for group in self._plan.values() for b in group})
+        rotated = evaluator.rotate_hoisted(ct, babies)
+        acc = None
+        for g, group in sorted(pts.items()):
+            inner = None
+            for b, pt in group.items():
+                term = evaluator.mul_plain(rotated[b], pt)
+                inner = term if inner is None else evaluator.add(inner, term)
+            if g:
+                inner = evaluator.rotate(inner, g)
+            acc = inner if acc is None else evaluator.add(acc, inner)
+        out = evaluator.rescale(acc)
+        out.scale = target_scale  # exact up to float rounding: ct.scale * (target q / ct.scale) / q
+        return out

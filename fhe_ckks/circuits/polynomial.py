@@ -1,0 +1,298 @@
+"""Polynomial evaluation in the Chebyshev basis with baby-step giant-step.
+
+A polynomial ``p(x) = sum_k c_k T_k(y)``, ``y = (2x - a - b) / (b - a)`` the
+affine map of the interval ``[a, b]`` onto ``[-1, 1]``, is evaluated on a
+ciphertext as follows (Han & Ki, CT-RSA 2020; Bossuat et al., EUROCRYPT 2021):
+
+1. **affine map** to y (one level, skipped when ``[a, b] = [-1, 1]``);
+2. **baby steps** ``T_1 .. T_l`` with ``l = 2^ceil(log2(d + 1) / 2)``, from
+   ``T_2k = 2 T_k^2 - 1`` and ``T_2k+1 = 2 T_k T_k+1 - T_1``;
+3. **giant steps** ``T_l, T_2l, T_4l, ...`` by repeated doubling;
+4. **recursion**: with ``m`` the largest giant step below the degree,
+   ``p = q * T_m + r`` where, from ``T_(m+j) = 2 T_m T_j - T_(m-j)``,
+   ``q_0 = c_m``, ``q_j = 2 c_(m+j)`` and ``r_(m-j) -= c_(m+j)``; q and r are
+   evaluated the same way, and polynomials of degree below ``l`` are linear
+   combinations of the baby steps (one constant multiplication each).
+
+Depth: ``ceil(log2(d + 1)) + 1`` levels (+1 for the affine map); the last
+level pays for the constant multiplications of the leaves.  Every operation
+keeps exact scale bookkeeping through the :class:`~fhe_ckks.ckks.Evaluator`.
+
+:class:`LevelSimulator` runs the same algorithm on levels alone, so that
+:meth:`ChebyshevPolynomial.depth` is what the evaluation really consumes, not a
+formula that could drift from the code.
+
+Fitting: :func:`chebyshev_interpolant` interpolates a function at the
+Chebyshev nodes of ``[a, b]`` (near-minimax), on one interval or a union of
+intervals (where nodes are spread over the union and the fit is by least
+squares in the Chebyshev basis).  Results are cached on disk by
+:func:`cached_fit`, so that nothing is refitted at every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..ckks.ciphertext import Ciphertext
+from ..ckks.evaluator import Evaluator
+from ..errors import LevelError, ParameterError
+
+__all__ = [
+    "ChebyshevPolynomial",
+    "LevelSimulator",
+    "chebyshev_interpolant",
+    "cached_fit",
+]
+
+
+@dataclass(frozen=True)
+class ChebyshevPolynomial:
+    """``sum_k coeffs[k] T_k((2x - a - b) / (b - a))`` on ``[a, b]``."""
+
+    coeffs: tuple[float, ...]
+    interval: tuple[float, float] = (-1.0, 1.0)
+    _trimmed: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        c = [float(x) for x in self.coeffs]
+        if not c or not all(math.isfinite(x) for x in c):
+            raise ParameterError("a polynomial needs finite coefficients")
+        a, b = (float(v) for v in self.interval)
+        if not a < b:
+            raise ParameterError(f"invalid interval [{a}, {b}]")
+        while len(c) > 1 and c[-1] == 0.0:
+            c.pop()
+        object.__setattr__(self, "coeffs", tuple(float(x) for x in self.coeffs))
+        object.__setattr__(self, "interval", (a, b))
+        object.__setattr__(self, "_trimmed", tuple(c))
+
+    @property
+    def degree(self) -> int:
+        return len(self._trimmed) - 1
+
+    def _affine(self) -> tuple[float, float]:
+        a, b = self.interval
+        return 2.0 / (b - a), -(a + b) / (b - a)
+
+    def evaluate_plain(self, x) -> np.ndarray:
+        """The polynomial on numbers (the plaintext twin of :meth:`evaluate`)."""
+        alpha, beta = self._affine()
+        return np.polynomial.chebyshev.chebval(alpha * np.asarray(x) + beta, np.array(self._trimmed))
+
+    def baby_size(self) -> int:
+        d = max(self.degree, 1)
+        return max(2, 1 << math.ceil(math.log2(d + 1) / 2))
+
+    def depth(self, needs_affine: bool | None = None) -> int:
+        """Levels :meth:`evaluate` consumes (from a level simulation)."""
+        sim = LevelSimulator(start=10_000)
+        out = self._run(sim, sim.fresh(), needs_affine)
+        return 10_000 - sim.level_of(out)
+
+    def evaluate(self, evaluator: Evaluator, ct: Ciphertext) -> Ciphertext:
+        """``p`` applied slot-wise to ``ct``."""
+        need = self.depth()
+        if ct.level < need:
+            raise LevelError(f"degree-{self.degree} polynomial needs {need} levels, the ciphertext has {ct.level}")
+        return self._run(_CkksOps(evaluator), ct, None)
+
+    # ---- the algorithm, on any "ops" backend --------------------------------
+
+    def _run(self, ops, ct, needs_affine: bool | None):
+        alpha, beta = self._affine()
+        if needs_affine is None:
+            needs_affine = not (alpha == 1.0 and beta == 0.0)
+        c = list(self._trimmed)
+        if len(c) == 1:
+            return ops.constant_like(ct, c[0])
+        y = ops.add_const(ops.mul_const(ct, alpha), beta) if needs_affine else ct
+        l = self.baby_size()
+        baby: dict[int, object] = {1: y}
+        for i in range(2, l + 1):
+            if i % 2 == 0:
+                h = i // 2
+                baby[i] = ops.add_const(ops.mul_int(ops.square(baby[h]), 2), -1.0)
+            else:
+                h = i // 2
+                baby[i] = ops.sub(ops.mul_int(ops.mul(baby[h], baby[h + 1]), 2), baby[1])
+        giants: dict[int, object] = {l: baby[l]}
+        m = l
+        while 2 * m <= self.degree:
+            giants[2 * m] = ops.add_const(ops.mul_int(ops.square(giants[m]), 2), -1.0)
+            m *= 2
+        return self._recurse(ops, c, baby, giants, l)
+
+    def _recurse(self, ops, c: list[float], baby, giants, l: int):
+        degree = len(c) - 1
+        if degree < l:
+            return self._leaf(ops, c, baby)
+        m = max(g for g in giants if g <= degree)
+        q = [0.0] * (degree - m + 1)
+        r = list(c[:m])
+        q[0] = c[m]
+        for j in range(1, degree - m + 1):
+            q[j] = 2.0 * c[m + j]
+            r[m - j] -= c[m + j]
+        while len(r) > 1 and r[-1] == 0.0:
+            r.pop()
+        prod = ops.mul(self._recurse(ops, q, baby, giants, l), giants[m])
+        if len(r) == 1 and r[0] == 0.0:
+            return prod
+        return ops.add(prod, self._recurse(ops, r, baby, giants, l))
+
+    @staticmethod
+    def _leaf(ops, c: list[float], baby):
+        terms = [ops.mul_const(baby[i], c[i]) for i in range(1, len(c)) if c[i] != 0.0]
+        if not terms:
+            return ops.constant_like(baby[1], c[0])
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = ops.add(acc, t)
+        return ops.add_const(acc, c[0]) if c[0] != 0.0 else acc
+
+
+class _CkksOps:
+    """The operations the algorithm needs, on real ciphertexts."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.ev = evaluator
+
+    def mul(self, a, b):
+        return self.ev.rescale(self.ev.mul(a, b))
+
+    def square(self, a):
+        return self.ev.rescale(self.ev.square(a))
+
+    def mul_const(self, a, c):
+        return self.ev.rescale(self.ev.mul_const(a, c))
+
+    def mul_int(self, a, k):
+        return self.ev.mul_int(a, int(k))
+
+    def add(self, a, b):
+        return self.ev.add(a, b)
+
+    def sub(self, a, b):
+        return self.ev.sub(a, b)
+
+    def add_const(self, a, c):
+        return self.ev.add(a, c)
+
+    def constant_like(self, a, c):
+        zero = self.ev.mul_int(a, 0)
+        return self.ev.add(zero, c)
+
+
+class LevelSimulator:
+    """A stand-in for ciphertexts that tracks levels only (Lattigo's
+    ``SimEvaluator``): it runs the same code path as the real evaluation."""
+
+    def __init__(self, start: int):
+        self.start = start
+
+    def fresh(self) -> int:
+        return self.start
+
+    @staticmethod
+    def level_of(x: int) -> int:
+        return x
+
+    def mul(self, a, b):
+        return min(a, b) - 1
+
+    def square(self, a):
+        return a - 1
+
+    def mul_const(self, a, c):
+        return a - 1
+
+    def mul_int(self, a, k):
+        return a
+
+    def add(self, a, b):
+        return min(a, b)
+
+    sub = add
+
+    def add_const(self, a, c):
+        return a
+
+    def constant_like(self, a, c):
+        return a
+
+
+# --------------------------------------------------------------------------
+# Fitting.
+# --------------------------------------------------------------------------
+
+
+def chebyshev_interpolant(fn: Callable[[np.ndarray], np.ndarray], degree: int,
+                          intervals: Sequence[tuple[float, float]] | tuple[float, float] = (-1.0, 1.0),
+                          domain: tuple[float, float] | None = None) -> ChebyshevPolynomial:
+    """Fit ``fn`` by a degree-``degree`` polynomial in the Chebyshev basis.
+
+    One interval: interpolation at the ``degree + 1`` Chebyshev nodes (within
+    a factor ``2 + (2/pi) log(d + 1)`` of minimax).  A union of intervals:
+    weighted least squares on Chebyshev nodes of each piece, over the
+    enclosing ``domain`` (default: the hull of the pieces).
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 0 <= degree <= 4096:
+        raise ParameterError(f"degree must be an int in [0, 4096], got {degree!r}")
+    pieces = [intervals] if isinstance(intervals[0], (int, float)) else list(intervals)
+    pieces = [(float(a), float(b)) for a, b in pieces]
+    lo = min(a for a, _ in pieces) if domain is None else float(domain[0])
+    hi = max(b for _, b in pieces) if domain is None else float(domain[1])
+    if len(pieces) == 1 and pieces[0] == (lo, hi):
+        k = np.arange(degree + 1)
+        y = np.cos(np.pi * (k + 0.5) / (degree + 1))
+        x = 0.5 * (hi - lo) * y + 0.5 * (hi + lo)
+        coeffs = np.polynomial.chebyshev.chebfit(y, fn(x), degree)
+        return ChebyshevPolynomial(tuple(coeffs), (lo, hi))
+    per_piece = 2 * (degree + 1)
+    xs = []
+    for a, b in pieces:
+        k = np.arange(per_piece)
+        xs.append(0.5 * (b - a) * np.cos(np.pi * (k + 0.5) / per_piece) + 0.5 * (a + b))
+    x = np.concatenate(xs)
+    y = (2 * x - lo - hi) / (hi - lo)
+    coeffs = np.polynomial.chebyshev.chebfit(y, fn(x), degree)
+    return ChebyshevPolynomial(tuple(coeffs), (lo, hi))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("FHE_CKKS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "fhe_ckks")
+    return Path(base)
+
+
+def cached_fit(key: dict, fit: Callable[[], ChebyshevPolynomial]) -> ChebyshevPolynomial:
+    """Return the polynomial cached under ``key`` (a JSON-able description of
+    the fit), computing and storing it with ``fit()`` on a miss.  The cache
+    lives in ``$FHE_CKKS_CACHE`` (default ``~/.cache/fhe_ckks``); an
+    unreadable or unwritable cache only costs a refit."""
+    blob = json.dumps(key, sort_keys=True).encode()
+    path = _cache_dir() / f"poly-{hashlib.sha256(blob).hexdigest()[:24]}.json"
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") == json.loads(blob):
+            return ChebyshevPolynomial(tuple(data["coeffs"]), tuple(data["interval"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    poly = fit()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": json.loads(blob), "coeffs": list(poly.coeffs),
+                                   "interval": list(poly.interval)}))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return poly
