@@ -23,6 +23,7 @@ __all__ = [
     "LevelError",
     "ScaleMismatchError",
     "SerializationError",
+    "BootstrapRangeError",
 ]
 
 
@@ -74,3 +75,8 @@ class ScaleMismatchError(FheError, ValueError):
 class SerializationError(FheError, ValueError):
     """Serialized bytes are truncated, corrupted, of an unknown version, or
     belong to other parameters."""
+
+
+class BootstrapRangeError(FheError, ValueError):
+    """A ciphertext cannot be bootstrapped: its scale leaves no room for the
+    declared value bound below q_0, or it is not in a bootstrappable state."""

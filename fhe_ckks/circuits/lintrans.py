@@ -125,12 +125,14 @@ class LinearTransform:
         return self._encoded[key]
 
     def evaluate(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
-                 target_scale: float | None = None) -> Ciphertext:
-        """``M`` applied to ``ct``'s slots; one level.
+                 target_scale: float | None = None, factor: float = 1.0) -> Ciphertext:
+        """``factor * M`` applied to ``ct``'s slots; one level.
 
         The diagonals are encoded at the scale that makes the rescaled result
         land on ``target_scale`` (default: the standard scale of the next
-        level when ``ct`` is at a standard scale, else ``ct``'s own scale).
+        level when ``ct`` is at a standard scale, else ``ct``'s own scale);
+        a real ``factor`` is folded into that encoding scale, so it costs
+        nothing (bootstrapping uses it for ``q_0 / Delta``).
         """
         if ct.level < 1:
             raise LevelError("a linear transform needs one level")
@@ -140,7 +142,7 @@ class LinearTransform:
         if target_scale is None:
             standard = abs(ct.scale / evaluator.params.scale_at(ct.level) - 1) < 2.0**-32
             target_scale = evaluator.params.scale_at(ct.level - 1) if standard else ct.scale
-        pts = self._plaintexts(encoder, ct.level, target_scale * q / ct.scale)
+        pts = self._plaintexts(encoder, ct.level, target_scale * q / ct.scale * float(factor))
         babies = sorted({b for group in self._plan.values() for b in group})
         rotated = evaluator.rotate_hoisted(ct, babies)
         acc = None

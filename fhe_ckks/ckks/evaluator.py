@@ -282,6 +282,18 @@ class Evaluator:
                 self._ring.add(data[i], self._ring.mul_scalar(shifted, im, check=False), data[i], check=False)
         return self._new(data, a.scale * scale, a)
 
+    def mul_by_i(self, a: Ciphertext, power: int = 1) -> Ciphertext:
+        """``i^power * a``, exactly: multiplication by the monomial
+        ``X^(power N/2)`` (i in every slot); no level, no scale change."""
+        self._check(a)
+        power = int(power) % 4
+        if power == 0:
+            return a.copy()
+        unit = self._imag(a.level)
+        data = np.stack([self._ring.mul(c, unit, check=False) for c in a.data])
+        out = self._new(data, a.scale, a)
+        return self.mul_by_i(out, power - 1) if power > 1 else out
+
     def mul_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
         """``a * pt`` slot-wise; scale ``a.scale * pt.scale`` (rescale after)."""
         self._check(a)
