@@ -14,7 +14,7 @@ from fhe_ckks.ckks import precision_bits
 from fhe_ckks.errors import BootstrapRangeError
 from fhe_ckks.ring.ntt import bit_reverse_indices
 
-NAME = "INSECURE_BOOT_N12_QP1150_H32"
+NAME = "INSECURE_BOOT_N12_QP1235_H32"
 
 
 @lru_cache(maxsize=None)
@@ -77,12 +77,13 @@ def test_full_bootstrap_refreshes_levels_and_keeps_the_values(slots, rng):
     assert out.level == boot.output_level == params.max_level - boot.depth() > 0
     assert out.scale == pytest.approx(params.scale_at(out.level), rel=2.0**-30)
     got = enc.decode(dec.decrypt(out), n)
-    # Measured 7-9 bits at this toy size: the CoeffsToSlots input holds values
-    # of about sqrt(N) K while its plaintext scale is only 2^40 (q_0 = 2^60 at
-    # scale 2^50).  Parameters with larger bootstrapping primes are future
-    # work; this bound guards the pipeline, not the final precision.
-    assert precision_bits(z, got) >= 6
-    assert precision_bits(z, got, mean=True) >= 8
+    # Measured 15.7 / 19.9 bits (max / mean) with full slots and 19.9 / 21.8
+    # with 128 slots.  The budget: EvalMod sees y = x / (K + 1) with CKKS noise
+    # of about 2^-39 at scale 2^55 and N = 2^12; its slope 2 pi (K + 1) = 2^6.4
+    # turns that into about 2^-33 on 2 pi m / q_0, whose coefficients are
+    # about 2^-10: some 22 bits, minus the tail of the max over all slots.
+    assert precision_bits(z, got) >= 13
+    assert precision_bits(z, got, mean=True) >= 17
 
 
 def test_out_of_range_and_malformed_inputs_are_refused(rng):

@@ -73,7 +73,7 @@ def test_evalmod_plain_model_reduces_modulo_one():
 
 
 def test_homomorphic_evalmod_matches_its_plaintext_twin(rng):
-    ctx = context("INSECURE_BOOT_N12_QP1150_H32")
+    ctx = context("INSECURE_BOOT_N12_QP1235_H32")
     em = EvalMod()
     x = rng.integers(-12, 13, ctx.params.slots) + rng.uniform(-2**-6, 2**-6, ctx.params.slots)
     ct = ctx.encrypt(x / em.normaliser)
