@@ -176,27 +176,6 @@ def _scaled_residues(a, moduli, factors, factors_shoup, y):
 
 
 @njit
-def _accumulate_conversion(y, table, dst, wide, out, out_rows):
-    """``out[out_rows[j], c] = sum_i y[c, i] * table[j, i] mod dst[j]`` with
-    128-bit accumulation and one :func:`reduce_wide` per output."""
-    n = U64(y.shape[0])
-    count = U64(y.shape[1])
-    zero = U64(0)
-    for j in range(U64(out_rows.shape[0])):
-        p = dst[j]
-        t, ts, m = wide[j, 0], wide[j, 1], wide[j, 2]
-        coeffs = table[j]
-        row = out[out_rows[j]]
-        for c in range(n):
-            hi = zero
-            lo = zero
-            yc = y[c]
-            for i in range(count):
-                hi, lo = mac_wide(hi, lo, yc[i], coeffs[i])
-            row[c] = reduce_wide(hi, lo, p, t, ts, m)
-
-
-@njit
 def _overflow_estimate(y, inv_moduli, u):
     """``u[c] = floor(sum_i y[c, i] / q_i)``: the overflow of the fast
     conversion, from a float64 sum (Halevi, Polyakov, Shoup, CT-RSA 2019)."""
@@ -208,8 +187,10 @@ def _overflow_estimate(y, inv_moduli, u):
 
 
 @njit
-def _accumulate_conversion_exact(y, table, dst, wide, neg_q, u, out, out_rows):
-    """As :func:`_accumulate_conversion`, minus ``u[c] * Q_src`` (exact)."""
+def _accumulate_conversion(y, table, dst, wide, exact, neg_q, u, out, out_rows):
+    """``out[out_rows[j], c] = sum_i y[c, i] * table[j, i] mod dst[j]`` with
+    128-bit accumulation and one :func:`reduce_wide` per output; when
+    ``exact``, minus ``u[c] * Q_src`` (``neg_q[j] = -Q_src mod dst[j]``)."""
     n = U64(y.shape[0])
     count = U64(y.shape[1])
     zero = U64(0)
@@ -220,7 +201,10 @@ def _accumulate_conversion_exact(y, table, dst, wide, neg_q, u, out, out_rows):
         nq = neg_q[j]
         row = out[out_rows[j]]
         for c in range(n):
-            hi, lo = mac_wide(zero, zero, u[c], nq)
+            hi = zero
+            lo = zero
+            if exact:
+                hi, lo = mac_wide(zero, zero, u[c], nq)
             yc = y[c]
             for i in range(count):
                 hi, lo = mac_wide(hi, lo, yc[i], coeffs[i])
@@ -281,12 +265,10 @@ class BasisConverter:
             raise ShapeError(f"out_rows {out_rows} do not fit {len(self.dst)} primes into {out.shape}")
         y = _scratch(self._local, (n, len(self.src)))
         _scaled_residues(a, self.src.moduli, self.src.qhat_inv, self.src.qhat_inv_shoup, y)
+        u = np.zeros(n if self.exact else 1, dtype=np.uint64)
         if self.exact:
-            u = np.empty(n, dtype=np.uint64)
             _overflow_estimate(y, self._inv_src, u)
-            _accumulate_conversion_exact(y, self._table, self.dst.moduli, self._wide, self._neg_q, u, out, out_rows)
-        else:
-            _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, out, out_rows)
+        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, self.exact, self._neg_q, u, out, out_rows)
         return out
 
 
