@@ -112,8 +112,8 @@ class Decryptor:
         if ct.size == 3:
             ring.mul_add(ct.data[2], ring.mul(s, s, check=False), m, check=False)
         if flooding_bits is not None:
-            if not 0 <= float(flooding_bits) < 62:
-                raise ParameterError(f"flooding_bits must be in [0, 62), got {flooding_bits}")
+            if not 0 <= float(flooding_bits) <= 55:
+                raise ParameterError(f"flooding_bits must be in [0, 55], got {flooding_bits}")
             noise = rounded_gaussian(self._stream, p.n, 2.0 ** float(flooding_bits)).astype(np.int64)
             ring.add(m, signed_to_ntt(p, noise, rows), m, check=False)
         return Plaintext(m, ct.scale, ct.slots, p.fingerprint)

@@ -208,3 +208,12 @@ def test_noise_flooding_costs_the_expected_precision(rng):
     bits = precision_bits(z, got)
     # flooding noise 2^20 per coefficient, N of them per slot, over the scale
     assert ctx.bits(slack=20) - 2 <= bits <= np.log2(ctx.params.scale) - 20
+
+
+def test_flooding_bits_out_of_range_raise(rng):
+    from fhe_ckks.errors import ParameterError
+
+    ctx = context(NAMES[0])
+    ct = ctx.encrypt(ctx.random_slots(rng))
+    with pytest.raises(ParameterError):
+        ctx.decryptor.decrypt(ct, flooding_bits=60)
