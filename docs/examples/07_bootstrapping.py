@@ -1,0 +1,75 @@
+"""Example 07: bootstrapping, step by step (toy parameters).
+
+Builds on 05 (rotations) and the circuits of docs/bootstrapping.md.  A
+ciphertext at level 0 can no longer be multiplied; bootstrapping brings it
+back to a higher level without the secret key:
+
+  ModRaise -> CoeffsToSlots -> EvalMod (real and imaginary parts) -> SlotsToCoeffs
+
+This example runs each step, prints levels and timings, and the precision
+before and after.  Only a toy (INSECURE) bootstrapping preset exists so far;
+the secure N = 2^16 one is work in progress, so --toy and the default run the
+same parameters.
+
+Run:  python docs/examples/07_bootstrapping.py [--toy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from fhe_ckks import Decryptor, Encoder, Encryptor, KeyGenerator, presets
+from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, required_rotations
+from fhe_ckks.ckks import precision_bits
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def main(toy: bool) -> None:
+    params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
+    print(params.describe())
+    config = BootstrapConfig(slots=128)
+
+    section("1. Keys: exactly the rotations the plan needs")
+    steps = required_rotations(params, config)
+    keygen = KeyGenerator(params)
+    boot = Bootstrapper(params, keygen.relin_key(), keygen.galois_keys(steps, conjugate=True), config)
+    print(f"{len(steps)} rotation keys + conjugation; depth {boot.depth()} "
+          f"(CoeffsToSlots {config.cts_budget}, EvalMod {config.evalmod.depth()}, "
+          f"SlotsToCoeffs {config.stc_budget}); output level {boot.output_level}")
+
+    encoder, decryptor = Encoder(params), Decryptor(params, keygen.secret_key)
+    z = np.random.default_rng(7).uniform(-1, 1, boot.slots)
+    ct = Encryptor(params, keygen.public_key()).encrypt(encoder.encode(z, level=0, slots=boot.slots))
+
+    def show(label, c, want=None, slots=None):
+        got = encoder.decode(decryptor.decrypt(c), slots)
+        extra = f", {precision_bits(want, got):.1f} bits" if want is not None else ""
+        print(f"{label:<22} level {c.level:2d}{extra}")
+
+    section("2. The steps")
+    show("input", ct, z)
+    start = time.perf_counter()
+    raised = boot.mod_raise(ct)
+    show("ModRaise", raised)
+    summed = boot.sub_sum(raised)
+    w = boot.coeffs_to_slots(summed)
+    show("CoeffsToSlots", w)
+    re, im = boot.split(w)
+    re, im = boot.eval_mod(re), boot.eval_mod(im)
+    show("EvalMod (real part)", re)
+    out = boot.slots_to_coeffs(re, im, ct.scale)
+    elapsed = time.perf_counter() - start
+    show("SlotsToCoeffs", out, z)
+    print(f"bootstrapped in {elapsed:.2f} s; the result can be multiplied {out.level} more times")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--toy", action="store_true", help="small insecure parameters (used by the tests)")
+    main(parser.parse_args().toy)
