@@ -33,7 +33,7 @@ def section(title: str) -> None:
 def main(toy: bool) -> None:
     params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
     print(params.describe())
-    config = BootstrapConfig(slots=128)
+    config = BootstrapConfig(slots=128, packed=True)  # one EvalMod for sparse slots
 
     section("1. Keys: exactly the rotations the plan needs")
     steps = required_rotations(params, config)
@@ -58,12 +58,11 @@ def main(toy: bool) -> None:
     raised = boot.mod_raise(ct)
     show("ModRaise", raised)
     summed = boot.sub_sum(raised)
-    w = boot.coeffs_to_slots(summed)
+    w = boot.coeffs_to_slots(summed)  # real parts in slots [0, n), imaginary in [n, 2n)
     show("CoeffsToSlots", w)
-    re, im = boot.split(w)
-    re, im = boot.eval_mod(re), boot.eval_mod(im)
-    show("EvalMod (real part)", re)
-    out = boot.slots_to_coeffs(re, im, ct.scale)
+    reduced = boot.eval_mod(w)
+    show("EvalMod", reduced)
+    out = boot.slots_to_coeffs(reduced, None, ct.scale)
     elapsed = time.perf_counter() - start
     show("SlotsToCoeffs", out, z)
     print(f"bootstrapped in {elapsed:.2f} s; the result can be multiplied {out.level} more times")

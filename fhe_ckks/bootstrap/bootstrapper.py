@@ -43,7 +43,8 @@ import numpy as np
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
-from ..circuits.dft import dft_transforms
+from ..circuits.dft import compose_diagonals, dft_transforms
+from ..circuits.lintrans import LinearTransform
 from ..circuits.evalmod import EvalMod
 from ..errors import BootstrapRangeError, LevelError, ParameterError
 from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
@@ -63,6 +64,13 @@ class BootstrapConfig:
         cts_budget, stc_budget: levels given to CoeffsToSlots / SlotsToCoeffs.
         evalmod: the EvalMod parameters.
         input_bound: the declared largest slot magnitude (see module doc).
+        packed: the fast path for sparse slots (``2 slots <= N/2``): the real and
+            imaginary parts of the coefficients go to the two halves of a
+            2n-slot vector, so that EvalMod runs once instead of twice (the
+            last CoeffsToSlots stage runs twice, on the input and on its
+            conjugate, with the half-masks folded into its diagonals).  This is
+            the "real" bootstrapping of HEAAN and CryptoFace; it serves complex
+            messages too, since both parts of every coefficient pair are kept.
     """
 
     slots: int | None = None
@@ -70,6 +78,7 @@ class BootstrapConfig:
     stc_budget: int = 2
     evalmod: EvalMod = field(default_factory=EvalMod)
     input_bound: float = 1.0
+    packed: bool = False
 
 
 class Bootstrapper:
@@ -153,14 +162,26 @@ class Bootstrapper:
         return ct
 
     def coeffs_to_slots(self, ct: Ciphertext) -> Ciphertext:
-        for lt in self._cts:
-            ct = lt.evaluate(self.evaluator, self.encoder, ct,
-                             target_scale=self.params.scale_at(ct.level - 1))
-        return ct
+        """The inverse DFT.  On the packed path the last stage also separates
+        real and imaginary parts into the two halves of 2n slots."""
+        head = self._cts[0] if self.config.packed else self._cts
+        for lt in head:
+            ct = self._apply(lt, ct)
+        if not self.config.packed:
+            return ct
+        _, direct, conjugate = self._cts
+        out = self.evaluator.add(self._apply(direct, ct), self._apply(conjugate, self.evaluator.conjugate(ct)))
+        out.slots = 2 * self.slots
+        return out
+
+    def _apply(self, lt: LinearTransform, ct: Ciphertext, factor: float = 1.0) -> Ciphertext:
+        return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=self.params.scale_at(ct.level - 1),
+                           factor=factor)
 
     def split(self, ct: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """``(w + conj w, -i (w - conj w))``: twice the real and imaginary
-        parts (the 1/2 is folded into CoeffsToSlots)."""
+        parts (the 1/2 is folded into CoeffsToSlots).  Not used on the packed
+        path, where CoeffsToSlots already separated them."""
         ev = self.evaluator
         conj = ev.conjugate(ct)
         return ev.add(ct, conj), ev.mul_by_i(ev.sub(conj, ct))
@@ -168,13 +189,15 @@ class Bootstrapper:
     def eval_mod(self, ct: Ciphertext) -> Ciphertext:
         return self.config.evalmod.evaluate(self.evaluator, ct)
 
-    def slots_to_coeffs(self, re: Ciphertext, im: Ciphertext, input_scale: float) -> Ciphertext:
+    def slots_to_coeffs(self, re: Ciphertext, im: Ciphertext | None, input_scale: float) -> Ciphertext:
+        """Recombine ``re + i im`` (on the packed path ``re`` holds both halves
+        and ``im`` is None) and apply the DFT times ``q_0 / (2 pi Delta)``."""
         ev = self.evaluator
-        ct = ev.add(re, ev.mul_by_i(im))
+        ct = re if im is None else ev.add(re, ev.mul_by_i(im))
         q0 = self.params.q_primes[0]
         for idx, lt in enumerate(self._stc):
-            factor = q0 / (2 * math.pi * input_scale) if idx == 0 else 1.0
-            ct = lt.evaluate(ev, self.encoder, ct, target_scale=self.params.scale_at(ct.level - 1), factor=factor)
+            ct = self._apply(lt, ct, q0 / (2 * math.pi * input_scale) if idx == 0 else 1.0)
+        ct.slots = self.slots
         return ct
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
@@ -184,9 +207,11 @@ class Bootstrapper:
         raised = self.mod_raise(ct)
         summed = self.sub_sum(raised)
         w = self.coeffs_to_slots(summed)
-        re, im = self.split(w)
-        re, im = self.eval_mod(re), self.eval_mod(im)
-        out = self.slots_to_coeffs(re, im, ct.scale)
+        if self.config.packed:
+            out = self.slots_to_coeffs(self.eval_mod(w), None, ct.scale)
+        else:
+            re, im = self.split(w)
+            out = self.slots_to_coeffs(self.eval_mod(re), self.eval_mod(im), ct.scale)
         if out.level != self.output_level:  # pragma: no cover - guarded by depth()
             raise LevelError(f"bootstrapping ended at level {out.level}, expected {self.output_level}")
         return out
@@ -202,18 +227,43 @@ def _plan(params: Parameters, config: BootstrapConfig):
     n = params.slots if config.slots is None else int(config.slots)
     if n < 2 or n > params.slots or n & (n - 1):
         raise ParameterError(f"bootstrapping slots must be a power of two in [2, {params.slots}], got {n}")
+    if config.packed and 2 * n > params.slots:
+        raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
     gap = params.slots // n
     sub_sum = [n << k for k in range(int(math.log2(gap)))]
-    cts = dft_transforms(params.log_n, n, True, config.cts_budget,
-                         factor=1.0 / (2 * gap * config.evalmod.normaliser))
+    normaliser = gap * config.evalmod.normaliser
+    if not config.packed:
+        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser))
+        stc = dft_transforms(params.log_n, n, False, config.stc_budget)
+        return n, sub_sum, cts, stc
+    cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser)
     stc = dft_transforms(params.log_n, n, False, config.stc_budget)
-    return n, sub_sum, cts, stc
+    period = 2 * n
+    first = np.arange(period) < n
+    # y = Re(w) on [0, n), Im(w) on [n, 2n): y = D1 w + D2 conj(w).
+    d1 = np.where(first, 0.5, -0.5j)
+    d2 = np.where(first, 0.5, 0.5j)
+    last = cts[-1].diagonals
+    direct = LinearTransform({k: d1 * np.tile(d, 2) for k, d in last.items()}, period)
+    conjugate = LinearTransform({k: d2 * np.tile(np.conj(d), 2) for k, d in last.items()}, period)
+    # u' = y[k] + i y[k + n], n-periodic, then the first SlotsToCoeffs stage.
+    join = {0: np.where(first, 1.0 + 0j, 1j), n: np.where(first, 1j, 1.0 + 0j)}
+    stage = {k: np.tile(d, 2) for k, d in stc[0].diagonals.items()}
+    stc[0] = LinearTransform(compose_diagonals(join, stage, period), period)
+    return n, sub_sum, (cts[:-1], direct, conjugate), stc
+
+
+def _transforms(cts) -> list[LinearTransform]:
+    if isinstance(cts, tuple):
+        head, direct, conjugate = cts
+        return [*head, direct, conjugate]
+    return list(cts)
 
 
 def required_rotations(params: Parameters, config: BootstrapConfig | None = None) -> list[int]:
     """Every rotation step bootstrapping uses (conjugation is needed too)."""
     _, sub_sum, cts, stc = _plan(params, config or BootstrapConfig())
     steps = set(sub_sum)
-    for lt in (*cts, *stc):
+    for lt in (*_transforms(cts), *stc):
         steps.update(lt.rotation_steps())
     return sorted(steps)

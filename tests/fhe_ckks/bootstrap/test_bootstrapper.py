@@ -18,9 +18,9 @@ NAME = "INSECURE_BOOT_N12_QP1235_H32"
 
 
 @lru_cache(maxsize=None)
-def setup(slots: int | None):
+def setup(slots: int | None, packed: bool = False):
     params = presets.get(NAME, allow_insecure=True)
-    config = BootstrapConfig(slots=slots)
+    config = BootstrapConfig(slots=slots, packed=packed)
     kg = KeyGenerator(params, seed=bytes(range(32)))
     boot = Bootstrapper(params, kg.relin_key(), kg.galois_keys(required_rotations(params, config), conjugate=True),
                         config)
@@ -106,3 +106,29 @@ def test_secret_key_bootstrapper_is_a_counted_test_double(rng):
     out = double.bootstrap(encryptor.encrypt(enc.encode(z, level=0)))
     assert double.calls == 1 and out.level == boot.output_level
     assert precision_bits(z, enc.decode(dec.decrypt(out))) > 25
+
+
+def test_packed_sparse_path_runs_one_evalmod_and_keeps_precision(rng):
+    params, kg, boot, enc, encryptor, dec = setup(128, True)
+    z = rng.uniform(-1, 1, 128) + 1j * rng.uniform(-1, 1, 128)  # complex messages too
+    ct = encryptor.encrypt(enc.encode(z, level=0, slots=128))
+    calls = []
+    original = boot.eval_mod
+    boot.eval_mod = lambda c: calls.append(1) or original(c)
+    try:
+        out = boot.bootstrap(ct)
+    finally:
+        boot.eval_mod = original
+    assert calls == [1]
+    assert out.level == boot.output_level and out.slots == 128
+    got = enc.decode(dec.decrypt(out), 128)
+    assert precision_bits(z, got) >= 17
+    assert precision_bits(z, got, mean=True) >= 19
+
+
+def test_packed_path_needs_sparse_slots():
+    from fhe_ckks.errors import ParameterError
+
+    params = presets.get(NAME, allow_insecure=True)
+    with pytest.raises(ParameterError):
+        required_rotations(params, BootstrapConfig(packed=True))
