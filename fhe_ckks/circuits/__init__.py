@@ -6,6 +6,6 @@
   baby-step giant-step with hoisted rotations.
 """
 
-from .polynomial import ChebyshevPolynomial, LevelSimulator, cached_fit, chebyshev_interpolant
+from .polynomial import ChebyshevPolynomial, LevelSimulator, cached_fit, chebyshev_interpolant, remez_minimax
 
-__all__ = ["ChebyshevPolynomial", "LevelSimulator", "chebyshev_interpolant", "cached_fit"]
+__all__ = ["ChebyshevPolynomial", "LevelSimulator", "chebyshev_interpolant", "remez_minimax", "cached_fit"]

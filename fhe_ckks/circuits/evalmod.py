@@ -33,7 +33,7 @@ import numpy as np
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.evaluator import Evaluator
 from ..errors import ParameterError
-from .polynomial import ChebyshevPolynomial, cached_fit, chebyshev_interpolant
+from .polynomial import ChebyshevPolynomial, cached_fit, chebyshev_interpolant, remez_minimax
 
 __all__ = ["EvalMod"]
 
@@ -47,20 +47,26 @@ class EvalMod:
         double_angles: r.
         degree: degree of the cosine interpolant.
         arcsine: apply the cubic arcsine correction.
+        fit: ``"chebyshev"`` (interpolation at Chebyshev nodes) or
+            ``"remez"`` (minimax by the Remez exchange, at most a factor
+            ``2 + (2/pi) log(d + 1)`` better); both cached on disk.
     """
 
     k_bound: int = 12
     double_angles: int = 3
     degree: int = 30
     arcsine: bool = True
+    fit: str = "chebyshev"
 
     def __post_init__(self):
         if not (isinstance(self.k_bound, int) and 1 <= self.k_bound <= 1 << 12):
             raise ParameterError(f"k_bound must be an int in [1, 4096], got {self.k_bound!r}")
         if not (isinstance(self.double_angles, int) and 0 <= self.double_angles <= 12):
             raise ParameterError(f"double_angles must be in [0, 12], got {self.double_angles!r}")
-        if not (isinstance(self.degree, int) and 2 <= self.degree <= 512):
-            raise ParameterError(f"degree must be in [2, 512], got {self.degree!r}")
+        if not (isinstance(self.degree, int) and 2 <= self.degree <= 256):
+            raise ParameterError(f"degree must be in [2, 256], got {self.degree!r}")
+        if self.fit not in ("chebyshev", "remez"):
+            raise ParameterError(f"fit must be 'chebyshev' or 'remez', got {self.fit!r}")
 
     @property
     def normaliser(self) -> float:
@@ -74,7 +80,10 @@ class EvalMod:
         def fn(y):
             return np.cos(scale * (kk * y - 0.25))
 
-        key = {"fn": "evalmod-cos", "k": self.k_bound, "r": self.double_angles, "degree": self.degree}
+        key = {"fn": "evalmod-cos", "k": self.k_bound, "r": self.double_angles, "degree": self.degree,
+               "fit": self.fit}
+        if self.fit == "remez":
+            return cached_fit(key, lambda: remez_minimax(fn, self.degree)[0])
         return cached_fit(key, lambda: chebyshev_interpolant(fn, self.degree))
 
     def depth(self) -> int:

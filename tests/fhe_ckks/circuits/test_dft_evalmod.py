@@ -89,3 +89,17 @@ def test_evalmod_parameter_validation():
         EvalMod(k_bound=0)
     with pytest.raises(ParameterError):
         EvalMod(degree=1)
+
+
+def test_evalmod_remez_fit_is_at_least_as_accurate(tmp_path, monkeypatch):
+    monkeypatch.setenv("FHE_CKKS_CACHE", str(tmp_path))
+    ints = np.arange(-12, 13)
+    x = (ints[:, None] + np.linspace(-2**-6, 2**-6, 9)[None, :]).ravel()
+    frac = x - np.round(x)
+    errs = {}
+    for fit in ("chebyshev", "remez"):
+        em = EvalMod(degree=20, fit=fit)
+        errs[fit] = np.max(np.abs(em.evaluate_plain(x) - 2 * np.pi * frac))
+    assert errs["remez"] <= errs["chebyshev"] * 1.01
+    with pytest.raises(ParameterError):
+        EvalMod(fit="taylor")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhe_ckks.circuits import ChebyshevPolynomial, cached_fit, chebyshev_interpolant
+from fhe_ckks.circuits import ChebyshevPolynomial, cached_fit, chebyshev_interpolant, remez_minimax
 from fhe_ckks.ckks import precision_bits
 from fhe_ckks.errors import LevelError, ParameterError
 from tests.ckks_context import context
@@ -77,3 +77,26 @@ def test_cached_fit_stores_and_reuses(tmp_path, monkeypatch):
     assert calls == [1]
     assert first.coeffs == second.coeffs
     assert len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("fn, degree, interval", [
+    (np.abs, 10, (-1.0, 1.0)),
+    (lambda x: 1 / np.sqrt(x), 8, (0.5, 4.0)),
+    (lambda x: np.cos(10 * x), 15, (-1.0, 1.0)),
+])
+def test_remez_equioscillates_and_beats_interpolation(fn, degree, interval):
+    poly, err = remez_minimax(fn, degree, interval)
+    x = np.linspace(*interval, 40001)
+    e = poly.evaluate_plain(x) - fn(x)
+    assert np.max(np.abs(e)) <= err * (1 + 1e-2)  # err is measured on a 20,000-point grid
+    cheb = chebyshev_interpolant(fn, degree, interval)
+    assert err <= np.max(np.abs(cheb.evaluate_plain(x) - fn(x)))
+    # Chebyshev alternation: at least degree + 2 sign-alternating near-maximal extrema.
+    big = np.abs(e) > 0.98 * err
+    signs = np.sign(e[big])
+    assert 1 + np.count_nonzero(np.diff(signs)) >= degree + 2
+
+
+def test_remez_never_diverges_at_float_precision():
+    poly, err = remez_minimax(np.exp, 30)
+    assert err < 1e-14
