@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ckks.encoder import _fft_plan
+from ..ckks.encoder import special_fft_plan
 from ..errors import ParameterError
 from .lintrans import LinearTransform
 
@@ -35,7 +35,7 @@ def butterfly_stages(log_n: int, slots: int, inverse: bool) -> list[dict[int, np
     """The special-FFT stages as diagonal dictionaries, in application order
     (``F``: stage 2 first; ``F^-1``: the inverses, stage n first, each
     including its factor 1/2)."""
-    stages, _ = _fft_plan(log_n, slots)
+    stages, _ = special_fft_plan(log_n, slots)
     out = []
     for length, w in stages:
         half = length // 2

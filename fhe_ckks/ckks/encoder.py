@@ -38,12 +38,14 @@ from ..ring.ntt import bit_reverse_indices
 from ..rlwe.params import Parameters
 from .ciphertext import Plaintext
 
-__all__ = ["Encoder", "special_fft", "special_ifft"]
+__all__ = ["Encoder", "special_fft", "special_ifft", "special_fft_plan"]
 
 
 @lru_cache(maxsize=32)
-def _fft_plan(log_n: int, slots: int):
-    """Twiddles of every stage of the special FFT for ``slots`` slots."""
+def special_fft_plan(log_n: int, slots: int):
+    """The special FFT for ``slots`` slots: its stages ``(length, twiddles)``
+    in order of application, and the bit-reversal permutation applied first
+    (the homomorphic DFT of bootstrapping reuses both)."""
     m = 2 << log_n  # 2N
     rot = np.array([pow(5, j, 4 * slots) for j in range(slots // 2 or 1)], dtype=np.int64)
     stages = []
@@ -62,7 +64,7 @@ def special_fft(values: np.ndarray, log_n: int) -> np.ndarray:
     """Evaluate the embedding: coefficients (packed as ``n`` complex numbers)
     -> ``n`` slot values.  Returns a new array."""
     n = values.shape[0]
-    stages, perm = _fft_plan(log_n, n)
+    stages, perm = special_fft_plan(log_n, n)
     v = values[perm].astype(np.complex128)
     for length, w in stages:
         blocks = v.reshape(-1, length)
@@ -77,7 +79,7 @@ def special_fft(values: np.ndarray, log_n: int) -> np.ndarray:
 def special_ifft(values: np.ndarray, log_n: int) -> np.ndarray:
     """Inverse of :func:`special_fft` (slot values -> packed coefficients)."""
     n = values.shape[0]
-    stages, perm = _fft_plan(log_n, n)
+    stages, perm = special_fft_plan(log_n, n)
     v = values.astype(np.complex128).copy()
     for length, w in reversed(stages):
         blocks = v.reshape(-1, length)

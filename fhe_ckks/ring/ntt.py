@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError
 from .checks import check_poly_array, check_reduced
-from .modarith import U64, check_modulus, mul_shoup, mul_shoup_lazy, njit, shoup_precompute
+from .modarith import U64, check_modulus, mul_shoup_lazy, njit, shoup_precompute
 from .primes import check_log_n, primitive_root_2n
 
 __all__ = [

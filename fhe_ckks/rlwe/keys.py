@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import KeyMismatchError, ParameterError
+from ..errors import ParameterError
 from ..ring import Shake256Stream, fresh_seed
 from ..ring.automorphism import check_galois_element, conjugation_element, galois_element, ntt_permutation
-from ..ring.sampling import uniform_mod
+from ..ring.sampling import discrete_gaussian, hamming_ternary, ternary, uniform_mod
 from .params import Parameters
 
 __all__ = [
@@ -172,12 +172,8 @@ class KeyGenerator:
         self._key_id = secrets.token_bytes(16) if seed is None else self._stream.read(16)
         rows = len(params.q_primes) + len(params.p_primes)
         if params.hamming_weight is None:
-            from ..ring.sampling import ternary
-
             coeffs = ternary(self._stream, params.n)
         else:
-            from ..ring.sampling import hamming_ternary
-
             coeffs = hamming_ternary(self._stream, params.n, params.hamming_weight)
         self.secret_key = SecretKey(params, self._key_id, coeffs.astype(np.int8), signed_to_ntt(params, coeffs, rows))
 
@@ -189,8 +185,6 @@ class KeyGenerator:
         return self._stream.read(32)
 
     def _error_ntt(self, rows: int) -> np.ndarray:
-        from ..ring.sampling import discrete_gaussian
-
         return signed_to_ntt(self.params, discrete_gaussian(self._stream, self.params.n, self.params.sigma), rows)
 
     # ---- keys ----------------------------------------------------------------
@@ -255,9 +249,3 @@ class KeyGenerator:
             if g != 1:
                 out.keys[g] = self.galois_key(g)
         return out
-
-
-def check_same_key(a_id: bytes, b_id: bytes, what: str) -> None:
-    """Raise :class:`KeyMismatchError` when two key identifiers differ."""
-    if a_id != b_id:
-        raise KeyMismatchError(f"{what} belong to different keys ({a_id.hex()[:8]} vs {b_id.hex()[:8]})")
