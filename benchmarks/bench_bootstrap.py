@@ -22,7 +22,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import emit, git_revision, machine  # noqa: E402
+from harness import emit  # noqa: E402
 
 import fhe_ckks as fc  # noqa: E402
 from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, required_rotations  # noqa: E402
@@ -88,8 +88,6 @@ def main(argv=None) -> int:
         record = run(args.preset, args.slots)
     except fc.FheError as exc:
         parser.error(str(exc))
-    record["machine"] = machine()
-    record["git_revision"] = git_revision()
     emit(record, args.json)
     return 0
 

@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import emit, git_revision, machine, measure  # noqa: E402
+from harness import emit, measure  # noqa: E402
 
 import fhe_ckks as fc  # noqa: E402
 
@@ -249,8 +249,6 @@ def main(argv=None) -> int:
                 record[f"ratio_vs_{name}"] = {k: ours[k] / peer[k] for k in OPS if peer.get(k)}
     if not args.no_peers:
         record["peak_rss_mb_with_peers"] = peak_rss_mb()
-    record["machine"] = machine()
-    record["git_revision"] = git_revision()
     emit(record, args.json)
     return 0
 

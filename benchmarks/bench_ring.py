@@ -20,7 +20,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import emit, git_revision, machine, measure  # noqa: E402
+from harness import emit, machine, measure  # noqa: E402
 
 from fhe_ckks.ring import BasisConverter, Ring, RNSBasis, galois_element, ntt_primes  # noqa: E402
 
@@ -92,8 +92,6 @@ def run(log_n: int, limbs: int, conv_from: int, conv_to: int) -> dict:
         record["ratio_to_reference"] = {k: record[k] / v for k, v in REFERENCE.items()}
         record["targets"] = TARGETS
         record["meets_targets"] = all(record[k] <= v for k, v in TARGETS.items())
-    record["machine"] = machine()
-    record["git_revision"] = git_revision()
     return record
 
 

@@ -69,7 +69,10 @@ def git_revision() -> str | None:
 
 
 def emit(record: dict, as_json: bool) -> None:
-    """Print the record as one JSON object, or as an aligned table."""
+    """Print the record (with the machine and git revision added) as one
+    JSON object, or as an aligned table."""
+    record.setdefault("machine", machine())
+    record.setdefault("git_revision", git_revision())
     if as_json:
         print(json.dumps(record, indent=2, default=str))
         return

@@ -29,6 +29,14 @@ from .ciphertext import Ciphertext, Plaintext
 __all__ = ["Encryptor", "Decryptor"]
 
 
+def _check_key(params: Parameters, key, kinds: tuple, what: str) -> None:
+    """A key of the right kind, generated under ``params``."""
+    if not isinstance(key, kinds):
+        raise ParameterError(f"expected a {what}, got {type(key).__name__}")
+    if key.params.fingerprint != params.fingerprint:
+        raise KeyMismatchError("key generated under other parameters")
+
+
 def _check_plaintext(params: Parameters, pt: Plaintext) -> None:
     if not isinstance(pt, Plaintext):
         raise ParameterError(f"expected a Plaintext, got {type(pt).__name__}")
@@ -48,10 +56,7 @@ class Encryptor:
     """
 
     def __init__(self, params: Parameters, key: PublicKey | SecretKey, seed: bytes | None = None):
-        if not isinstance(key, (PublicKey, SecretKey)):
-            raise ParameterError(f"expected a PublicKey or SecretKey, got {type(key).__name__}")
-        if key.params.fingerprint != params.fingerprint:
-            raise KeyMismatchError("key generated under other parameters")
+        _check_key(params, key, (PublicKey, SecretKey), "PublicKey or SecretKey")
         self.params = params
         self.key = key
         self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.encrypt")
@@ -85,10 +90,7 @@ class Decryptor:
     """Decrypts ciphertexts with the secret key (client side only)."""
 
     def __init__(self, params: Parameters, secret_key: SecretKey, seed: bytes | None = None):
-        if not isinstance(secret_key, SecretKey):
-            raise ParameterError(f"expected a SecretKey, got {type(secret_key).__name__}")
-        if secret_key.params.fingerprint != params.fingerprint:
-            raise KeyMismatchError("secret key generated under other parameters")
+        _check_key(params, secret_key, (SecretKey,), "SecretKey")
         self.params = params
         self.secret_key = secret_key
         self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.flood")
