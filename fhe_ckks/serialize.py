@@ -108,7 +108,7 @@ def dump(obj, fp: BinaryIO | None = None, *, include_secret: bool = False) -> by
 
 def _swk_meta(key: SwitchingKey) -> dict[str, Any]:
     return {"key_id": key.key_id.hex(), "kind": key.kind, "galois_element": key.galois_element,
-            "seed": key.seed.hex()}
+            "seed": key.seed.hex(), "max_level": key.max_level}
 
 
 # --------------------------------------------------------------------------
@@ -297,11 +297,16 @@ def _switching_key(params, meta, b, rows_qp, qp_moduli) -> SwitchingKey:
     g = meta.get("galois_element")
     if kind not in ("relin", "galois") or (kind == "galois") != isinstance(g, int):
         raise SerializationError("invalid switching key kind or Galois element")
+    level = meta.get("max_level", params.max_level)
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= params.max_level:
+        raise SerializationError(f"invalid switching key level {level!r}")
     if b.dtype != np.uint64:
         raise SerializationError("switching key arrays are uint64")
-    _want_shape(b, (params.digits, rows_qp, params.n), "b")
-    _check_reduced(b, qp_moduli, "b")
-    return SwitchingKey(params, _hex(header, "key_id", 16), kind, g, _hex(header, "seed", 32), b.copy())
+    rows = params.qp_rows(level).astype(np.int64)
+    _want_shape(b, (len(params.digit_positions(level)), len(rows), params.n), "b")
+    _check_reduced(b, qp_moduli[rows], "b")
+    return SwitchingKey(params, _hex(header, "key_id", 16), kind, g, _hex(header, "seed", 32), b.copy(),
+                        max_level=level)
 
 
 def _scale(header) -> float:

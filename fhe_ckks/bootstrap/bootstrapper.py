@@ -260,6 +260,40 @@ def _transforms(cts) -> list[LinearTransform]:
     return list(cts)
 
 
+def rotation_levels(params: Parameters, config: BootstrapConfig | None = None) -> dict[int, int]:
+    """``{step: highest level it is used at}`` for every rotation of
+    bootstrapping: SubSum and CoeffsToSlots run at the top levels,
+    SlotsToCoeffs only below ``L - cts_budget - EvalMod depth``, so its keys
+    can be level-aware (smaller)."""
+    config = config or BootstrapConfig()
+    _, sub_sum, cts, stc = _plan(params, config)
+    top = params.max_level
+    stc_top = top - config.cts_budget - config.evalmod.depth()
+    levels: dict[int, int] = {}
+    for step in sub_sum:
+        levels[step] = top
+    for lt in _transforms(cts):
+        for step in lt.rotation_steps():
+            levels[step] = top
+    for lt in stc:
+        for step in lt.rotation_steps():
+            levels[step] = max(levels.get(step, 0), stc_top)
+    return levels
+
+
+def generate_keys(keygen, config: BootstrapConfig | None = None) -> tuple[SwitchingKey, GaloisKeys]:
+    """The relinearization key and exactly the Galois keys bootstrapping
+    needs, each stored only up to the level it is used at."""
+    params = keygen.params
+    keys = keygen.galois_keys([], conjugate=True)
+    by_level: dict[int, list[int]] = {}
+    for step, level in rotation_levels(params, config).items():
+        by_level.setdefault(level, []).append(step)
+    for level, steps in sorted(by_level.items(), reverse=True):
+        keygen.galois_keys(steps, max_level=level, into=keys)
+    return keygen.relin_key(), keys
+
+
 def required_rotations(params: Parameters, config: BootstrapConfig | None = None) -> list[int]:
     """Every rotation step bootstrapping uses (conjugation is needed too)."""
     _, sub_sum, cts, stc = _plan(params, config or BootstrapConfig())

@@ -133,6 +133,23 @@ class Ring:
         self._rescalers: dict[int, Rescaler] = {}
         self._perms: dict[int, np.ndarray] = {}
 
+    @classmethod
+    def pointwise(cls, log_n: int, moduli: Sequence[int]) -> Ring:
+        """A ring without NTT tables, for pointwise arithmetic on NTT values
+        over any set of primes (key generation over a subset of Q·P).  Its
+        ``ntt``, ``intt``, ``rescale`` and NTT-domain automorphisms raise."""
+        out = object.__new__(cls)
+        out.log_n = check_log_n(log_n)
+        out.n = 1 << log_n
+        out.basis = RNSBasis(moduli)
+        out.moduli = out.basis.moduli
+        out.tables = None
+        out._ratios = np.array([barrett_precompute(q) for q in out.basis.primes], dtype=np.uint64)
+        out._bases = {len(out.basis): out.basis}
+        out._rescalers = {}
+        out._perms = {}
+        return out
+
     def __len__(self) -> int:
         return len(self.moduli)
 
@@ -176,15 +193,20 @@ class Ring:
             check_poly_array(out, a.shape[0], self.n)
         return out
 
+    def _ntt_tables(self) -> NTTTables:
+        if self.tables is None:
+            raise ParameterError("this ring was built for pointwise arithmetic only: it has no NTT tables")
+        return self.tables
+
     # ---- domain changes ----------------------------------------------------
 
     def ntt(self, a: np.ndarray, *, check: bool = True) -> None:
         """In place: coefficients -> NTT values (bit-reversed order)."""
-        self.tables.forward(a, check=check)
+        self._ntt_tables().forward(a, check=check)
 
     def intt(self, a: np.ndarray, *, check: bool = True) -> None:
         """In place: NTT values -> coefficients."""
-        self.tables.inverse(a, check=check)
+        self._ntt_tables().inverse(a, check=check)
 
     # ---- pointwise arithmetic (either domain, except mul) -------------------
 
@@ -279,10 +301,10 @@ class Ring:
         resc = self.rescaler(limbs)
         last = a[limbs - 1: limbs].copy()
         if ntt_domain:
-            self.tables.inverse(last, rows=[limbs - 1], check=False)
+            self._ntt_tables().inverse(last, rows=[limbs - 1], check=False)
         corr = resc.correction(last[0])
         if ntt_domain:
-            self.tables.forward(corr, check=False)
+            self._ntt_tables().forward(corr, check=False)
         if out is None:
             out = np.empty((limbs - 1, self.n), dtype=np.uint64)
         elif check:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ParameterError
-from ..ring import Shake256Stream, fresh_seed
+from ..ring import Ring, Shake256Stream, fresh_seed
 from ..ring.automorphism import check_galois_element, conjugation_element, galois_element, ntt_permutation
 from ..ring.sampling import discrete_gaussian, hamming_ternary, ternary, uniform_mod
 from .params import Parameters
@@ -56,8 +56,12 @@ def signed_to_ntt(params: Parameters, coeffs: np.ndarray, rows: int) -> np.ndarr
     return out
 
 
-def _uniform_qp(params: Parameters, seed: bytes, domain: bytes, rows: int) -> np.ndarray:
-    return uniform_mod(Shake256Stream(seed, domain), params.moduli_qp[:rows], params.n)
+def _uniform_qp(params: Parameters, seed: bytes, domain: bytes, rows) -> np.ndarray:
+    """Uniform NTT values over the first ``rows`` table rows (an int) or over
+    the given table rows (a sequence)."""
+    moduli = params.moduli_qp[:rows] if isinstance(rows, (int, np.integer)) else \
+        params.moduli_qp[np.asarray(rows, dtype=np.int64)]
+    return uniform_mod(Shake256Stream(seed, domain), moduli, params.n)
 
 
 @dataclass(eq=False)
@@ -93,12 +97,20 @@ class PublicKey:
 
 @dataclass(eq=False)
 class SwitchingKey:
-    """Hybrid key-switching key from ``s'`` to ``s``: ``digits`` pairs
-    ``(b_j, a_j)`` over all Q·P primes, ``a_j`` expanded from ``seed``.
+    """Hybrid key-switching key from ``s'`` to ``s``: one pair ``(b_j, a_j)``
+    per digit, ``a_j`` expanded from ``seed``.
+
+    A *level-aware* key (``max_level < L``) lives only over
+    ``q_0 .. q_max_level`` and the special primes, with the digits that meet
+    those primes: it serves key switching at levels up to ``max_level`` and
+    is ``(max_level + 1 + K) / (L + 1 + K)`` of the size (less again in
+    digits).  Bootstrapping's SlotsToCoeffs keys, used only at low levels, are
+    stored this way.
 
     Attributes:
         kind: ``"relin"`` or ``"galois"``.
         galois_element: g for a Galois key, else None.
+        max_level: the highest level the key serves.
     """
 
     params: Parameters = field(repr=False)
@@ -106,13 +118,22 @@ class SwitchingKey:
     kind: str
     galois_element: int | None
     seed: bytes = field(repr=False)
-    b: np.ndarray = field(repr=False)  # (digits, L + 1 + K, N)
+    b: np.ndarray = field(repr=False)  # (digits, max_level + 1 + K, N)
     _a: np.ndarray | None = field(default=None, repr=False)
+    max_level: int | None = None
+
+    def __post_init__(self):
+        if self.max_level is None:
+            self.max_level = self.params.max_level
+
+    def table_rows(self) -> np.ndarray:
+        """The rows of ``params.tables_qp`` the key's rows stand for."""
+        return self.params.qp_rows(self.max_level)
 
     @property
     def a(self) -> np.ndarray:
         if self._a is None:
-            rows = self.b.shape[1]
+            rows = self.table_rows()
             self._a = np.stack([
                 _uniform_qp(self.params, self.seed, b"fhe_ckks.swk.%d" % j, rows) for j in range(self.b.shape[0])
             ])
@@ -199,53 +220,67 @@ class KeyGenerator:
         b = ring.sub(self._error_ntt(rows), ring.mul(a, self.secret_key.ntt[:rows], check=False), check=False)
         return PublicKey(p, self._key_id, seed, b, a)
 
-    def _switching_key(self, target_ntt: np.ndarray, kind: str, g: int | None) -> SwitchingKey:
+    def _switching_key(self, target_ntt: np.ndarray, kind: str, g: int | None,
+                       max_level: int | None = None) -> SwitchingKey:
         p = self.params
         if not p.p_primes:
             raise ParameterError("these parameters have no special primes: no key switching")
-        rows = len(p.q_primes) + len(p.p_primes)
-        ring = p.ring_qp
+        level = p.max_level if max_level is None else int(max_level)
+        if not 0 <= level <= p.max_level:
+            raise ParameterError(f"max_level {max_level} outside [0, {p.max_level}]")
+        rows = p.qp_rows(level).astype(np.int64)
+        ring = p.ring_qp if level == p.max_level else Ring.pointwise(p.log_n, p.moduli_qp[rows].tolist())
         seed = self._public_seed()
         big_p = 1
         for q in p.p_primes:
             big_p *= q
-        b = np.empty((p.digits, rows, p.n), dtype=np.uint64)
+        digits = len(p.digit_positions(level))
+        b = np.empty((digits, len(rows), p.n), dtype=np.uint64)
         a_all = np.empty_like(b)
-        s = self.secret_key.ntt
-        for j in range(p.digits):
+        s = np.ascontiguousarray(self.secret_key.ntt[rows])
+        target = np.ascontiguousarray(target_ntt[rows])
+        full_rows = len(p.q_primes) + len(p.p_primes)
+        for j in range(digits):
             a = _uniform_qp(p, seed, b"fhe_ckks.swk.%d" % j, rows)
             a_all[j] = a
-            bj = ring.sub(self._error_ntt(rows), ring.mul(a, s, check=False), check=False)
+            error = np.ascontiguousarray(self._error_ntt(full_rows)[rows])
+            bj = ring.sub(error, ring.mul(a, s, check=False), check=False)
             # + P * Q~_j * s': Q~_j is 1 modulo the primes of digit j and 0
             # modulo every other prime (P itself is 0 modulo the special primes).
-            consts = [big_p % q if j * p.alpha <= i < (j + 1) * p.alpha else 0
-                      for i, q in enumerate(p.q_primes)] + [0] * len(p.p_primes)
-            ring.add(bj, ring.mul_scalar(target_ntt, consts, check=False), bj, check=False)
+            consts = [big_p % p.q_primes[i] if j * p.alpha <= i < (j + 1) * p.alpha else 0
+                      for i in range(level + 1)] + [0] * len(p.p_primes)
+            ring.add(bj, ring.mul_scalar(target, consts, check=False), bj, check=False)
             b[j] = bj
-        return SwitchingKey(p, self._key_id, kind, g, seed, b, a_all)
+        return SwitchingKey(p, self._key_id, kind, g, seed, b, a_all, level)
 
     def relin_key(self) -> SwitchingKey:
         """The relinearization key (switching from ``s^2`` to ``s``)."""
         s = self.secret_key.ntt
         return self._switching_key(self.params.ring_qp.mul(s, s, check=False), "relin", None)
 
-    def galois_key(self, g: int) -> SwitchingKey:
-        """The switching key for the automorphism ``X -> X^g``."""
+    def galois_key(self, g: int, max_level: int | None = None) -> SwitchingKey:
+        """The switching key for the automorphism ``X -> X^g`` (serving levels
+        up to ``max_level``, default all)."""
         g = check_galois_element(g, self.params.log_n)
         s_g = self.secret_key.ntt[:, ntt_permutation(g, self.params.log_n)]
-        return self._switching_key(np.ascontiguousarray(s_g), "galois", g)
+        return self._switching_key(np.ascontiguousarray(s_g), "galois", g, max_level)
 
-    def galois_keys(self, steps, conjugate: bool = False) -> GaloisKeys:
-        """Galois keys for the given rotation steps (and conjugation).
+    def galois_keys(self, steps, conjugate: bool = False, max_level: int | None = None,
+                    into: GaloisKeys | None = None) -> GaloisKeys:
+        """Galois keys for the given rotation steps (and conjugation), serving
+        levels up to ``max_level`` (default: all).
 
         Only the requested keys are generated: key generation follows the
-        plan of the circuit, never "all rotations".
+        plan of the circuit, never "all rotations".  With ``into``, the keys
+        are added to an existing set (a key already there is kept when it
+        serves at least ``max_level``).
         """
-        out = GaloisKeys(self.params, self._key_id)
+        out = GaloisKeys(self.params, self._key_id) if into is None else into
+        level = self.params.max_level if max_level is None else max_level
         elements = [galois_element(int(k), self.params.log_n) for k in steps]
         if conjugate:
             elements.append(conjugation_element(self.params.log_n))
         for g in dict.fromkeys(elements):
-            if g != 1:
-                out.keys[g] = self.galois_key(g)
+            if g != 1 and (g not in out.keys or out.keys[g].max_level < level):
+                out.keys[g] = self.galois_key(g, level)
         return out

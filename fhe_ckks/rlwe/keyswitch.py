@@ -108,8 +108,22 @@ class _LevelPlan:
         q_basis = RNSBasis(params.q_primes[: level + 1])
         self.mod_down = ModDown(q_basis, RNSBasis(params.p_primes))
         self.p_local = np.arange(level + 1, width, dtype=np.uint64)  # P rows inside ext
+        self.level = level
+        self.special = k
+        self._key_rows: dict[int, np.ndarray] = {}
         self.p_table_rows = np.arange(big_l, big_l + k, dtype=np.uint64)
         self.q_rows = np.arange(level + 1, dtype=np.uint64)
+
+
+    def key_rows(self, key_level: int) -> np.ndarray:
+        """Rows of a key serving levels up to ``key_level`` that this level's
+        extended polynomial meets: ``0 .. level``, then the key's P rows."""
+        rows = self._key_rows.get(key_level)
+        if rows is None:
+            rows = np.concatenate([np.arange(self.level + 1),
+                                   np.arange(key_level + 1, key_level + 1 + self.special)]).astype(np.uint64)
+            self._key_rows[key_level] = rows
+        return rows
 
 
 class KeySwitcher:
@@ -152,14 +166,17 @@ class KeySwitcher:
         decomposition's level, NTT domain."""
         if key.params is not self.params and key.params.fingerprint != self.params.fingerprint:
             raise KeyMismatchError("switching key of other parameters")
+        if dec.level > key.max_level:
+            raise LevelError(f"this key serves levels up to {key.max_level}, the ciphertext is at level {dec.level}")
         plan = self.plan(dec.level)
+        key_rows = plan.key_rows(key.max_level)
         n = self.params.n
         width = len(plan.rows)
         acc0 = np.empty((width, n), dtype=np.uint64)
         acc1 = np.empty((width, n), dtype=np.uint64)
         use_perm = perm is not None
         perm_arr = perm if use_perm else np.zeros(1, dtype=np.uint64)
-        _inner_product(dec.ext, key.b, key.a, plan.rows, plan.moduli, plan.ratios, perm_arr, use_perm, acc0, acc1)
+        _inner_product(dec.ext, key.b, key.a, key_rows, plan.moduli, plan.ratios, perm_arr, use_perm, acc0, acc1)
         return self._mod_down(plan, acc0, dec.level), self._mod_down(plan, acc1, dec.level)
 
     def _mod_down(self, plan: _LevelPlan, acc: np.ndarray, level: int) -> np.ndarray:

@@ -132,3 +132,22 @@ def test_packed_path_needs_sparse_slots():
     params = presets.get(NAME, allow_insecure=True)
     with pytest.raises(ParameterError):
         required_rotations(params, BootstrapConfig(packed=True))
+
+
+def test_generated_keys_follow_the_levels_of_the_plan(rng):
+    from fhe_ckks.bootstrap import generate_keys, rotation_levels
+    from fhe_ckks.ring import galois_element
+
+    params = presets.get(NAME, allow_insecure=True)
+    config = BootstrapConfig(slots=128, packed=True)
+    kg = KeyGenerator(params, seed=bytes(range(32)))
+    rk, gk = generate_keys(kg, config)
+    levels = rotation_levels(params, config)
+    assert min(levels.values()) < params.max_level  # some keys are level-aware
+    for step, level in levels.items():
+        assert gk[galois_element(step, params.log_n)].max_level == level
+    boot = Bootstrapper(params, rk, gk, config)
+    enc, dec = Encoder(params), Decryptor(params, kg.secret_key)
+    z = rng.uniform(-1, 1, 128)
+    out = boot.bootstrap(Encryptor(params, kg.public_key()).encrypt(enc.encode(z, level=0, slots=128)))
+    assert precision_bits(z, enc.decode(dec.decrypt(out), 128)) >= 17

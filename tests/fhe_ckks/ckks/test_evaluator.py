@@ -217,3 +217,24 @@ def test_flooding_bits_out_of_range_raise(rng):
     ct = ctx.encrypt(ctx.random_slots(rng))
     with pytest.raises(ParameterError):
         ctx.decryptor.decrypt(ct, flooding_bits=60)
+
+
+def test_level_aware_galois_keys_serve_low_levels_only(rng):
+    from fhe_ckks import serialize
+    from fhe_ckks.ring import galois_element
+
+    ctx = context(NAMES[1])
+    p = ctx.params
+    low = ctx.keygen.galois_keys([3], max_level=2)
+    g = galois_element(3, p.log_n)
+    assert low[g].max_level == 2
+    assert low[g].nbytes < ctx.evaluator.galois_keys[g].nbytes
+    ev = Evaluator(p, ctx.evaluator.relin_key, low)
+    z = ctx.random_slots(rng)
+    ct = ctx.evaluator.drop_level(ctx.encrypt(z), p.max_level - 2)
+    assert precision_bits(np.roll(z, -3), ctx.decrypt(ev.rotate(ct, 3))) >= ctx.bits(slack=1)
+    with pytest.raises(LevelError):
+        ev.rotate(ctx.encrypt(z), 3)
+    back = serialize.load(serialize.dump(low), p)
+    assert back[g].max_level == 2
+    np.testing.assert_array_equal(back[g].a, low[g].a)
