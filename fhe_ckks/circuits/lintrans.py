@@ -61,6 +61,22 @@ def matrix_of(diagonals: Mapping[int, np.ndarray], period: int) -> np.ndarray:
     return m
 
 
+def _best_baby_step(offsets: list[int], period: int) -> int:
+    """The power-of-two baby size n1 that minimises the rotations
+    ``|{k mod n1}| + |{k - k mod n1}|`` (zero offsets are free), preferring
+    fewer giant steps on ties (giant rotations are not hoisted)."""
+    best = None
+    n1 = 1
+    while n1 <= period:
+        babies = {k % n1 for k in offsets} - {0}
+        giants = {k - k % n1 for k in offsets} - {0}
+        cost = (len(babies) + len(giants), len(giants))
+        if best is None or cost < best[0]:
+            best = (cost, n1)
+        n1 *= 2
+    return best[1]
+
+
 class LinearTransform:
     """``v -> M v`` on slot vectors of period ``period``, from M's diagonals.
 
@@ -68,7 +84,8 @@ class LinearTransform:
         diagonals: ``{offset: vector of length period}``; offsets are taken
             modulo ``period``.
         period: P, a power of two dividing the number of slots.
-        baby: baby-step size n1 (default: about ``sqrt`` of the offset span).
+        baby: baby-step size n1 (default: the power of two that needs the
+            fewest rotations for these offsets).
     """
 
     def __init__(self, diagonals: Mapping[int, np.ndarray], period: int, baby: int | None = None):
@@ -86,8 +103,7 @@ class LinearTransform:
         self.period = period
         self.diagonals = diags
         if baby is None:
-            span = max(diags) + 1
-            baby = 1 << max(0, math.ceil(math.log2(math.sqrt(span))))
+            baby = _best_baby_step(list(diags), period)
         self.baby = max(1, min(int(baby), period))
         self._plan: dict[int, dict[int, np.ndarray]] = {}
         for k, d in diags.items():

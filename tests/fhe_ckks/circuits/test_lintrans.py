@@ -42,6 +42,14 @@ def test_transform_matches_matrix_vector_product(seed, period, ndiag):
     assert precision_bits(want, ctx.decrypt(out, slots=period)) >= ctx.bits(slack=4 + np.log2(len(diags)))
 
 
+def test_baby_step_choice_minimises_rotations(rng):
+    offsets = [0, 1, 2, 3, 512, 513, 514, 515, 1024, 1025, 1026, 1027]
+    lt = LinearTransform({k: np.ones(2048) for k in offsets}, 2048)
+    assert len(lt.rotation_steps()) == 5  # babies 1, 2, 3 and giants 512, 1024
+    explicit = LinearTransform({k: np.ones(2048) for k in offsets}, 2048, baby=4)
+    assert len(explicit.rotation_steps()) >= len(lt.rotation_steps())
+
+
 def test_dense_matrix_uses_few_rotations(rng):
     period = 64
     lt = LinearTransform(diagonals_of(rng.normal(size=(period, period))), period)
@@ -50,8 +58,8 @@ def test_dense_matrix_uses_few_rotations(rng):
 
 def test_missing_rotation_key_and_bad_shapes(rng):
     ctx = context(NAME)
-    lt = LinearTransform({37: np.ones(64)}, 64)  # giant step 32: no key for it
-    assert 32 in lt.rotation_steps()
+    lt = LinearTransform({37: np.ones(64)}, 64)  # one rotation by 37: no key for it
+    assert lt.rotation_steps() == [37]
     ct = ctx.encryptor.encrypt(ctx.encoder.encode(np.ones(64), slots=64))
     with pytest.raises(MissingKeyError):
         lt.evaluate(ctx.evaluator, ctx.encoder, ct)
