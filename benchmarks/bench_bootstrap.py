@@ -12,6 +12,7 @@ uniform inputs in [-1, 1]), the levels left, and peak RSS.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import emit  # noqa: E402
 
 import fhe_ckks as fc  # noqa: E402
-from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, required_rotations  # noqa: E402
+from fhe_ckks.bootstrap import CONFIGS, BootstrapConfig, Bootstrapper, generate_keys  # noqa: E402
 
 
 def timed(fn, *args):
@@ -36,11 +37,12 @@ def timed(fn, *args):
 
 def run(preset: str, slots: int | None) -> dict:
     params = fc.presets.get(preset, allow_insecure=preset.startswith("INSECURE_"))
-    config = BootstrapConfig(slots=slots)
+    config = CONFIGS.get(preset, BootstrapConfig())
+    if slots is not None:
+        config = dataclasses.replace(config, slots=slots, packed=config.packed and 2 * slots <= params.slots)
     t0 = time.process_time()
     kg = fc.KeyGenerator(params)
-    rk = kg.relin_key()
-    gk = kg.galois_keys(required_rotations(params, config), conjugate=True)
+    rk, gk = generate_keys(kg, config)
     keygen_s = time.process_time() - t0
     boot = Bootstrapper(params, rk, gk, config)
     enc, dec = fc.Encoder(params), fc.Decryptor(params, kg.secret_key)
@@ -52,9 +54,14 @@ def run(preset: str, slots: int | None) -> dict:
     raised, t_raise = timed(boot.mod_raise, ct)
     summed, t_sum = timed(boot.sub_sum, raised)
     w, t_cts = timed(boot.coeffs_to_slots, summed)
-    (re, im), t_split = timed(boot.split, w)
-    re2, t_mod_re = timed(boot.eval_mod, re)
-    im2, t_mod_im = timed(boot.eval_mod, im)
+    if config.packed:
+        t_split = 0.0
+        re2, t_mod_re = timed(boot.eval_mod, w)
+        im2, t_mod_im = None, 0.0
+    else:
+        (re, im), t_split = timed(boot.split, w)
+        re2, t_mod_re = timed(boot.eval_mod, re)
+        im2, t_mod_im = timed(boot.eval_mod, im)
     out, t_stc = timed(boot.slots_to_coeffs, re2, im2, ct.scale)
     got = enc.decode(dec.decrypt(out), n)
     steps = {"mod_raise_ms": t_raise, "sub_sum_ms": t_sum, "coeffs_to_slots_ms": t_cts, "split_ms": t_split,
@@ -63,6 +70,7 @@ def run(preset: str, slots: int | None) -> dict:
         "preset": preset,
         "parameters": params.describe(),
         "slots": n,
+        "config": dataclasses.asdict(config),
         "keygen_s": keygen_s,
         "galois_keys": len(gk.elements()),
         "key_memory_mb": (gk.nbytes + rk.nbytes) / 2**20,
@@ -80,7 +88,7 @@ def run(preset: str, slots: int | None) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="INSECURE_BOOT_N12_QP1235_H32", help="preset (default: %(default)s)")
+    parser.add_argument("--preset", default="BOOT_N16_QP1735_L25_S55", help="preset (default: %(default)s)")
     parser.add_argument("--slots", type=int, default=None, help="slot count (default: full)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
