@@ -24,7 +24,6 @@ lists the Galois keys the plan needs, so keys follow the plan.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError
 from .checks import check_poly_array, check_reduced
+from .parallel import run_chunks
 from .modarith import U64, check_modulus, mul_shoup_lazy, njit, shoup_precompute
 from .primes import check_log_n, primitive_root_2n
 
@@ -286,37 +287,48 @@ class NTTTables:
         butterflies per limb, one Shoup product each.
         """
         rows = self._prepare(a, rows, check, 1)
-        _forward_batch(a, self._prefix_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, False)
+        self._run(_forward_batch, a, self._prefix_rows, rows, False)
 
     def forward_lazy(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place forward NTT; input and output in ``[0, 4q)``."""
         rows = self._prepare(a, rows, check, 4)
-        _forward_batch(a, self._prefix_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, True)
+        self._run(_forward_batch, a, self._prefix_rows, rows, True)
 
     def inverse(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place inverse NTT of every limb of ``a``: reduced input and
         output, the scaling by ``N^-1`` included."""
         rows = self._prepare(a, rows, check, 1)
-        _inverse_batch(a, self._prefix_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
-                       self._inv_scalars, False)
+        self._run(_inverse_batch, a, self._prefix_rows, rows, False)
 
     def inverse_lazy(self, a: np.ndarray, rows=None, *, check: bool = True) -> None:
         """In-place inverse NTT; input and output in ``[0, 2q)``."""
         rows = self._prepare(a, rows, check, 2)
-        _inverse_batch(a, self._prefix_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
-                       self._inv_scalars, True)
+        self._run(_inverse_batch, a, self._prefix_rows, rows, True)
 
     def forward_select(self, a: np.ndarray, a_rows: np.ndarray, rows: np.ndarray) -> None:
         """In-place forward NTT of the limbs ``a[a_rows[k]]`` with prime
         ``rows[k]``, other limbs untouched (no input check: a hot path of key
         switching, whose callers own the arrays).  Reduced input and output."""
-        _forward_batch(a, a_rows, rows, self.psi_rev, self.psi_rev_shoup, self.moduli, False)
+        self._run(_forward_batch, a, a_rows, rows, False)
 
     def inverse_select(self, a: np.ndarray, a_rows: np.ndarray, rows: np.ndarray) -> None:
         """In-place inverse NTT of the limbs ``a[a_rows[k]]`` with prime
         ``rows[k]`` (see :meth:`forward_select`)."""
-        _inverse_batch(a, a_rows, rows, self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
-                       self._inv_scalars, False)
+        self._run(_inverse_batch, a, a_rows, rows, False)
+
+    def _run(self, kernel, a, a_rows, rows, lazy_out: bool) -> None:
+        """Run a batch kernel over the selected limbs, split across threads."""
+        a_rows = a_rows[: len(rows)]
+
+        def chunk(start: int, stop: int) -> None:
+            if kernel is _forward_batch:
+                kernel(a, a_rows[start:stop], rows[start:stop], self.psi_rev, self.psi_rev_shoup, self.moduli,
+                       lazy_out)
+            else:
+                kernel(a, a_rows[start:stop], rows[start:stop], self.ipsi_rev, self.ipsi_rev_shoup, self.moduli,
+                       self._inv_scalars, lazy_out)
+
+        run_chunks(chunk, len(rows))
 
 
 def _powers(base: int, count: int, q: int) -> list[int]:

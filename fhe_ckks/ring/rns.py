@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError
 from .checks import check_poly_array, check_reduced
+from .parallel import run_chunks
 from .modarith import (
     U64,
     check_modulus,
@@ -268,7 +269,13 @@ class BasisConverter:
         u = np.zeros(n if self.exact else 1, dtype=np.uint64)
         if self.exact:
             _overflow_estimate(y, self._inv_src, u)
-        _accumulate_conversion(y, self._table, self.dst.moduli, self._wide, self.exact, self._neg_q, u, out, out_rows)
+        table, dst, wide, neg_q = self._table, self.dst.moduli, self._wide, self._neg_q
+
+        def chunk(start: int, stop: int) -> None:
+            _accumulate_conversion(y, table[start:stop], dst[start:stop], wide[start:stop], self.exact,
+                                   neg_q[start:stop], u, out, out_rows[start:stop])
+
+        run_chunks(chunk, len(dst))
         return out
 
 

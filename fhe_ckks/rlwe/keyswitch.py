@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import KeyMismatchError, LevelError
 from ..ring.modarith import U64, barrett_precompute, mac_wide, njit, reduce_barrett_wide
+from ..ring.parallel import run_chunks
 from ..ring.rns import BasisConverter, ModDown, RNSBasis
 from .keys import SwitchingKey
 from .params import Parameters
@@ -48,14 +49,15 @@ __all__ = ["KeySwitcher", "Decomposition"]
 
 
 @njit
-def _inner_product(ext, key_b, key_a, key_rows, moduli, ratios, perm, use_perm, out0, out1):
+def _inner_product(ext, key_b, key_a, key_rows, moduli, ratios, perm, use_perm, out0, out1, r_start, r_stop):
     """``out0[r] = sum_j ext[j, r] * key_b[j, key_rows[r]]`` (and ``out1`` with
-    ``key_a``) modulo ``moduli[r]``; ``ext`` read through ``perm`` when
-    ``use_perm`` (an automorphism in the NTT domain)."""
+    ``key_a``) modulo ``moduli[r]`` for rows ``r_start <= r < r_stop``;
+    ``ext`` read through ``perm`` when ``use_perm`` (an automorphism in the
+    NTT domain)."""
     digits = U64(ext.shape[0])
     n = U64(ext.shape[2])
     zero = U64(0)
-    for r in range(U64(ext.shape[1])):
+    for r in range(U64(r_start), U64(r_stop)):
         kr = key_rows[r]
         q = moduli[r]
         r1 = ratios[r, 0]
@@ -176,7 +178,13 @@ class KeySwitcher:
         acc1 = np.empty((width, n), dtype=np.uint64)
         use_perm = perm is not None
         perm_arr = perm if use_perm else np.zeros(1, dtype=np.uint64)
-        _inner_product(dec.ext, key.b, key.a, key_rows, plan.moduli, plan.ratios, perm_arr, use_perm, acc0, acc1)
+        key_b, key_a = key.b, key.a
+
+        def chunk(start: int, stop: int) -> None:
+            _inner_product(dec.ext, key_b, key_a, key_rows, plan.moduli, plan.ratios, perm_arr, use_perm, acc0,
+                           acc1, start, stop)
+
+        run_chunks(chunk, width)
         return self._mod_down(plan, acc0, dec.level), self._mod_down(plan, acc1, dec.level)
 
     def _mod_down(self, plan: _LevelPlan, acc: np.ndarray, level: int) -> np.ndarray:
