@@ -49,3 +49,7 @@ def rng() -> np.random.Generator:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: secure-parameter or long runs (deselect with -m 'not slow')")
+    if NO_JIT:
+        # numpy's error state is per thread: kernels run in worker threads warn too.
+        config.addinivalue_line("filterwarnings", "ignore:overflow encountered:RuntimeWarning")
+        config.addinivalue_line("filterwarnings", "ignore:underflow encountered:RuntimeWarning")

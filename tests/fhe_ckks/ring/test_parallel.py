@@ -8,6 +8,7 @@ import pytest
 from fhe_ckks.errors import ParameterError
 from fhe_ckks.ring import BasisConverter, RNSBasis, get_num_threads, ntt_primes, set_num_threads
 from fhe_ckks.ring.ntt import NTTTables
+from tests.conftest import NO_JIT
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def test_ntt_and_conversion_do_not_depend_on_threads(rng, two_threads):
     np.testing.assert_array_equal(got2, conv.convert(a[:2].copy()))
 
 
+@pytest.mark.skipif(NO_JIT, reason="N = 2^12 key switching is too slow without the JIT")
 def test_key_switching_does_not_depend_on_threads(rng, two_threads):
     from fhe_ckks.rlwe import KeySwitcher
     from tests.ckks_context import context
