@@ -7,9 +7,10 @@ back to a higher level without the secret key:
   ModRaise -> CoeffsToSlots -> EvalMod (real and imaginary parts) -> SlotsToCoeffs
 
 This example runs each step, prints levels and timings, and the precision
-before and after.  Only a toy (INSECURE) bootstrapping preset exists so far;
-the secure N = 2^16 one is work in progress, so --toy and the default run the
-same parameters.
+before and after.  By default it uses the secure N = 2^16 preset (about a
+minute of key generation, 6 GB of keys, ~20 s per bootstrap, and only about
+10 bits of precision so far, see docs/bootstrapping.md); --toy uses the small
+insecure test preset.
 
 Run:  python docs/examples/07_bootstrapping.py [--toy]
 """
@@ -22,7 +23,7 @@ import time
 import numpy as np
 
 from fhe_ckks import Decryptor, Encoder, Encryptor, KeyGenerator, presets
-from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, required_rotations
+from fhe_ckks.bootstrap import CONFIGS, BootstrapConfig, Bootstrapper, generate_keys, required_rotations
 from fhe_ckks.ckks import precision_bits
 
 
@@ -31,15 +32,20 @@ def section(title: str) -> None:
 
 
 def main(toy: bool) -> None:
-    params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
+    if toy:
+        params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
+        config = BootstrapConfig(slots=128, packed=True)  # one EvalMod for sparse slots
+    else:
+        params = presets.get("BOOT_N16_QP1735_L25_S55")
+        config = CONFIGS["BOOT_N16_QP1735_L25_S55"]  # 4096 packed slots
     print(params.describe())
-    config = BootstrapConfig(slots=128, packed=True)  # one EvalMod for sparse slots
 
-    section("1. Keys: exactly the rotations the plan needs")
+    section("1. Keys: exactly the rotations the plan needs, at the levels it needs them")
     steps = required_rotations(params, config)
     keygen = KeyGenerator(params)
-    boot = Bootstrapper(params, keygen.relin_key(), keygen.galois_keys(steps, conjugate=True), config)
-    print(f"{len(steps)} rotation keys + conjugation; depth {boot.depth()} "
+    relin, galois = generate_keys(keygen, config)
+    boot = Bootstrapper(params, relin, galois, config)
+    print(f"{len(steps)} rotation keys + conjugation ({galois.nbytes / 2**30:.2f} GiB); depth {boot.depth()} "
           f"(CoeffsToSlots {config.cts_budget}, EvalMod {config.evalmod.depth()}, "
           f"SlotsToCoeffs {config.stc_budget}); output level {boot.output_level}")
 
