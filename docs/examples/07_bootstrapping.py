@@ -9,7 +9,7 @@ back to a higher level without the secret key:
 This example runs each step, prints levels and timings, and the precision
 before and after.  By default it uses the secure N = 2^16 preset (about a
 minute of key generation, 6 GB of keys, ~20 s per bootstrap, and only about
-10 bits of precision so far, see docs/bootstrapping.md); --toy uses the small
+13 bits of precision so far, see docs/bootstrapping.md); --toy uses the small
 insecure test preset.
 
 Run:  python docs/examples/07_bootstrapping.py [--toy]

@@ -233,10 +233,11 @@ def _plan(params: Parameters, config: BootstrapConfig):
     sub_sum = [n << k for k in range(int(math.log2(gap)))]
     normaliser = gap * config.evalmod.normaliser
     if not config.packed:
-        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser))
+        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser),
+                             factor_on_last=True)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
         return n, sub_sum, cts, stc
-    cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser)
+    cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser, factor_on_last=True)
     stc = dft_transforms(params.log_n, n, False, config.stc_budget)
     period = 2 * n
     first = np.arange(period) < n

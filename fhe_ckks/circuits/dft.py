@@ -78,9 +78,14 @@ def compose_diagonals(first: dict[int, np.ndarray], then: dict[int, np.ndarray],
 
 
 def dft_transforms(log_n: int, slots: int, inverse: bool, budget: int,
-                   factor: complex = 1.0) -> list[LinearTransform]:
+                   factor: complex = 1.0, factor_on_last: bool = False) -> list[LinearTransform]:
     """CoeffsToSlots (``inverse=True``, ``factor * F^-1``) or SlotsToCoeffs
-    (``factor * F``) as ``budget`` linear transforms, in application order."""
+    (``factor * F``) as ``budget`` linear transforms, in application order.
+
+    The factor is folded into the first group, or into the last one with
+    ``factor_on_last``: a small factor belongs at the end, so that the early
+    stages keep diagonals of size one, which their plaintext scale encodes to
+    full relative precision while the values they act on are still large."""
     if slots < 2:
         raise ParameterError("the homomorphic DFT needs at least 2 slots")
     stages = butterfly_stages(log_n, slots, inverse)
@@ -94,5 +99,6 @@ def dft_transforms(log_n: int, slots: int, inverse: bool, budget: int,
             acc = compose_diagonals(acc, st, slots)
         groups.append(acc)
         pos += size
-    groups[0] = {k: v * factor for k, v in groups[0].items()}
+    target = -1 if factor_on_last else 0
+    groups[target] = {k: v * factor for k, v in groups[target].items()}
     return [LinearTransform(g, slots) for g in groups]
