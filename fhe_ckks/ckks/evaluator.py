@@ -36,7 +36,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError
-from ..ring.automorphism import conjugation_element, galois_element
+from ..ring.automorphism import automorphism_ntt, conjugation_element, galois_element
 from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.keyswitch import KeySwitcher
 from ..rlwe.params import Parameters
@@ -361,7 +361,7 @@ class Evaluator:
         if dec is None:
             dec = switcher.decompose(a.data[1])
         perm = self._ring.galois_permutation(g)
-        c0 = self._ring.automorphism(a.data[0], g, ntt_domain=True)
+        c0 = automorphism_ntt(a.data[0], g, perm)  # a was checked; no second scan of its limbs
         ks0, ks1 = switcher.apply(dec, key, perm)
         self._ring.add(ks0, c0, ks0, check=False)
         return self._new(np.stack([ks0, ks1]), a.scale, a)

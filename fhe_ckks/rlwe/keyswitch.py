@@ -102,7 +102,7 @@ class _LevelPlan:
             src = RNSBasis([params.q_primes[i] for i in pos])
             dst = RNSBasis([int(params.moduli_qp[int(self.rows[i])]) for i in others])
             self.digits.append((
-                np.array(pos, dtype=np.uint64),
+                np.array(pos, dtype=np.int64),
                 np.array(others, dtype=np.uint64),
                 self.rows[np.array(others, dtype=np.int64)].copy(),
                 BasisConverter(src, dst),
@@ -156,8 +156,8 @@ class KeySwitcher:
         ext = np.empty((len(plan.digits), width, self.params.n), dtype=np.uint64)
         for j, (pos, others, other_table_rows, conv) in enumerate(plan.digits):
             ej = ext[j]
-            ej[pos.astype(np.int64)] = d[pos.astype(np.int64)]
-            conv.convert(np.ascontiguousarray(coeff[pos.astype(np.int64)]), ej, out_rows=others, check=False)
+            ej[pos] = d[pos]
+            conv.convert(np.ascontiguousarray(coeff[pos]), ej, out_rows=others, check=False)
             tables.forward_select(ej, others, other_table_rows)
         return Decomposition(level, ext)
 
