@@ -1,0 +1,356 @@
+"""Face data on the numpy side: decoding, the verification protocols, preprocessing, patches.
+
+No torch here: the encrypted pipeline and ``benchmarks/run_lfw.py`` read data
+through this module too, and :mod:`cryptoface.training` wraps it in torch
+datasets.
+
+Formats understood:
+
+* InsightFace verification ``.bin`` files (``lfw``, ``cfp_fp``, ``cplfw``,
+  ``agedb_30``, ``calfw``): a pickle of ``(bins, issame_list)`` where ``bins``
+  holds two encoded images per pair.  They are read with a restricted
+  unpickler that only builds lists, tuples, bytes and bools, so a hostile file
+  cannot run code.  Decoding uses Pillow; mxnet is never needed.
+* A raw LFW folder (``<root>/<Name>/<Name>_NNNN.jpg``) with the standard
+  ``pairs.txt`` (10 folds of 300 genuine + 300 impostor pairs) and
+  ``people.txt`` (the 10 identity-disjoint people sets; pair fold k uses only
+  people of set k).
+* ImageFolder-style training sets (one folder per identity, e.g. WebFace4M).
+
+Images are RGB, aligned 112x112 crops (ArcFace template).  ``preprocess``
+resizes them (antialiased, in float) to the model's input size and maps
+``[0, 255]`` to ``[-1, 1]`` as ``(x/255 - 0.5)/0.5``, as the original does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+VERIFICATION_DATASETS = ("lfw", "cfp_fp", "cplfw", "agedb_30", "calfw")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+ALIGNED_SIZE = 112
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - Pillow is a declared dependency
+        raise DataError("Pillow is needed to decode images: pip install pillow") from exc
+    return Image
+
+
+def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to an ``(H, W, 3)`` uint8 RGB array."""
+    Image = _pil()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except Exception as exc:  # Pillow raises several unrelated types for bad data
+        raise DataError(f"{source}: cannot decode image ({exc})") from exc
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image ({exc.strerror or exc})") from exc
+    return decode_image(data, str(path))
+
+
+def resize_float(image: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased bilinear resize of an ``(H, W, C)`` array, computed in float32."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image.astype(np.float32)
+    Image = _pil()
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32), mode="F")
+                           .resize((size, size), Image.BILINEAR)) for c in range(image.shape[2])]
+    return np.stack(channels, axis=-1)
+
+
+def preprocess(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+    """uint8 RGB images ``(B, H, W, 3)`` -> float32 ``(B, 3, size, size)`` in ``[-1, 1]``."""
+    out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(f"image {i} has shape {image.shape}, expected (H, W, 3)")
+        out[i] = resize_float(image, size).transpose(2, 0, 1)
+    out /= 255.0
+    out -= 0.5
+    out /= 0.5
+    return out
+
+
+def split_patches(images: np.ndarray, patch_size: int) -> np.ndarray:
+    """``(B, C, S, S)`` -> ``(P, B, C, patch, patch)``, patches numbered row-major over the grid."""
+    b, c, h, w = images.shape
+    if h != w or h % patch_size:
+        raise DataError(f"images of size {h}x{w} do not split into {patch_size}x{patch_size} patches")
+    g = h // patch_size
+    x = images.reshape(b, c, g, patch_size, g, patch_size)
+    return np.ascontiguousarray(x.transpose(2, 4, 0, 1, 3, 5).reshape(g * g, b, c, patch_size, patch_size))
+
+
+def merge_patches(patches: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`split_patches`."""
+    p, b, c, s, _ = patches.shape
+    g = int(round(p ** 0.5))
+    if g * g != p:
+        raise DataError(f"{p} patches do not form a square grid")
+    x = patches.reshape(g, g, b, c, s, s).transpose(2, 3, 0, 4, 1, 5)
+    return np.ascontiguousarray(x.reshape(b, c, g * s, g * s))
+
+
+# --------------------------------------------------------------------------- verification sets
+
+
+@dataclass
+class VerificationSet:
+    """Pairs of face images with same/not-same labels and a fold per pair.
+
+    Images are kept encoded (``sources`` are bytes or file paths) and decoded
+    on demand, so a 12,000-image set costs its file size in memory.
+    """
+
+    name: str
+    sources: list = field(repr=False)          # 2 per pair: bytes or Path
+    issame: np.ndarray                          # (pairs,) bool
+    folds: np.ndarray                           # (pairs,) int, 0..n_folds-1
+    origin: str = ""
+
+    def __post_init__(self):
+        self.issame = np.asarray(self.issame, dtype=bool)
+        self.folds = np.asarray(self.folds, dtype=np.int64)
+        if len(self.sources) != 2 * len(self.issame) or len(self.folds) != len(self.issame):
+            raise DataError(f"{self.origin or self.name}: {len(self.sources)} images for {len(self.issame)} pairs")
+
+    def __len__(self) -> int:
+        return len(self.issame)
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.folds.max()) + 1 if len(self.folds) else 0
+
+    def raw_image(self, index: int) -> np.ndarray:
+        src = self.sources[index]
+        if isinstance(src, (bytes, bytearray)):
+            return decode_image(bytes(src), f"{self.origin or self.name} image {index}")
+        return read_image(src)
+
+    def pair(self, i: int, size: int) -> np.ndarray:
+        """Pair ``i`` as ``(2, 3, size, size)`` float32."""
+        if not 0 <= i < len(self):
+            raise DataError(f"{self.name}: pair {i} out of range 0..{len(self) - 1}")
+        return preprocess([self.raw_image(2 * i), self.raw_image(2 * i + 1)], size)
+
+    def images(self, size: int, pairs: Iterable[int] | None = None) -> np.ndarray:
+        """Both images of each selected pair: ``(2 * len(pairs), 3, size, size)``."""
+        idx = range(len(self)) if pairs is None else list(pairs)
+        raw = [self.raw_image(j) for i in idx for j in (2 * i, 2 * i + 1)]
+        for r in raw:
+            if r.shape[0] != r.shape[1]:
+                raise DataError(f"{self.origin or self.name}: image of shape {r.shape} is not a square aligned crop")
+        return preprocess(raw, size)
+
+    def subset(self, pairs: Sequence[int]) -> "VerificationSet":
+        pairs = list(pairs)
+        return VerificationSet(self.name, [self.sources[j] for i in pairs for j in (2 * i, 2 * i + 1)],
+                               self.issame[pairs], self.folds[pairs], self.origin)
+
+
+class _BinUnpickler(pickle.Unpickler):
+    """Refuses every global: an InsightFace .bin holds only containers, bytes and bools."""
+
+    def find_class(self, module, name):  # noqa: D401
+        if module in ("builtins", "__builtin__") and name in ("list", "tuple", "bytes", "bytearray", "bool"):
+            return getattr(__import__("builtins"), name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a .bin file")
+
+
+def load_verification_bin(path: str | os.PathLike, name: str | None = None, n_folds: int = 10) -> VerificationSet:
+    """Read an InsightFace verification ``.bin`` (folds are contiguous, as in ``KFold(10)``)."""
+    path = Path(path)
+    name = name or path.stem
+    try:
+        with path.open("rb") as handle:
+            obj = _BinUnpickler(handle, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not an InsightFace verification .bin ({exc})") from exc
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        raise DataError(f"{path}: expected a (bins, issame_list) pair")
+    bins, issame = obj
+    bins = [bytes(b) if isinstance(b, (bytes, bytearray)) else b for b in bins]
+    if any(not isinstance(b, bytes) for b in bins):
+        raise DataError(f"{path}: image entries must be encoded bytes (an mxnet NDArray pickle needs mxnet)")
+    issame = np.asarray([bool(v) for v in issame])
+    if len(bins) != 2 * len(issame):
+        raise DataError(f"{path}: {len(bins)} images for {len(issame)} pairs")
+    folds = (np.arange(len(issame)) * n_folds) // max(len(issame), 1)
+    return VerificationSet(name, bins, issame, folds, str(path))
+
+
+def write_verification_bin(path: str | os.PathLike, encoded: Sequence[bytes], issame: Sequence[bool]) -> Path:
+    """Write the InsightFace ``.bin`` format (used to build samples and test files)."""
+    path = Path(path)
+    with path.open("wb") as handle:
+        pickle.dump(([bytes(b) for b in encoded], [bool(v) for v in issame]), handle, protocol=4)
+    return path
+
+
+def _lfw_image_path(root: Path, person: str, number: int) -> Path:
+    return root / person / f"{person}_{number:04d}.jpg"
+
+
+def read_pairs(path: str | os.PathLike) -> list[tuple[str, int, str, int, int]]:
+    """Parse LFW's ``pairs.txt``: ``[(name1, n1, name2, n2, fold), ...]`` in file order."""
+    path = Path(path)
+    try:
+        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        folds, per = (int(v) for v in lines[0])
+        body = lines[1:]
+        if len(body) != folds * 2 * per:
+            raise ValueError(f"{len(body)} pair lines, header says {folds}x2x{per}")
+        out = []
+        for i, parts in enumerate(body):
+            fold = i // (2 * per)
+            if len(parts) == 3:
+                out.append((parts[0], int(parts[1]), parts[0], int(parts[2]), fold))
+            elif len(parts) == 4:
+                out.append((parts[0], int(parts[1]), parts[2], int(parts[3]), fold))
+            else:
+                raise ValueError(f"line {i + 2}: {' '.join(parts)!r}")
+    except (ValueError, IndexError) as exc:
+        raise DataError(f"{path}: not an LFW pairs file ({exc})") from exc
+    return out
+
+
+def read_people(path: str | os.PathLike) -> list[dict[str, int]]:
+    """Parse LFW's ``people.txt``: one ``{name: image count}`` per set (10 for View 2)."""
+    path = Path(path)
+    try:
+        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    sets, i = [], 1
+    try:
+        if len(lines[0]) != 1:   # View 1 files have no set count: one set
+            lines, i = [["1"]] + lines, 1
+        for _ in range(int(lines[0][0])):
+            n = int(lines[i][0])
+            sets.append({name: int(count) for name, count in lines[i + 1:i + 1 + n]})
+            i += 1 + n
+    except (ValueError, IndexError) as exc:
+        raise DataError(f"{path}: not an LFW people file ({exc})") from exc
+    return sets
+
+
+def load_lfw_dir(root: str | os.PathLike, pairs_file: str | os.PathLike | None = None) -> VerificationSet:
+    """A raw LFW folder of aligned crops plus ``pairs.txt`` (default: ``<root>/../pairs.txt`` or ``<root>/pairs.txt``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such LFW image folder")
+    if pairs_file is None:
+        candidates = [root / "pairs.txt", root.parent / "pairs.txt"]
+        pairs_file = next((c for c in candidates if c.exists()), candidates[0])
+    pairs = read_pairs(pairs_file)
+    sources, issame, folds = [], [], []
+    for n1, i1, n2, i2, fold in pairs:
+        for person, number in ((n1, i1), (n2, i2)):
+            p = _lfw_image_path(root, person, number)
+            if not p.exists():
+                raise DataError(f"{p}: image named by {pairs_file} is missing")
+            sources.append(p)
+        issame.append(n1 == n2)
+        folds.append(fold)
+    return VerificationSet("lfw", sources, np.array(issame), np.array(folds), str(root))
+
+
+def load_verification_dir(data_dir: str | os.PathLike, datasets: Sequence[str]) -> dict[str, VerificationSet]:
+    """Open ``datasets`` from ``data_dir``: ``<name>.bin`` files, or a raw LFW folder with ``pairs.txt``."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such data folder")
+    out = {}
+    for name in datasets:
+        if name not in VERIFICATION_DATASETS:
+            raise DataError(f"unknown dataset {name!r}; known: {', '.join(VERIFICATION_DATASETS)}")
+        binary = data_dir / f"{name}.bin"
+        if binary.exists():
+            out[name] = load_verification_bin(binary, name)
+        elif name == "lfw" and (data_dir / "pairs.txt").exists():
+            images = next((data_dir / d for d in ("aligned_112x112", "lfw", "images") if (data_dir / d).is_dir()),
+                          data_dir)
+            out[name] = load_lfw_dir(images, data_dir / "pairs.txt")
+        else:
+            raise DataError(f"{data_dir}: neither {name}.bin nor (for lfw) a folder with pairs.txt")
+    return out
+
+
+# --------------------------------------------------------------------------- training sets
+
+
+@dataclass
+class ImageList:
+    """A labelled list of image files (identity folders), with class names in label order."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def image_folder(root: str | os.PathLike, people: Iterable[str] | None = None, min_images: int = 1) -> ImageList:
+    """One sub-folder per identity.  ``people`` restricts to those identities (and must all exist)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such image folder")
+    if people is None:
+        names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    else:
+        names = sorted(set(people))
+        missing = [n for n in names if not (root / n).is_dir()]
+        if missing:
+            raise DataError(f"{root}: identity folders missing: {', '.join(missing[:5])}")
+    paths, labels, classes = [], [], []
+    for name in names:
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < min_images:
+            continue
+        label = len(classes)
+        classes.append(name)
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    if not paths:
+        raise DataError(f"{root}: no images found")
+    return ImageList(paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def lfw_people(people_file: str | os.PathLike, sets: Iterable[int]) -> list[str]:
+    """Names in the chosen View-2 people sets (identity-disjoint from pair folds not chosen)."""
+    all_sets = read_people(people_file)
+    chosen = list(sets)
+    for s in chosen:
+        if not 0 <= s < len(all_sets):
+            raise DataError(f"{people_file}: no people set {s} (has {len(all_sets)})")
+    return sorted(n for s in chosen for n in all_sets[s])

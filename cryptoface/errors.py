@@ -1,0 +1,23 @@
+"""Typed errors of the cryptoface package (all derive from :class:`CryptoFaceError`)."""
+
+from __future__ import annotations
+
+
+class CryptoFaceError(Exception):
+    """Base class of every error this package raises on bad input."""
+
+
+class DataError(CryptoFaceError, ValueError):
+    """A data file or folder is missing, corrupt, or of the wrong kind or size (the message names it)."""
+
+
+class ModelError(CryptoFaceError, ValueError):
+    """A model file or checkpoint does not describe a model this code can run."""
+
+
+class FusionError(ModelError):
+    """A trained model cannot be fused into polynomials (e.g. a HerPN's x^2 weight is ~0)."""
+
+
+class ConfigError(CryptoFaceError, ValueError):
+    """A configuration file or a ``--set key=value`` override is invalid."""

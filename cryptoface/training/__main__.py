@@ -1,0 +1,151 @@
+"""Command line: ``python -m cryptoface.training {train,evaluate,teacher,export} ...``.
+
+Examples::
+
+    python -m cryptoface.training train pcnn64 --set data.train=/data/WebFace4M --set data.val=/data/faces_emore
+    python -m cryptoface.training train distill64 --set data.train=../shared/data/lfw/aligned_112x112 \\
+        --set data.people_file=../shared/data/lfw/people.txt --set "data.people_sets=[0,1,2,3,4,5]" \\
+        --set distill.embeddings=teacher.npz --set data.val=../shared/data/lfw --set "data.val_folds=[6,7,8,9]"
+    python -m cryptoface.training train --resume runs/20261126-120000/model.ckpt
+    python -m cryptoface.training evaluate runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 --roc roc.png
+    python -m cryptoface.training export runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 \\
+        --output cryptofacenet4.model.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import CryptoFaceError
+
+log = logging.getLogger("cryptoface.training")
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    if args.resume:
+        import torch
+
+        cfg = torch.load(args.resume, map_location="cpu", weights_only=False)["config"]
+        from .config import set_value
+
+        for item in args.set:
+            set_value(cfg, item)
+    else:
+        if not args.config:
+            raise CryptoFaceError("train needs a CONFIG (e.g. pcnn64) or --resume CKPT")
+        cfg = load_config(args.config, args.set)
+    path = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+
+    from .. import data as facedata
+    from ..verification import plot_roc, roc, squared_distances
+    from .checkpoint import load_checkpoint
+    from .train import embed_pairs, pick_device
+    from ..verification import kfold_accuracy, pairs_in_folds
+
+    model = load_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    model.to(device)
+    sets = facedata.load_verification_dir(args.data, args.datasets)
+    report, curves = {}, {}
+    for name, vs in sets.items():
+        pairs = pairs_in_folds(vs.folds, args.folds)
+        emb = embed_pairs(model, vs, pairs, device)
+        dist = squared_distances(emb[0::2], emb[1::2])
+        res = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
+        report[name] = res.as_dict() | {"pairs": int(len(pairs))}
+        curves[name] = roc(dist, vs.issame[pairs])
+        print(f"{name}: {100 * res.accuracy:.2f}% ± {100 * res.std:.2f} over {len(pairs)} pairs "
+              f"(folds {res.folds}), AUC {curves[name][2]:.4f}")
+    print(f"mean: {100 * np.mean([r['accuracy'] for r in report.values()]):.2f}%")
+    if args.roc:
+        plot_roc(curves, args.roc, title=f"{Path(args.checkpoint).name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _teacher(args) -> int:
+    from .. import data as facedata
+    from .teacher import Teacher, embed_images
+
+    people = facedata.lfw_people(args.people_file, args.people_sets) if args.people_file else None
+    images = facedata.image_folder(args.images, people)
+    embed_images(Teacher(args.model), images.paths, args.output, flips=not args.no_flips)
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, data_dir=args.data, datasets=args.datasets,
+                             folds=args.folds, name=args.name)
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cryptoface.training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="config file or built-in name (pcnn64, pcnn96, pcnn128, distill64)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="k-fold verification accuracy of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True, help="folder with <dataset>.bin files or an LFW folder with pairs.txt")
+    p.add_argument("--datasets", nargs="+", default=["lfw"])
+    p.add_argument("--folds", nargs="+", type=int, help="only these folds (e.g. identity-disjoint ones)")
+    p.add_argument("--roc", help="write a ROC plot (PNG)")
+    p.add_argument("--json", help="write the figures as JSON")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("teacher", help="cache a teacher model's embeddings of a folder of faces")
+    p.add_argument("model", help=".onnx or OpenVINO .xml face-embedding model")
+    p.add_argument("images", help="ImageFolder root of aligned 112x112 faces")
+    p.add_argument("--output", required=True)
+    p.add_argument("--people-file")
+    p.add_argument("--people-sets", nargs="+", type=int)
+    p.add_argument("--no-flips", action="store_true", help="do not embed mirror images too")
+    p.set_defaults(func=_teacher)
+
+    p = sub.add_parser("export", help="fuse a checkpoint and write <name>.model.npz for the encrypted side")
+    p.add_argument("checkpoint")
+    p.add_argument("--output", required=True)
+    p.add_argument("--data", help="verification data used to fit the 1/sqrt polynomial and the thresholds")
+    p.add_argument("--datasets", nargs="+", default=["lfw"])
+    p.add_argument("--folds", nargs="+", type=int, help="fit on these folds only")
+    p.add_argument("--name", help="model name in the manifest (default: from --output)")
+    p.set_defaults(func=_export)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CryptoFaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Export: checkpoint -> fused ``<name>.model.npz`` with the 1/sqrt polynomial and thresholds.
+
+The file is written by :func:`cryptoface.model.save_model` (numpy side, one
+format).  When verification data is given, the embeddings of its pairs are
+computed with the fused float64 model, and for each fold the quadratic
+``p(y) ~ 1/sqrt(y)`` and the threshold on ``||x p(|x|^2) - y p(|y|^2)||^2`` are
+fitted on the other folds (plus one fit on all of them), as the encrypted
+matcher uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import data as facedata
+from ..model import FusedPatchCNN, fit_thresholds, poly_distances, save_model
+from ..verification import kfold_accuracy, pairs_in_folds, squared_distances
+from .checkpoint import backbone_state, input_size_of
+from .fusion import fuse
+
+log = logging.getLogger(__name__)
+
+
+def fused_embeddings(model: FusedPatchCNN, vs: facedata.VerificationSet, pairs, batch: int = 64) -> np.ndarray:
+    pairs = list(pairs)
+    out = [model.embed(vs.images(model.input_size, pairs[i:i + batch // 2])) for i in range(0, len(pairs), batch // 2)]
+    return np.concatenate(out)
+
+
+def attach_thresholds(model: FusedPatchCNN, sets: dict[str, facedata.VerificationSet],
+                      folds: Sequence[int] | None) -> dict:
+    report = {}
+    for name, vs in sets.items():
+        pairs = pairs_in_folds(vs.folds, folds)
+        emb = fused_embeddings(model, vs, pairs)
+        e1, e2, same, fo = emb[0::2], emb[1::2], vs.issame[pairs], vs.folds[pairs]
+        th = fit_thresholds(poly_distances, e1, e2, same, fo)
+        model.thresholds[name] = th
+        exact = kfold_accuracy(squared_distances(e1, e2), same, fo)
+        report[name] = {"pairs": len(pairs), "folds": sorted(set(fo.tolist())), "fused_accuracy": exact.accuracy,
+                        "poly_norm_accuracy": th.accuracy}
+        log.info("%s: fused %.4f, with polynomial 1/sqrt %.4f over %d pairs", name, exact.accuracy, th.accuracy,
+                 len(pairs))
+    if sets:
+        model.norm = next(iter(model.thresholds.values())).norm
+    return report
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str | Path | None = None,
+                      datasets: Sequence[str] = ("lfw",), folds: Sequence[int] | None = None,
+                      name: str | None = None, min_abs_a2: float = 1e-6) -> Path:
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = backbone_state(obj)
+    output = Path(output)
+    name = name or output.name.split(".")[0]
+    model = fuse(state, input_size_of(state), min_abs_a2=min_abs_a2, name=name)
+    model.info["source"] = {"checkpoint": Path(checkpoint).name,
+                            "epoch": obj.get("epoch") if isinstance(obj, dict) else None}
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        d = obj["config"].get("data", {})
+        model.info["training"] = {"loss": obj["config"].get("loss", {}).get("kind"),
+                                  "people_sets": d.get("people_sets"), "epochs": obj.get("epoch")}
+    if data_dir:
+        sets = facedata.load_verification_dir(data_dir, datasets)
+        model.info["evaluation"] = attach_thresholds(model, sets, folds)
+    return save_model(model, output)

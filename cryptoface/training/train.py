@@ -1,0 +1,248 @@
+"""Training loop: ArcFace and/or distillation, jigsaw auxiliary loss, SGD, checkpoints and resume.
+
+Checkpoint keys (``model.ckpt``, written atomically at the end of every epoch):
+``backbone`` (PatchCNN state dict, same keys as the original repository),
+``head`` (ArcFace state dict or ``None``), ``optimizer``, ``scheduler``,
+``epoch``, ``test_acc``, ``jigsaw_weight``, ``config``, ``classes``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import data as facedata
+from ..errors import ConfigError, DataError
+from .models import ArcFace, PatchCNN, build_model, distillation_loss, jigsaw_loss
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int | None) -> None:
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class InMemoryFaces:
+    """Training faces decoded and resized once, batched with flips and shifts in numpy."""
+
+    def __init__(self, images: facedata.ImageList, size: int, teacher: np.ndarray | None, flip: bool, shift: int,
+                 progress: bool = True):
+        from tqdm import tqdm
+
+        self.labels = images.labels
+        self.teacher = teacher
+        self.flip, self.shift = flip, int(shift)
+        self.x = np.empty((len(images), 3, size, size), dtype=np.float32)
+        for i, p in enumerate(tqdm(images.paths, desc="decode", unit="img", disable=not progress)):
+            self.x[i] = facedata.preprocess([facedata.read_image(p)], size)[0]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, rng: np.random.Generator):
+        order = rng.permutation(len(self))
+        for start in range(0, len(order) - batch_size + 1, batch_size):   # drop the last partial batch
+            idx = order[start:start + batch_size]
+            x = self.x[idx].copy()
+            flipped = rng.random(len(idx)) < 0.5 if self.flip else np.zeros(len(idx), dtype=bool)
+            x[flipped] = x[flipped, :, :, ::-1]
+            if self.shift:
+                s = self.shift
+                padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)), mode="reflect")
+                dy, dx = rng.integers(0, 2 * s + 1, size=2)
+                x = padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+            t = None
+            if self.teacher is not None:
+                t = self.teacher[idx, flipped.astype(int) if self.teacher.shape[1] > 1 else 0]
+            yield (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(self.labels[idx]),
+                   None if t is None else torch.from_numpy(np.ascontiguousarray(t)))
+
+
+def training_images(cfg: dict) -> facedata.ImageList:
+    d = cfg["data"]
+    if not d.get("train"):
+        raise ConfigError("no training data: pass --set data.train=DIR")
+    people = None
+    if d.get("people_file"):
+        if d.get("people_sets") is None:
+            raise ConfigError("data.people_file needs data.people_sets")
+        people = facedata.lfw_people(d["people_file"], d["people_sets"])
+    return facedata.image_folder(d["train"], people, int(d.get("min_images", 1)))
+
+
+def teacher_embeddings(cfg: dict, images: facedata.ImageList, out_dir: Path) -> np.ndarray | None:
+    if cfg["loss"]["kind"] not in ("distill", "both"):
+        return None
+    from .teacher import Teacher, embed_images, load_embeddings
+
+    dist = cfg["distill"]
+    path = dist.get("embeddings")
+    if not path:
+        if not dist.get("teacher"):
+            raise ConfigError("distillation needs distill.teacher or distill.embeddings")
+        path = out_dir / "teacher_embeddings.npz"
+        if not path.exists():
+            embed_images(Teacher(dist["teacher"]), images.paths, path)
+    return load_embeddings(path, images.paths)
+
+
+def evaluate_model(model: PatchCNN, sets: dict[str, facedata.VerificationSet], device: torch.device,
+                   folds=None, batch_size: int = 128) -> dict[str, Any]:
+    """k-fold accuracy of ``model`` on each verification set (flip-free embeddings)."""
+    from ..verification import kfold_accuracy, pairs_in_folds, squared_distances
+
+    model.eval()
+    results = {}
+    for name, vs in sets.items():
+        pairs = pairs_in_folds(vs.folds, folds)
+        emb = embed_pairs(model, vs, pairs, device, batch_size)
+        dist = squared_distances(emb[0::2], emb[1::2])
+        results[name] = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
+    return results
+
+
+@torch.no_grad()
+def embed_pairs(model: PatchCNN, vs: facedata.VerificationSet, pairs, device, batch_size: int = 128) -> np.ndarray:
+    model.eval()
+    out = []
+    pairs = list(pairs)
+    step = max(1, batch_size // 2)
+    for i in range(0, len(pairs), step):
+        x = torch.from_numpy(vs.images(model.input_size, pairs[i:i + step])).to(device)
+        out.append(model.embed(x).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
+    """Run the configured training; returns the checkpoint path."""
+    from tqdm import tqdm
+
+    seed_everything(cfg.get("seed"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    device = pick_device(cfg.get("device", "auto"))
+    kind = cfg["loss"]["kind"]
+    if kind not in ("arcface", "distill", "both"):
+        raise ConfigError(f"loss.kind must be arcface, distill or both, not {kind!r}")
+
+    images = training_images(cfg)   # before anything is written: bad data paths fail cleanly
+    out_dir = Path(resume).parent if resume else Path(cfg.get("output") or "runs") / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    log.info("training on %d images of %d identities", len(images), images.num_classes)
+    teacher = teacher_embeddings(cfg, images, out_dir)
+    faces = InMemoryFaces(images, cfg["model"]["input_size"], teacher, cfg["data"]["flip"], cfg["data"]["shift"],
+                          progress)
+    val_sets = {}
+    if cfg["data"].get("val"):
+        val_sets = facedata.load_verification_dir(cfg["data"]["val"], cfg["data"]["val_datasets"])
+
+    model = build_model(cfg["model"]["input_size"], cfg["model"]["patch_size"]).to(device)
+    head = None
+    if kind in ("arcface", "both"):
+        head = ArcFace(model.linear.out_features, images.num_classes, cfg["loss"]["arcface_s"],
+                       cfg["loss"]["arcface_m"]).to(device)
+    o = cfg["optim"]
+    groups = [{"params": list(model.parameters()), "weight_decay": o.get("backbone_weight_decay", 0.0)}]
+    if head is not None:
+        groups.append({"params": [head.kernel], "weight_decay": o["weight_decay"]})
+    if o.get("name", "sgd") == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"])
+    elif o["name"] == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=o["lr"])
+    else:
+        raise ConfigError(f"optim.name must be sgd or adamw, not {o['name']!r}")
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o["lr_milestones"], gamma=o["lr_gamma"])
+
+    start, test_acc, jigsaw_weight = 1, None, cfg["loss"]["jigsaw_weight"]
+    ckpt_path = out_dir / "model.ckpt"
+    if resume:
+        state = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(state["backbone"])
+        if head is not None and state.get("head") is not None:
+            head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, test_acc, jigsaw_weight = state["epoch"] + 1, state["test_acc"], state["jigsaw_weight"]
+        log.info("resumed from %s at epoch %d", resume, start)
+
+    wandb_run = None
+    if cfg.get("wandb"):
+        import wandb
+
+        wandb_run = wandb.init(project=cfg["wandb"], config=cfg, dir=str(out_dir))
+
+    rng = np.random.default_rng(cfg.get("seed"))
+    for _ in range(1, start):  # keep the shuffling stream aligned after a resume
+        rng.permutation(len(faces))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for epoch in range(start, o["epochs"] + 1):
+        model.train()
+        if head is not None:
+            head.train()
+        n_batches = len(faces) // o["batch_size"]
+        if n_batches == 0:
+            raise DataError(f"{len(faces)} training images are fewer than one batch of {o['batch_size']}")
+        bar = tqdm(faces.batches(o["batch_size"], rng), total=n_batches, desc=f"epoch {epoch}", unit="batch",
+                   disable=not progress)
+        running = 0.0
+        for x, y, t in bar:
+            x, y = x.to(device), y.to(device)
+            emb, logits, target = model(x)
+            loss = jigsaw_weight * jigsaw_loss(logits, target)
+            if head is not None:
+                loss = loss + F.cross_entropy(head(emb, y), y)
+            if t is not None:
+                loss = loss + cfg["loss"]["distill_weight"] * distillation_loss(emb, t.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if o.get("grad_clip") is not None:
+                torch.nn.utils.clip_grad_value_(params, o["grad_clip"])
+            optimizer.step()
+            running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", lr=optimizer.param_groups[0]["lr"], acc=test_acc)
+            if wandb_run is not None:
+                wandb_run.log({"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+        scheduler.step()
+        if val_sets:
+            res = evaluate_model(model, val_sets, device, cfg["data"].get("val_folds"))
+            test_acc = float(np.mean([r.accuracy for r in res.values()]))
+            log.info("epoch %d loss %.4f %s", epoch, running,
+                     " ".join(f"{k}={r.accuracy:.4f}" for k, r in res.items()))
+            if wandb_run is not None:
+                wandb_run.log({f"acc/{k}": r.accuracy for k, r in res.items()} | {"epoch": epoch})
+        else:
+            log.info("epoch %d loss %.4f", epoch, running)
+        _atomic_save({"backbone": model.state_dict(), "head": None if head is None else head.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                      "test_acc": test_acc, "jigsaw_weight": jigsaw_weight, "config": cfg,
+                      "classes": images.num_classes}, ckpt_path)
+    if wandb_run is not None:
+        wandb_run.finish()
+    return ckpt_path
