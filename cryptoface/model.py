@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fhe_ckks.errors import SerializationError
+from fhe_ckks.nn.plain import avg_pool, conv2d, quadratic
 from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 
 from .errors import ModelError
@@ -44,37 +45,7 @@ SCHEMA = "cryptoface.model"
 SCHEMA_VERSION = 1
 
 
-# --------------------------------------------------------------------------- plain numpy layers
-
-
-def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int | None = None) -> np.ndarray:
-    """``(B, C, H, W)`` * ``(O, C, k, k)`` -> ``(B, O, H', W')``, zero padding ``k // 2`` by default."""
-    o, c, k, _ = weight.shape
-    if x.shape[1] != c:
-        raise ModelError(f"conv expects {c} input channels, got {x.shape[1]}")
-    pad = k // 2 if padding is None else padding
-    b, _, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
-    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    out = np.zeros((b, o, ho, wo), dtype=np.result_type(x, weight))
-    for ky in range(k):
-        for kx in range(k):
-            tap = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-            out += np.einsum("oc,bchw->bohw", weight[:, :, ky, kx], tap, optimize=True)
-    return out
-
-
-def quadratic(x: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
-    """Per-channel monic quadratic ``x^2 + a1 x + a0`` on ``(B, C, ...)``."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return x * x + a1.reshape(shape) * x + a0.reshape(shape)
-
-
-def avg_pool(x: np.ndarray, out: tuple[int, int]) -> np.ndarray:
-    b, c, h, w = x.shape
-    if h % out[0] or w % out[1]:
-        raise ModelError(f"cannot average-pool {h}x{w} to {out}")
-    return x.reshape(b, c, out[0], h // out[0], out[1], w // out[1]).mean(axis=(3, 5))
+# --------------------------------------------------------------------------- the fused network
 
 
 @dataclass

@@ -1,0 +1,307 @@
+"""Encrypted layers on slot layouts, each with a plaintext twin, a depth and its rotation steps.
+
+Every layer maps one ciphertext in ``in_layout`` to one in ``out_layout`` and
+offers three views of the same computation:
+
+* ``forward_plain(tensor)``: the numpy twin on ``(G, C, H, W)`` tensors;
+* ``forward_slots(vector)``: the slot-level twin (exactly what the encrypted
+  layer computes, garbage in free slots included), used by the tests;
+* ``forward(evaluator, encoder, ct)``: the encrypted layer.
+
+``depth()`` is the number of levels it consumes and ``rotation_steps()`` the
+Galois keys it needs, so keys follow the network's plan.  Scales stay on the
+parameters' standard chain (:meth:`Parameters.scale_at`), so layers compose
+without scale bookkeeping.
+
+Linear layers (convolutions, per-channel scalings, pooling, dense maps) are
+all :class:`SlotLinear`: a sparse slot-to-slot matrix given by
+``(out_slot, in_slot, weight)`` triples, turned into generalized diagonals and
+evaluated by :class:`fhe_ckks.circuits.lintrans.LinearTransform` with
+baby-step giant-step and hoisted rotations (one level).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..ckks.ciphertext import Ciphertext
+from ..ckks.encoder import Encoder
+from ..ckks.evaluator import Evaluator
+from ..circuits.lintrans import LinearTransform
+from ..errors import LevelError, ParameterError, ShapeError
+from . import plain
+from .layout import TensorLayout
+
+
+class Layer(ABC):
+    in_layout: TensorLayout
+    out_layout: TensorLayout
+
+    @abstractmethod
+    def depth(self) -> int: ...
+
+    def rotation_steps(self) -> list[int]:
+        return []
+
+    @abstractmethod
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext: ...
+
+    def key_switches(self) -> int:
+        """Key switches of one encrypted evaluation (rotations and relinearisations)."""
+        return len(self.rotation_steps())
+
+    def _need_levels(self, ct: Ciphertext) -> None:
+        if ct.level < self.depth():
+            raise LevelError(f"{type(self).__name__} needs {self.depth()} level(s), ciphertext is at {ct.level}")
+
+
+class SlotLinear(Layer):
+    """``y = M x (+ bias)`` for a sparse slot matrix M given as triples; one level.
+
+    ``M[out, in] = weight`` for each triple; both slot indices are within one
+    period of their layouts.  The transform's period is the larger of the two
+    layouts' periods; the input is periodic with its own period, so a triple may
+    read any copy of its input slot, and the copy that keeps the diagonal
+    offsets shared by all output copies is chosen.
+    """
+
+    def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, out_slots: np.ndarray,
+                 in_slots: np.ndarray, weights: np.ndarray, bias: np.ndarray | None = None, name: str = "linear"):
+        self.in_layout, self.out_layout, self.name = in_layout, out_layout, name
+        period = max(in_layout.period, out_layout.period)
+        out_slots = np.asarray(out_slots, dtype=np.int64)
+        in_slots = np.asarray(in_slots, dtype=np.int64)
+        weights = np.asarray(weights, dtype=np.float64)
+        if not (out_slots.shape == in_slots.shape == weights.shape):
+            raise ShapeError("triples must have equal shapes")
+        keep = weights != 0
+        out_slots, in_slots, weights = out_slots[keep], in_slots[keep], weights[keep]
+        copies = period // out_layout.period
+        diags: dict[int, np.ndarray] = {}
+        for k in range(copies):
+            o = out_slots + k * out_layout.period
+            shift = k * out_layout.period
+            i = in_slots + (shift if shift % in_layout.period == 0 else 0)
+            offsets = (i - o) % period
+            for r in np.unique(offsets):
+                sel = offsets == r
+                d = diags.setdefault(int(r), np.zeros(period))
+                np.add.at(d, o[sel], weights[sel])
+        if not diags:
+            diags[0] = np.zeros(period)
+        self.transform = LinearTransform(diags, period)
+        self.bias = None if bias is None else np.asarray(bias, dtype=np.float64)
+        if self.bias is not None and self.bias.shape != out_layout.shape:
+            raise ShapeError(f"bias of shape {self.bias.shape} for output {out_layout.shape}")
+        self._dense = None
+
+    def depth(self) -> int:
+        return 1
+
+    def rotation_steps(self) -> list[int]:
+        return self.transform.rotation_steps()
+
+    @property
+    def diagonal_count(self) -> int:
+        return len(self.transform.diagonals)
+
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray:
+        v = np.asarray(vector, dtype=np.float64)
+        p = self.transform.period
+        out = np.real(self.transform.evaluate_plain(v[:p]))
+        if self.bias is not None:
+            out = out + self.out_layout.pack(self.bias, p)
+        return np.tile(out, v.size // p)
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
+        self._need_levels(ct)
+        out = self.transform.evaluate(evaluator, encoder, ct)
+        if self.bias is not None:
+            slots = evaluator.params.slots
+            out = evaluator.add(out, encoder.encode(self.out_layout.pack(self.bias, slots), level=out.level,
+                                                    scale=out.scale))
+        return out
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        return self.out_layout.unpack(self.forward_slots(self.in_layout.pack(tensor, self.transform.period)))
+
+
+class Conv2d(SlotLinear):
+    """2-D convolution (cross-correlation, zero padding) between two layouts; one level.
+
+    ``weight`` is ``(O, C, k, k)`` (shared by all groups) or ``(G, O, C, k, k)``
+    (one network per group, e.g. per patch); ``bias`` is ``(O,)`` or ``(G, O)``.
+    The output layout's spatial size must be the strided input size.
+    """
+
+    def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, weight: np.ndarray, stride: int = 1,
+                 padding: int | None = None, bias: np.ndarray | None = None, name: str = "conv"):
+        g, c, h, w = in_layout.shape
+        wt = np.asarray(weight, dtype=np.float64)
+        if wt.ndim == 4:
+            wt = np.broadcast_to(wt, (g,) + wt.shape)
+        if wt.ndim != 5 or wt.shape[0] != g or wt.shape[2] != c or wt.shape[3] != wt.shape[4]:
+            raise ShapeError(f"weight of shape {np.shape(weight)} for input {in_layout.shape}")
+        o, k = wt.shape[1], wt.shape[3]
+        pad = k // 2 if padding is None else padding
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        if out_layout.shape != (g, o, ho, wo):
+            raise ShapeError(f"conv output is {(g, o, ho, wo)}, output layout holds {out_layout.shape}")
+        self.weight, self.stride, self.padding = wt, stride, pad
+        self.conv_bias = None if bias is None else np.broadcast_to(np.asarray(bias, dtype=np.float64), (g, o))
+        gg, oo, cc, ky, kx, yy, xx = np.meshgrid(np.arange(g), np.arange(o), np.arange(c), np.arange(k), np.arange(k),
+                                                 np.arange(ho), np.arange(wo), indexing="ij", sparse=False)
+        iy, ix = yy * stride + ky - pad, xx * stride + kx - pad
+        valid = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+        gg, oo, cc, ky, kx, yy, xx, iy, ix = (a[valid] for a in (gg, oo, cc, ky, kx, yy, xx, iy, ix))
+        full_bias = None
+        if self.conv_bias is not None:
+            full_bias = np.broadcast_to(self.conv_bias[:, :, None, None], out_layout.shape)
+        super().__init__(in_layout, out_layout, out_layout.index[gg, oo, yy, xx], in_layout.index[gg, cc, iy, ix],
+                         wt[gg, oo, cc, ky, kx], full_bias, name)
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        t = np.asarray(tensor, dtype=np.float64)
+        out = np.stack([plain.conv2d(t[i:i + 1], self.weight[i], self.stride, self.padding)[0]
+                        for i in range(t.shape[0])])
+        if self.conv_bias is not None:
+            out = out + self.conv_bias[:, :, None, None]
+        return out
+
+
+class ChannelScale(SlotLinear):
+    """``y[g, c] = s[g, c] * x[g, c]`` (+ bias), possibly into another layout of the same shape; one level."""
+
+    def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, scale: np.ndarray,
+                 bias: np.ndarray | None = None, name: str = "scale"):
+        if in_layout.shape != out_layout.shape:
+            raise ShapeError(f"channel scaling keeps the shape: {in_layout.shape} vs {out_layout.shape}")
+        s = np.broadcast_to(np.asarray(scale, dtype=np.float64), in_layout.shape[:2])
+        self.scale = s
+        full = np.broadcast_to(s[:, :, None, None], in_layout.shape)
+        self.channel_bias = None if bias is None else np.broadcast_to(np.asarray(bias, dtype=np.float64),
+                                                                     in_layout.shape[:2])
+        full_bias = None if bias is None else np.broadcast_to(self.channel_bias[:, :, None, None], in_layout.shape)
+        super().__init__(in_layout, out_layout, out_layout.index.reshape(-1), in_layout.index.reshape(-1),
+                         full.reshape(-1), full_bias, name)
+
+
+class Quadratic(Layer):
+    """Per-channel monic quadratic ``x^2 + a1 x + a0`` (a fused HerPN); one level, one relinearisation.
+
+    ``x^2`` (ciphertext square) and ``a1 x`` (plaintext product, ``a1`` encoded
+    at the input's scale) both land on ``scale^2 / q`` after one rescale, so
+    they add exactly; ``a0`` is then added as a plaintext.  Free slots get 0.
+    """
+
+    def __init__(self, layout: TensorLayout, a1: np.ndarray, a0: np.ndarray, name: str = "quadratic"):
+        self.in_layout = self.out_layout = layout
+        self.a1 = np.broadcast_to(np.asarray(a1, dtype=np.float64), layout.shape[:2])
+        self.a0 = np.broadcast_to(np.asarray(a0, dtype=np.float64), layout.shape[:2])
+        self.name = name
+
+    def depth(self) -> int:
+        return 1
+
+    def key_switches(self) -> int:
+        return 1
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        t = np.asarray(tensor, dtype=np.float64)
+        return t * t + self.a1[:, :, None, None] * t + self.a0[:, :, None, None]
+
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray:
+        v = np.asarray(vector, dtype=np.float64)
+        return v * v + self.in_layout.per_channel(self.a1, v.size) * v + self.in_layout.per_channel(self.a0, v.size)
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
+        self._need_levels(ct)
+        slots = evaluator.params.slots
+        sq = evaluator.rescale(evaluator.square(ct))
+        a1 = encoder.encode(self.in_layout.per_channel(self.a1, slots), level=ct.level, scale=ct.scale)
+        lin = evaluator.rescale(evaluator.mul_plain(ct, a1))
+        lin.scale = sq.scale   # equal by construction: ct.scale^2 / q on both sides
+        out = evaluator.add(sq, lin)
+        a0 = encoder.encode(self.in_layout.per_channel(self.a0, slots), level=out.level, scale=out.scale)
+        return evaluator.add(out, a0)
+
+
+class Sequential(Layer):
+    def __init__(self, layers: Sequence[Layer], name: str = "sequential"):
+        if not layers:
+            raise ParameterError("an empty Sequential")
+        for a, b in zip(layers, layers[1:]):
+            if a.out_layout is not b.in_layout and a.out_layout.shape != b.in_layout.shape:
+                raise ShapeError(f"{getattr(a, 'name', a)} -> {getattr(b, 'name', b)}: "
+                                 f"{a.out_layout.shape} vs {b.in_layout.shape}")
+        self.layers = list(layers)
+        self.in_layout, self.out_layout, self.name = layers[0].in_layout, layers[-1].out_layout, name
+
+    def depth(self) -> int:
+        return sum(layer.depth() for layer in self.layers)
+
+    def rotation_steps(self) -> list[int]:
+        return sorted({s for layer in self.layers for s in layer.rotation_steps()})
+
+    def key_switches(self) -> int:
+        return sum(layer.key_switches() for layer in self.layers)
+
+    def forward_plain(self, tensor):
+        for layer in self.layers:
+            tensor = layer.forward_plain(tensor)
+        return tensor
+
+    def forward_slots(self, vector):
+        for layer in self.layers:
+            vector = layer.forward_slots(vector)
+        return vector
+
+    def forward(self, evaluator, encoder, ct):
+        self._need_levels(ct)
+        for layer in self.layers:
+            ct = layer.forward(evaluator, encoder, ct)
+        return ct
+
+
+class Residual(Layer):
+    """``body(x) + shortcut(x)``; the shallower branch is brought down to the deeper one's level and scale."""
+
+    def __init__(self, body: Layer, shortcut: Layer, name: str = "residual"):
+        if body.in_layout.shape != shortcut.in_layout.shape or body.out_layout.shape != shortcut.out_layout.shape:
+            raise ShapeError(f"residual branches disagree: {body.out_layout.shape} vs {shortcut.out_layout.shape}")
+        if body.out_layout is not shortcut.out_layout and not np.array_equal(body.out_layout.index,
+                                                                             shortcut.out_layout.index):
+            raise ShapeError("residual branches must end in the same layout")
+        self.body, self.shortcut, self.name = body, shortcut, name
+        self.in_layout, self.out_layout = body.in_layout, body.out_layout
+
+    def depth(self) -> int:
+        extra = 1 if self.shortcut.depth() < self.body.depth() else 0   # bring_to may spend one level
+        return max(self.body.depth(), self.shortcut.depth() + extra)
+
+    def rotation_steps(self) -> list[int]:
+        return sorted(set(self.body.rotation_steps()) | set(self.shortcut.rotation_steps()))
+
+    def key_switches(self) -> int:
+        return self.body.key_switches() + self.shortcut.key_switches()
+
+    def forward_plain(self, tensor):
+        return self.body.forward_plain(tensor) + self.shortcut.forward_plain(tensor)
+
+    def forward_slots(self, vector):
+        return self.body.forward_slots(vector) + self.shortcut.forward_slots(vector)
+
+    def forward(self, evaluator, encoder, ct):
+        self._need_levels(ct)
+        a = self.body.forward(evaluator, encoder, ct)
+        b = self.shortcut.forward(evaluator, encoder, ct)
+        return evaluator.add(a, b)

@@ -1,0 +1,111 @@
+"""Encrypted layers against their plaintext twins (toy ring), layouts, depths and rotation plans."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
+from fhe_ckks.errors import LevelError, ShapeError
+from fhe_ckks.nn import plain
+from fhe_ckks.nn.layers import ChannelScale, Conv2d, Quadratic, Residual, Sequential
+from fhe_ckks.nn.layout import TensorLayout
+
+PRESET = "INSECURE_N12_QP520_L7_S40"
+
+
+@lru_cache(maxsize=None)
+def keys():
+    params = presets.get(PRESET, allow_insecure=True)
+    return params, KeyGenerator(params, seed=bytes(range(32)))
+
+
+def run_encrypted(layer, tensor):
+    params, kg = keys()
+    enc = Encoder(params)
+    ev = Evaluator(params, kg.relin_key(), kg.galois_keys(layer.rotation_steps()))
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(layer.in_layout.pack(tensor, params.slots)))
+    out = layer.forward(ev, enc, ct)
+    assert out.level == params.max_level - layer.depth()
+    assert abs(out.scale / params.scale_at(out.level) - 1) < 2**-30
+    return layer.out_layout.unpack(np.real(enc.decode(Decryptor(params, kg.secret_key).decrypt(out))))
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.integers(1, 3), st.integers(1, 6), st.sampled_from([4, 6, 8]), st.sampled_from([1, 2]))
+def test_layout_pack_unpack_inverse(groups, channels, size, gap):
+    layout = TensorLayout.multiplexed(groups, channels, size // gap, size // gap, gap)
+    t = np.random.default_rng(0).normal(size=layout.shape)
+    slots = max(layout.period, 512)
+    v = layout.pack(t, slots)
+    assert np.array_equal(layout.unpack(v), t)
+    assert np.array_equal(v[: layout.period], v[-layout.period:])   # replicated copies
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 4), st.sampled_from([(1, 3), (2, 3), (1, 1), (2, 1)]),
+       st.booleans())
+def test_conv_slot_twin_equals_tensor_conv(groups, cin, cout, stride_k, multiplex):
+    """The slot matrix built from diagonals computes the convolution (plain, any layouts)."""
+    stride, k = stride_k
+    rng = np.random.default_rng(groups * 100 + cin * 10 + cout)
+    lin = TensorLayout.stacked(groups, cin, 8, 8)
+    lout = (TensorLayout.multiplexed(groups, cout, 8 // stride, 8 // stride, stride) if multiplex
+            else TensorLayout.stacked(groups, cout, 8 // stride, 8 // stride))
+    w = rng.normal(size=(groups, cout, cin, k, k))
+    conv = Conv2d(lin, lout, w, stride)
+    x = rng.normal(size=lin.shape)
+    want = np.stack([plain.conv2d(x[g:g + 1], w[g], stride)[0] for g in range(groups)])
+    assert np.allclose(conv.forward_plain(x), want, atol=1e-12)
+    # the slot-level twin reads only mapped slots: garbage in free slots does not leak
+    v = lin.pack(x, 1024) + np.where(np.isin(np.arange(1024) % lin.period, lin.index), 0, 1e3)
+    assert np.allclose(lout.unpack(conv.forward_slots(v)), want, atol=1e-9)
+
+
+def test_encrypted_conv_and_quadratic_match_plain():
+    rng = np.random.default_rng(1)
+    lin = TensorLayout.stacked(2, 4, 8, 8)
+    lout = TensorLayout.multiplexed(2, 8, 4, 4, 2)
+    conv = Conv2d(lin, lout, rng.normal(size=(2, 8, 4, 3, 3)) * 0.3, stride=2, bias=rng.normal(size=(2, 8)) * 0.1)
+    quad = Quadratic(lout, rng.normal(size=(2, 8)), rng.normal(size=(2, 8)))
+    net = Sequential([conv, quad])
+    x = rng.uniform(-1, 1, lin.shape)
+    got = run_encrypted(net, x)
+    want = net.forward_plain(x)
+    err = np.max(np.abs(got - want)) / np.max(np.abs(want))
+    assert err < 2**-20, f"relative error 2^{np.log2(err):.1f}"
+    assert net.depth() == 2 and net.key_switches() == len(conv.rotation_steps()) + 1
+
+
+def test_encrypted_residual_block_matches_plain():
+    """HerPN -> conv -> HerPN -> conv, plus a channel-scaled shortcut (CryptoFaceNet's identity block)."""
+    rng = np.random.default_rng(2)
+    lay = TensorLayout.stacked(2, 4, 8, 8)
+    q1 = Quadratic(lay, rng.normal(size=(2, 4)) * 0.5, rng.normal(size=(2, 4)) * 0.5)
+    body = Sequential([Conv2d(lay, lay, rng.normal(size=(2, 4, 4, 3, 3)) * 0.2),
+                       Quadratic(lay, rng.normal(size=(2, 4)) * 0.5, rng.normal(size=(2, 4)) * 0.5),
+                       Conv2d(lay, lay, rng.normal(size=(2, 4, 4, 3, 3)) * 0.2)])
+    block = Sequential([q1, Residual(body, ChannelScale(lay, lay, rng.uniform(0.5, 1.5, (2, 4))))])
+    assert block.depth() == 4
+    x = rng.uniform(-1, 1, lay.shape)
+    want = block.forward_plain(x)
+    got = run_encrypted(block, x)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-18
+
+
+def test_bad_shapes_and_levels_are_refused():
+    lay = TensorLayout.stacked(1, 2, 4, 4)
+    with pytest.raises(ShapeError):
+        Conv2d(lay, TensorLayout.stacked(1, 3, 4, 4), np.ones((2, 2, 3, 3)))
+    with pytest.raises(ShapeError):
+        lay.pack(np.zeros((1, 2, 4, 5)), 64)
+    params, kg = keys()
+    enc = Encoder(params)
+    quad = Quadratic(lay, [1, 1], [0, 0])
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(np.zeros(8), level=0))
+    with pytest.raises(LevelError):
+        quad.forward(Evaluator(params, kg.relin_key()), enc, ct)
