@@ -57,6 +57,11 @@ LITERALS: dict[str, ParametersLiteral] = {
     "INSECURE_N12_QP520_L7_S40": ParametersLiteral(
         log_n=12, log_q=(60,) + (40,) * 7, log_p=(60, 60, 60), log_scale=40, digits=3,
         name="INSECURE_N12_QP520_L7_S40"),
+    # N = 2^12, depth 18 at scale 2^40, 3 special primes (dnum = 6): a levelled
+    # encrypted CNN (the toy CryptoFaceNet of the tests) without bootstrapping.
+    "INSECURE_N12_QP900_L18_S40": ParametersLiteral(
+        log_n=12, log_q=(60,) + (40,) * 18, log_p=(60, 60, 60), log_scale=40, digits=6,
+        name="INSECURE_N12_QP900_L18_S40"),
     # N = 2^12, sparse secret h = 32 (|I| <= 12 w.h.p.), q_0 = 60 bits, 17
     # primes of 55 bits at scale 2^55 (message ratio q_0 / Delta = 2^5), 4
     # special primes: bootstrapping at a toy size for the test suite (depth

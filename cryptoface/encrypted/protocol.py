@@ -1,0 +1,223 @@
+"""The two roles: a Client that owns the secret key and a Server that never has it.
+
+Everything between them is bytes in the versioned format of
+:mod:`fhe_ckks.serialize` (ciphertexts, keys, parameters) or plain JSON (the
+server's public description of what it needs).  A session::
+
+    server = Server(model, params)                       # model file + public parameters
+    client = Client(params)                              # secret key stays here
+    server.install_keys(client.evaluation_keys(server.key_request()))
+    server.enroll("alice", client.encrypt_face(face_a, server.public_info()))      # offline
+    answer = server.verify(client.encrypt_face(probe, server.public_info()), "alice")
+    same = client.decide(answer)                         # only the sign is learned
+
+The server runs each patch group's chain (placing bootstraps by the plan),
+sums the groups, normalises, and matches.  It accepts a bootstrapper: the real
+:class:`fhe_ckks.bootstrap.Bootstrapper` (public keys only) or, only when
+``testing=True``, the :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper`
+double, which holds a secret key and so must never be used otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from fhe_ckks import serialize
+from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
+from fhe_ckks.ckks.ciphertext import Ciphertext
+from fhe_ckks.ckks.encoder import Encoder
+from fhe_ckks.ckks.encryptor import Decryptor, Encryptor
+from fhe_ckks.ckks.evaluator import Evaluator
+from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, SecurityError, ShapeError
+from fhe_ckks.nn.layout import TensorLayout
+from fhe_ckks.nn.planner import Plan, plan_bootstraps, run_plan
+from fhe_ckks.rlwe.keys import KeyGenerator, SecretKey
+from fhe_ckks.rlwe.params import Parameters
+
+from ..data import split_patches
+from ..errors import ModelError
+from ..model import FusedPatchCNN
+from .matching import MATCH_DEPTH, NORMALISE_DEPTH, match_score, normalise, scaled_coefficients, sum_steps
+from .network import PatchGroup, build_group, group_patches
+
+
+@dataclass
+class KeyRequest:
+    """The evaluation keys a server's plan needs, and nothing more."""
+
+    rotations: list[int]
+    relinearisation: bool = True
+    conjugation: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"rotations": self.rotations, "relinearisation": self.relinearisation,
+                           "conjugation": self.conjugation})
+
+    @classmethod
+    def from_json(cls, text: str) -> "KeyRequest":
+        d = json.loads(text)
+        return cls([int(s) for s in d["rotations"]], bool(d["relinearisation"]), bool(d["conjugation"]))
+
+
+@dataclass
+class Stats:
+    """Operation counts and timings of the server's last evaluation."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    key_switches: int = 0
+    bootstraps: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), "key_switches": self.key_switches, "bootstraps": self.bootstraps}
+
+
+class Server:
+    """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt."""
+
+    def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
+                 patches_per_ciphertext: int | None = None, testing: bool = False):
+        if isinstance(bootstrapper, SecretKeyBootstrapper) and not testing:
+            raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with testing=True")
+        if model.norm is None:
+            raise ModelError(f"model {model.name} has no 1/sqrt polynomial; export it with verification data")
+        self.model, self.params, self.bootstrapper = model, params, bootstrapper
+        self.output_scale, self.norm_coefficients = scaled_coefficients(model.norm)
+        self.groups: list[PatchGroup] = [build_group(model, g, self.output_scale)
+                                         for g in group_patches(model, params.slots, patches_per_ciphertext)]
+        after = None if bootstrapper is None else bootstrapper.output_level
+        self.plans: list[Plan] = [plan_bootstraps(g.layers, params.max_level, after) for g in self.groups]
+        self.gallery: dict[str, Ciphertext] = {}
+        self.evaluator: Evaluator | None = None
+        self.encoder = Encoder(params)
+        self.stats = Stats()
+
+    # ---- what the client needs to know -------------------------------------------------
+
+    def key_request(self) -> KeyRequest:
+        steps = set(sum_steps(self.model.embedding_dim))
+        for g in self.groups:
+            steps |= set(g.rotation_steps())
+        return KeyRequest(sorted(steps))
+
+    def public_info(self) -> dict[str, Any]:
+        return {"model": self.model.name, "input_size": self.model.input_size, "patch_size": self.model.patch_size,
+                "groups": [g.patches for g in self.groups], "params": self.params.fingerprint.hex()}
+
+    def install_keys(self, keys: dict[str, bytes]) -> None:
+        relin = serialize.load(keys["relin"], self.params)
+        galois = serialize.load(keys["galois"], self.params)
+        if isinstance(relin, SecretKey) or isinstance(galois, SecretKey):
+            raise SecurityError("a server never takes a secret key")
+        self.evaluator = Evaluator(self.params, relin, galois)
+
+    # ---- evaluation ----------------------------------------------------------------------
+
+    def _ev(self) -> Evaluator:
+        if self.evaluator is None:
+            raise MissingKeyError("install the client's evaluation keys first")
+        return self.evaluator
+
+    def embed(self, face: Sequence[bytes | Ciphertext]) -> Ciphertext:
+        """Encrypted, normalised embedding of one encrypted face (one ciphertext per patch group)."""
+        ev = self._ev()
+        if len(face) != len(self.groups):
+            raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group), got {len(face)}")
+        self.stats = Stats()
+        total = None
+        t0 = time.perf_counter()
+        for group, plan, blob in zip(self.groups, self.plans, face):
+            ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
+            if not isinstance(ct, Ciphertext):
+                raise ShapeError("a face is a list of ciphertexts")
+            if ct.level < self.params.max_level:
+                raise LevelError(f"a fresh face ciphertext is at level {self.params.max_level}, got {ct.level}")
+            out = run_plan(group.layers, plan, ev, self.encoder, ct, self.bootstrapper)
+            self.stats.key_switches += plan.counts["key_switches"]
+            self.stats.bootstraps += plan.bootstraps
+            total = out if total is None else ev.add(total, out)
+        self.stats.seconds["network"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if total.level < NORMALISE_DEPTH + MATCH_DEPTH:
+            if self.bootstrapper is None:
+                raise LevelError(f"{total.level} levels left, normalising and matching need "
+                                 f"{NORMALISE_DEPTH + MATCH_DEPTH}; give the server a bootstrapper")
+            total = self.bootstrapper.bootstrap(total)
+            self.stats.bootstraps += 1
+        out = normalise(ev, self.encoder, total, self.model.embedding_dim, self.norm_coefficients)
+        self.stats.seconds["normalise"] = time.perf_counter() - t0
+        self.stats.key_switches += 2 + len(sum_steps(self.model.embedding_dim))
+        return out
+
+    def enroll(self, name: str, face: Sequence[bytes | Ciphertext]) -> None:
+        self.gallery[name] = self.embed(face)
+
+    def verify(self, face: Sequence[bytes | Ciphertext], name: str, dataset: str = "lfw",
+               fold: int | None = None) -> bytes:
+        if name not in self.gallery:
+            raise KeyError(f"no template enrolled as {name!r}")
+        return self._answer(self.embed(face), self.gallery[name], dataset, fold)
+
+    def identify(self, face: Sequence[bytes | Ciphertext], dataset: str = "lfw",
+                 fold: int | None = None) -> dict[str, bytes]:
+        probe = self.embed(face)
+        return {name: self._answer(probe, tpl, dataset, fold) for name, tpl in self.gallery.items()}
+
+    def _answer(self, probe: Ciphertext, template: Ciphertext, dataset: str, fold: int | None) -> bytes:
+        if dataset not in self.model.thresholds:
+            raise ModelError(f"model {self.model.name} has no threshold for {dataset!r}")
+        tau, poly = self.model.thresholds[dataset].for_fold(fold)
+        if poly.coefficients != self.model.norm.coefficients:
+            raise ModelError("per-fold 1/sqrt polynomials differ from the model's; use fold=None")
+        t0 = time.perf_counter()
+        out = match_score(self._ev(), self.encoder, probe, template, self.model.embedding_dim, tau)
+        self.stats.seconds["match"] = time.perf_counter() - t0
+        self.stats.key_switches += 1 + len(sum_steps(self.model.embedding_dim))
+        return serialize.dump(out)
+
+
+class Client:
+    """Owns the secret key: makes the keys a server asks for, encrypts faces, decrypts decisions."""
+
+    def __init__(self, params: Parameters, seed: bytes | None = None):
+        self.params = params
+        self._keygen = KeyGenerator(params, seed=seed)
+        self._encoder = Encoder(params)
+        self._encryptor = Encryptor(params, self._keygen.secret_key)      # symmetric: half the upload
+        self._decryptor = Decryptor(params, self._keygen.secret_key)
+
+    @property
+    def secret_key(self) -> SecretKey:
+        return self._keygen.secret_key
+
+    def evaluation_keys(self, request: KeyRequest) -> dict[str, bytes]:
+        return {"relin": serialize.dump(self._keygen.relin_key()),
+                "galois": serialize.dump(self._keygen.galois_keys(request.rotations, conjugate=request.conjugation))}
+
+    def encrypt_face(self, image: np.ndarray, info: dict[str, Any]) -> list[bytes]:
+        """One aligned, preprocessed face ``(3, S, S)`` in [-1, 1] -> one ciphertext per patch group."""
+        x = np.asarray(image, dtype=np.float64)
+        size, patch = info["input_size"], info["patch_size"]
+        if x.shape != (3, size, size):
+            raise ShapeError(f"the server's model takes (3, {size}, {size}) faces, got {x.shape}")
+        if info["params"] != self.params.fingerprint.hex():
+            raise KeyMismatchError("the server uses other parameters")
+        patches = split_patches(x[None], patch)[:, 0]
+        out = []
+        for group in info["groups"]:
+            layout = TensorLayout.stacked(len(group), 3, patch, patch)
+            pt = self._encoder.encode(layout.pack(patches[group], self.params.slots))
+            out.append(serialize.dump(self._encryptor.encrypt(pt)))
+        return out
+
+    def score(self, answer: bytes) -> float:
+        ct = serialize.load(answer, self.params)
+        return float(np.real(self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20))[0]))
+
+    def decide(self, answer: bytes) -> bool:
+        """True = the same person (the blinded score is negative)."""
+        return self.score(answer) < 0

@@ -1,0 +1,35 @@
+"""A small fused CryptoFaceNet with random weights, for tests on toy rings.
+
+16x16 inputs cut into four 8x8 patches; conv0 3->2, an identity block and a
+stride-2 block with a 1x1 shortcut; 2x2 pooling; an 8-dimensional embedding.
+Same topology kinds as the real model, a few hundred slots per patch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryptoface.model import FusedBlock, FusedPatchCNN, FusedPatchNet, NormPolynomial, Threshold
+
+
+def toy_model(seed: int = 0, embedding_dim: int = 8) -> FusedPatchCNN:
+    rng = np.random.default_rng(seed)
+    small = lambda *shape, s=0.12: rng.normal(size=shape) * s  # noqa: E731
+    nets = []
+    for _ in range(4):
+        blocks = [
+            FusedBlock(small(2), small(2), small(2, 2, 3, 3), 1, small(2), small(2), small(2, 2, 3, 3),
+                       shortcut_scale=rng.uniform(0.3, 0.6, 2)),
+            FusedBlock(small(2), small(2), small(4, 2, 3, 3), 2, small(4), small(4), small(4, 4, 3, 3),
+                       shortcut_weight=small(4, 2, 1, 1), shortcut_bias=small(4)),
+        ]
+        nets.append(FusedPatchNet(small(2, 3, 3, 3, s=0.3), blocks, small(4), small(4),
+                                  small(embedding_dim, 16, s=0.5), small(embedding_dim, s=0.1)))
+    model = FusedPatchCNN(16, 8, nets, name="toy")
+    x = rng.uniform(-1, 1, (64, 3, 16, 16))
+    e = model.embed(x)
+    y = np.sum(e ** 2, axis=1)
+    model.norm = NormPolynomial.fit(y)
+    d = np.sum((model.norm.normalise(e[0::2]) - model.norm.normalise(e[1::2])) ** 2, axis=1)
+    model.thresholds["lfw"] = Threshold(float(np.median(d)), model.norm)
+    return model
