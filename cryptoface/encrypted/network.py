@@ -109,12 +109,13 @@ def build_group(model: FusedPatchCNN, patches: Sequence[int], output_scale: floa
 
 
 def largest_activation(model: FusedPatchCNN) -> int:
-    """Values per patch in the widest layer (its period decides how many patches share a ciphertext)."""
-    size, best = model.patch_size, 3 * model.patch_size ** 2
-    best = max(best, model.nets[0].conv0.shape[0] * size * size)
+    """Slots one patch needs in the widest layout of its chain (multiplexed layouts keep the full grid)."""
+    size, gap = model.patch_size, 1
+    best = max(3, model.nets[0].conv0.shape[0]) * size * size
     for b in model.nets[0].blocks:
-        size //= b.stride
-        best = max(best, b.weight1.shape[0] * size * size * b.stride ** 2)   # multiplexed: full grid
+        size, gap = size // b.stride, gap * b.stride
+        blocks = -(-b.weight1.shape[0] // (gap * gap))
+        best = max(best, blocks * (size * gap) ** 2)
     return best
 
 

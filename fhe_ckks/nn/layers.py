@@ -72,6 +72,14 @@ class SlotLinear(Layer):
     layouts' periods; the input is periodic with its own period, so a triple may
     read any copy of its input slot, and the copy that keeps the diagonal
     offsets shared by all output copies is chosen.
+
+    When the output's period m is smaller than the input's period n (a wide
+    matrix: pooling, the dense head, some stride-2 convolutions), each triple
+    is moved to the copy of its output slot that lies in the same length-m
+    block as its input slot, so every offset is below m in size (at most 2m
+    diagonals instead of up to n), and the n/m partial sums are then folded
+    with log2(n/m) rotations by m, 2m, ...: the output comes out replicated
+    with period m, as the layout wants.
     """
 
     def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, out_slots: np.ndarray,
@@ -85,17 +93,30 @@ class SlotLinear(Layer):
             raise ShapeError("triples must have equal shapes")
         keep = weights != 0
         out_slots, in_slots, weights = out_slots[keep], in_slots[keep], weights[keep]
-        copies = period // out_layout.period
-        diags: dict[int, np.ndarray] = {}
-        for k in range(copies):
-            o = out_slots + k * out_layout.period
-            shift = k * out_layout.period
-            i = in_slots + (shift if shift % in_layout.period == 0 else 0)
-            offsets = (i - o) % period
-            for r in np.unique(offsets):
-                sel = offsets == r
-                d = diags.setdefault(int(r), np.zeros(period))
-                np.add.at(d, o[sel], weights[sel])
+        m = out_layout.period
+        self.fold_steps: list[int] = []
+        if m < in_layout.period:
+            o = out_slots + m * (in_slots // m)
+            offsets = (in_slots - o) % period
+            w_all = weights
+            step = m
+            while step < period:
+                self.fold_steps.append(step)
+                step *= 2
+        else:
+            copies = period // m
+            outs, offs = [], []
+            for k in range(copies):
+                o = out_slots + k * m
+                shift = k * m
+                i = in_slots + (shift if shift % in_layout.period == 0 else 0)
+                outs.append(o)
+                offs.append((i - o) % period)
+            o, offsets = np.concatenate(outs), np.concatenate(offs)
+            w_all = np.tile(weights, copies)
+        keys, ids = np.unique(offsets, return_inverse=True)
+        dense = np.bincount(ids * period + o, w_all, minlength=keys.size * period)
+        diags = {int(r): row for r, row in zip(keys, dense.reshape(keys.size, period))}
         if not diags:
             diags[0] = np.zeros(period)
         self.transform = LinearTransform(diags, period)
@@ -108,7 +129,7 @@ class SlotLinear(Layer):
         return 1
 
     def rotation_steps(self) -> list[int]:
-        return self.transform.rotation_steps()
+        return sorted(set(self.transform.rotation_steps()) | set(self.fold_steps))
 
     @property
     def diagonal_count(self) -> int:
@@ -118,6 +139,8 @@ class SlotLinear(Layer):
         v = np.asarray(vector, dtype=np.float64)
         p = self.transform.period
         out = np.real(self.transform.evaluate_plain(v[:p]))
+        for step in self.fold_steps:
+            out = out + np.roll(out, -step)
         if self.bias is not None:
             out = out + self.out_layout.pack(self.bias, p)
         return np.tile(out, v.size // p)
@@ -125,6 +148,8 @@ class SlotLinear(Layer):
     def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
         self._need_levels(ct)
         out = self.transform.evaluate(evaluator, encoder, ct)
+        for step in self.fold_steps:
+            out = evaluator.add(out, evaluator.rotate(out, step))
         if self.bias is not None:
             slots = evaluator.params.slots
             out = evaluator.add(out, encoder.encode(self.out_layout.pack(self.bias, slots), level=out.level,
