@@ -140,7 +140,7 @@ class LinearTransform:
         return self._encoded[key]
 
     def evaluate(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
-                 target_scale: float | None = None, factor: float = 1.0) -> Ciphertext:
+                 target_scale: float | None = None, factor: float = 1.0, cache: bool = True) -> Ciphertext:
         """``factor * M`` applied to ``ct``'s slots; one level.
 
         The diagonals are encoded at the scale that makes the rescaled result
@@ -148,6 +148,12 @@ class LinearTransform:
         level when ``ct`` is at a standard scale, else ``ct``'s own scale);
         a real ``factor`` is folded into that encoding scale, so it costs
         nothing (bootstrapping uses it for ``q_0 / Delta``).
+
+        ``cache=True`` keeps the encoded diagonals for the next call at the
+        same level and scale (bootstrapping: few transforms, many calls);
+        ``cache=False`` encodes each diagonal just before its product and
+        drops it, so memory stays at one plaintext however many diagonals
+        there are (network layers: thousands of diagonals at N = 2^16).
         """
         if ct.level < 1:
             raise LevelError("a linear transform needs one level")
@@ -157,14 +163,20 @@ class LinearTransform:
         if target_scale is None:
             standard = abs(ct.scale / evaluator.params.scale_at(ct.level) - 1) < 2.0**-32
             target_scale = evaluator.params.scale_at(ct.level - 1) if standard else ct.scale
-        pts = self._plaintexts(encoder, ct.level, target_scale * q / ct.scale * float(factor))
+        pt_scale = target_scale * q / ct.scale * float(factor)
+        if cache:
+            pts = self._plaintexts(encoder, ct.level, pt_scale)
+        else:
+            reps = evaluator.params.slots // self.period
+            pts = {g: {b: (lambda d=d: encoder.encode(np.tile(d, reps), level=ct.level, scale=pt_scale))
+                       for b, d in group.items()} for g, group in self._plan.items()}
         babies = sorted({b for group in self._plan.values() for b in group})
         rotated = evaluator.rotate_hoisted(ct, babies)
         acc = None
         for g, group in sorted(pts.items()):
             inner = None
             for b, pt in group.items():
-                term = evaluator.mul_plain(rotated[b], pt)
+                term = evaluator.mul_plain(rotated[b], pt if cache else pt())
                 inner = term if inner is None else evaluator.add(inner, term)
             if g:
                 inner = evaluator.rotate(inner, g)

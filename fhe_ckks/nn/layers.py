@@ -147,7 +147,7 @@ class SlotLinear(Layer):
 
     def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
         self._need_levels(ct)
-        out = self.transform.evaluate(evaluator, encoder, ct)
+        out = self.transform.evaluate(evaluator, encoder, ct, cache=False)
         for step in self.fold_steps:
             out = evaluator.add(out, evaluator.rotate(out, step))
         if self.bias is not None:
