@@ -58,6 +58,14 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{source}: cannot decode image ({exc})") from exc
 
 
+def check_aligned(image: np.ndarray, source: str, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """Refuse anything but an aligned ``size x size`` RGB crop (e.g. a raw 250x250 LFW photo)."""
+    if image.shape != (size, size, 3):
+        raise DataError(f"{source}: image is {image.shape[1]}x{image.shape[0]}, expected an aligned "
+                        f"{size}x{size} face crop (ArcFace template)")
+    return image
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
@@ -156,10 +164,11 @@ class VerificationSet:
     def images(self, size: int, pairs: Iterable[int] | None = None) -> np.ndarray:
         """Both images of each selected pair: ``(2 * len(pairs), 3, size, size)``."""
         idx = range(len(self)) if pairs is None else list(pairs)
-        raw = [self.raw_image(j) for i in idx for j in (2 * i, 2 * i + 1)]
-        for r in raw:
-            if r.shape[0] != r.shape[1]:
-                raise DataError(f"{self.origin or self.name}: image of shape {r.shape} is not a square aligned crop")
+        raw = []
+        for i in idx:
+            for j in (2 * i, 2 * i + 1):
+                raw.append(check_aligned(self.raw_image(j), f"{self.origin or self.name} image {j}"
+                                         if isinstance(self.sources[j], (bytes, bytearray)) else str(self.sources[j])))
         return preprocess(raw, size)
 
     def subset(self, pairs: Sequence[int]) -> "VerificationSet":

@@ -53,7 +53,7 @@ class InMemoryFaces:
         self.flip, self.shift = flip, int(shift)
         self.x = np.empty((len(images), 3, size, size), dtype=np.float32)
         for i, p in enumerate(tqdm(images.paths, desc="decode", unit="img", disable=not progress)):
-            self.x[i] = facedata.preprocess([facedata.read_image(p)], size)[0]
+            self.x[i] = facedata.preprocess([facedata.check_aligned(facedata.read_image(p), str(p))], size)[0]
 
     def __len__(self) -> int:
         return len(self.labels)

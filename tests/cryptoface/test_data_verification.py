@@ -53,6 +53,12 @@ def test_bin_reader_refuses_code_and_garbage(tmp_path):
         data.load_verification_bin(tmp_path / "corrupt.bin").images(64)
 
 
+def test_wrong_image_size_is_named(tmp_path, rng):
+    path = data.write_verification_bin(tmp_path / "big.bin", [jpeg(rng, 112), jpeg(rng, 250)], [True])
+    with pytest.raises(DataError, match=r"big.bin image 1: image is 250x250, expected an aligned 112x112"):
+        data.load_verification_bin(path).images(64)
+
+
 def test_unknown_dataset_and_missing_folder(tmp_path):
     with pytest.raises(DataError, match="unknown dataset"):
         data.load_verification_dir(tmp_path, ["imagenet"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,22 @@ def test_config_errors(tiny):
     with pytest.raises(ConfigError, match="no such config"):
         load_config("pcnn65")
     assert main(["train", "pcnn64", "--set", "data.train=null"]) == 2
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+OPENVINO_TEACHER = (SHARED / "models/openvino_omz/face-reidentification-retail-0095/FP16/"
+                    "face-reidentification-retail-0095.xml")
+
+
+@pytest.mark.skipif(not OPENVINO_TEACHER.exists(), reason="the shared teacher model is not here")
+def test_openvino_teacher_separates_people():
+    """A real teacher on real faces: same person closer than different people (needs openvino)."""
+    pytest.importorskip("openvino")
+    from cryptoface.training.teacher import Teacher
+
+    root = SHARED / "lfw" / "aligned_112x112"
+    a1, a2 = (data.read_image(root / "Aaron_Peirsol" / f"Aaron_Peirsol_000{i}.jpg") for i in (1, 2))
+    b = data.read_image(root / "AJ_Cook" / "AJ_Cook_0001.jpg")
+    e = Teacher(OPENVINO_TEACHER)([a1, a2, b])
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    assert e.shape == (3, 256) and e[0] @ e[1] > e[0] @ e[2] + 0.2
