@@ -20,10 +20,13 @@ from .errors import DataError
 
 def squared_distances(a: np.ndarray, b: np.ndarray, normalise: bool = True) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if normalise:
-        a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum((a - b) ** 2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if normalise:
+            a = a / np.linalg.norm(a, axis=1, keepdims=True)
+            b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        d = np.sum((a - b) ** 2, axis=1)
+    # a non-finite embedding (an overflowing polynomial network) matches nothing
+    return np.where(np.isfinite(d), d, np.inf)
 
 
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
@@ -95,7 +98,10 @@ def roc(distances: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """False- and true-positive rates of ``distance < t`` over all thresholds, and the AUC."""
     from sklearn.metrics import auc, roc_curve
 
-    fpr, tpr, _ = roc_curve(np.asarray(issame, dtype=int), -np.asarray(distances, dtype=np.float64))
+    d = np.asarray(distances, dtype=np.float64)
+    finite = np.isfinite(d)
+    d = np.where(finite, d, (d[finite].max() + 1.0) if finite.any() else 0.0)
+    fpr, tpr, _ = roc_curve(np.asarray(issame, dtype=int), -d)
     return fpr, tpr, float(auc(fpr, tpr))
 
 

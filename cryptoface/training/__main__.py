@@ -52,7 +52,9 @@ def _evaluate(args) -> int:
     from .. import data as facedata
     from ..verification import plot_roc, roc, squared_distances
     from .checkpoint import load_checkpoint
-    from .train import embed_pairs, pick_device
+    import torch
+
+    from .train import embed_pairs, herpn_input_maxima, pick_device
     from ..verification import kfold_accuracy, pairs_in_folds
 
     model = load_checkpoint(args.checkpoint)
@@ -65,10 +67,19 @@ def _evaluate(args) -> int:
         emb = embed_pairs(model, vs, pairs, device)
         dist = squared_distances(emb[0::2], emb[1::2])
         res = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
-        report[name] = res.as_dict() | {"pairs": int(len(pairs))}
+        bad = int(np.sum(~np.isfinite(emb).all(axis=1)))
+        peaks = np.concatenate([herpn_input_maxima(model, torch.from_numpy(vs.images(model.input_size, chunk)))
+                                for chunk in np.array_split(pairs, max(1, len(pairs) // 64))])
+        herpn = {"median": float(np.median(peaks)), "p99": float(np.percentile(peaks, 99)),
+                 "p999": float(np.percentile(peaks, 99.9)), "max": float(np.max(peaks))}
+        print(f"{name}: largest |HerPN input| per image: median {np.median(peaks):.3g}, "
+              f"99.9% {np.percentile(peaks, 99.9):.3g}, max {np.max(peaks):.3g}")
+        report[name] = res.as_dict() | {"pairs": int(len(pairs)), "non_finite_embeddings": bad,
+                                        "max_embedding_norm": float(np.nanmax(np.linalg.norm(emb, axis=1))),
+                                        "herpn_input_max_per_image": herpn}
         curves[name] = roc(dist, vs.issame[pairs])
         print(f"{name}: {100 * res.accuracy:.2f}% ± {100 * res.std:.2f} over {len(pairs)} pairs "
-              f"(folds {res.folds}), AUC {curves[name][2]:.4f}")
+              f"(folds {res.folds}), AUC {curves[name][2]:.4f}; {bad} non-finite embeddings")
     print(f"mean: {100 * np.mean([r['accuracy'] for r in report.values()]):.2f}%")
     if args.roc:
         plot_roc(curves, args.roc, title=f"{Path(args.checkpoint).name}")

@@ -68,4 +68,25 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
     if data_dir:
         sets = facedata.load_verification_dir(data_dir, datasets)
         model.info["evaluation"] = attach_thresholds(model, sets, folds)
+        model.info["activation_range"] = activation_range(state, sets, folds)
     return save_model(model, output)
+
+
+def activation_range(state: dict, sets: dict[str, facedata.VerificationSet], folds) -> dict:
+    """Largest |HerPN input| per image over the fitting pairs: the range the encrypted side must hold."""
+    from .checkpoint import input_size_of
+    from .models import build_model
+    from .train import herpn_input_maxima
+
+    net = build_model(input_size_of(state))
+    net.load_state_dict(state)
+    peaks = []
+    for vs in sets.values():
+        pairs = pairs_in_folds(vs.folds, folds)
+        for chunk in np.array_split(pairs, max(1, len(pairs) // 64)):
+            peaks.append(herpn_input_maxima(net, torch.from_numpy(vs.images(net.input_size, chunk))))
+    p = np.concatenate(peaks)
+    p = p[np.isfinite(p)] if np.isfinite(p).any() else np.array([np.inf])
+    return {"images": int(sum(len(x) for x in peaks)), "median": float(np.median(p)),
+            "p999": float(np.percentile(p, 99.9)), "max": float(np.max(p)),
+            "non_finite": int(sum(int(np.sum(~np.isfinite(x))) for x in peaks))}

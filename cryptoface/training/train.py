@@ -45,12 +45,12 @@ class InMemoryFaces:
     """Training faces decoded and resized once, batched with flips and shifts in numpy."""
 
     def __init__(self, images: facedata.ImageList, size: int, teacher: np.ndarray | None, flip: bool, shift: int,
-                 progress: bool = True):
+                 progress: bool = True, jitter: float = 0.0):
         from tqdm import tqdm
 
         self.labels = images.labels
         self.teacher = teacher
-        self.flip, self.shift = flip, int(shift)
+        self.flip, self.shift, self.jitter = flip, int(shift), float(jitter)
         self.x = np.empty((len(images), 3, size, size), dtype=np.float32)
         for i, p in enumerate(tqdm(images.paths, desc="decode", unit="img", disable=not progress)):
             self.x[i] = facedata.preprocess([facedata.check_aligned(facedata.read_image(p), str(p))], size)[0]
@@ -65,6 +65,10 @@ class InMemoryFaces:
             x = self.x[idx].copy()
             flipped = rng.random(len(idx)) < 0.5 if self.flip else np.zeros(len(idx), dtype=bool)
             x[flipped] = x[flipped, :, :, ::-1]
+            if self.jitter:
+                contrast = rng.uniform(1 - self.jitter, 1 + self.jitter, (len(idx), 1, 1, 1)).astype(np.float32)
+                bright = rng.uniform(-self.jitter, self.jitter, (len(idx), 1, 1, 1)).astype(np.float32)
+                x = np.clip(x * contrast + bright, -1, 1)
             if self.shift:
                 s = self.shift
                 padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)), mode="reflect")
@@ -75,6 +79,40 @@ class InMemoryFaces:
                 t = self.teacher[idx, flipped.astype(int) if self.teacher.shape[1] > 1 else 0]
             yield (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(self.labels[idx]),
                    None if t is None else torch.from_numpy(np.ascontiguousarray(t)))
+
+
+class ActivationPenalty:
+    """``mean(relu(|x| - T)^2)`` over the inputs of every HerPN, summed: keeps the polynomial network's
+    activations inside ``[-T, T]``, where they must stay for CKKS (a quadratic of a large value grows
+    out of any modulus, and a few layers of that turn a rare input into an overflow).
+
+    While training, each HerPN input is also clipped to ``[-4T, 4T]`` *after* the penalty has seen it,
+    so one runaway sample cannot turn the whole batch's loss into inf/NaN; the penalty's gradient still
+    pulls it back.  Evaluation and export never clip.
+    """
+
+    def __init__(self, model: torch.nn.Module, bound: float | None):
+        from .models import HerPN
+
+        self.bound, self.terms = bound, []
+        self.active = bound is not None
+        if self.active:
+            for mod in model.modules():
+                if isinstance(mod, HerPN):
+                    mod.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, inputs):
+        if not module.training and not torch.is_grad_enabled():
+            return None
+        x = inputs[0]
+        self.terms.append(torch.relu(x.abs() - self.bound).pow(2).mean())
+        return (x.clamp(-4 * self.bound, 4 * self.bound),)
+
+    def reset(self) -> None:
+        self.terms = []
+
+    def value(self) -> torch.Tensor:
+        return torch.stack(self.terms).sum()
 
 
 def training_images(cfg: dict) -> facedata.ImageList:
@@ -121,6 +159,23 @@ def evaluate_model(model: PatchCNN, sets: dict[str, facedata.VerificationSet], d
 
 
 @torch.no_grad()
+def herpn_input_maxima(model: PatchCNN, x: torch.Tensor) -> np.ndarray:
+    """Per image, the largest |value| entering any HerPN (what the encrypted side must hold)."""
+    from .models import HerPN
+
+    model.eval()
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].abs().flatten(1).amax(1)))
+             for m in model.modules() if isinstance(m, HerPN)]
+    try:
+        model.embed(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(seen).amax(0).double().numpy()     # (HerPN calls, B) -> (B,)
+
+
+@torch.no_grad()
 def embed_pairs(model: PatchCNN, vs: facedata.VerificationSet, pairs, device, batch_size: int = 128) -> np.ndarray:
     model.eval()
     out = []
@@ -158,12 +213,19 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
     log.info("training on %d images of %d identities", len(images), images.num_classes)
     teacher = teacher_embeddings(cfg, images, out_dir)
     faces = InMemoryFaces(images, cfg["model"]["input_size"], teacher, cfg["data"]["flip"], cfg["data"]["shift"],
-                          progress)
+                          progress, cfg["data"].get("jitter", 0.0))
     val_sets = {}
     if cfg["data"].get("val"):
         val_sets = facedata.load_verification_dir(cfg["data"]["val"], cfg["data"]["val_datasets"])
 
     model = build_model(cfg["model"]["input_size"], cfg["model"]["patch_size"]).to(device)
+    if cfg["model"].get("init") and not resume:
+        from .checkpoint import backbone_state
+
+        model.load_state_dict(backbone_state(torch.load(cfg["model"]["init"], map_location=device,
+                                                        weights_only=False)))
+        log.info("initialised from %s", cfg["model"]["init"])
+    penalty = ActivationPenalty(model, cfg["loss"].get("activation_bound"))
     head = None
     if kind in ("arcface", "both"):
         head = ArcFace(model.linear.out_features, images.num_classes, cfg["loss"]["arcface_s"],
@@ -204,6 +266,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for epoch in range(start, o["epochs"] + 1):
         model.train()
+        if o.get("freeze_bn"):
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         if head is not None:
             head.train()
         n_batches = len(faces) // o["batch_size"]
@@ -211,16 +277,22 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
             raise DataError(f"{len(faces)} training images are fewer than one batch of {o['batch_size']}")
         bar = tqdm(faces.batches(o["batch_size"], rng), total=n_batches, desc=f"epoch {epoch}", unit="batch",
                    disable=not progress)
-        running = 0.0
+        running, skipped = 0.0, 0
         for x, y, t in bar:
             x, y = x.to(device), y.to(device)
+            penalty.reset()
             emb, logits, target = model(x)
             loss = jigsaw_weight * jigsaw_loss(logits, target)
+            if penalty.active:
+                loss = loss + cfg["loss"].get("activation_weight", 0.0) * penalty.value()
             if head is not None:
                 loss = loss + F.cross_entropy(head(emb, y), y)
             if t is not None:
                 loss = loss + cfg["loss"]["distill_weight"] * distillation_loss(emb, t.to(device))
             optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                skipped += 1
+                continue
             loss.backward()
             if o.get("grad_clip") is not None:
                 torch.nn.utils.clip_grad_value_(params, o["grad_clip"])
@@ -230,6 +302,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
             if wandb_run is not None:
                 wandb_run.log({"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
         scheduler.step()
+        if skipped:
+            log.warning("epoch %d: skipped %d batches with a non-finite loss", epoch, skipped)
         if val_sets:
             res = evaluate_model(model, val_sets, device, cfg["data"].get("val_folds"))
             test_acc = float(np.mean([r.accuracy for r in res.values()]))

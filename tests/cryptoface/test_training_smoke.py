@@ -113,3 +113,20 @@ def test_openvino_teacher_separates_people():
     e = Teacher(OPENVINO_TEACHER)([a1, a2, b])
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     assert e.shape == (3, 256) and e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_bounded_finetune_from_an_init_checkpoint(tiny):
+    """bound64: frozen batch norms, jitter, activation penalty, weights from model.init (not a resume)."""
+    base = load_config("pcnn64", overrides(tiny, kind="distill"))
+    base["data"]["val"] = None
+    first = train(base, progress=False)
+    cfg = load_config("bound64", overrides(tiny, kind="distill") + [f"model.init={first}", "optim.lr_milestones=[1]"])
+    cfg["data"]["val"] = None
+    before = torch.load(first, weights_only=False)["backbone"]
+    ckpt = train(cfg, progress=False)
+    after = torch.load(ckpt, weights_only=False)["backbone"]
+    assert after["nets.0.conv.weight"].isfinite().all()
+    assert not torch.equal(after["nets.0.conv.weight"], before["nets.0.conv.weight"])
+    # frozen batch norms: running statistics unchanged by the fine-tuning
+    assert torch.equal(after["nets.0.layers.0.herpn1.bn1.running_mean"],
+                       before["nets.0.layers.0.herpn1.bn1.running_mean"])
