@@ -161,6 +161,27 @@ def build_model(input_size: int, patch_size: int = PATCH_SIZE) -> PatchCNN:
     return PatchCNN(input_size, patch_size)
 
 
+def trained_looking_model(input_size: int, seed: int = 0) -> PatchCNN:
+    """A float64 model in evaluation mode with batch-norm statistics and HerPN weights drawn like a trained
+    model's (tests and examples of fusion: a fresh model's statistics are trivial and hide mistakes)."""
+    torch.manual_seed(seed)
+    model = build_model(input_size).double()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                if m.weight is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, HerPN):
+                m.weight.uniform_(0.3, 1.0)
+                m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(0.5)
+    return model.eval()
+
+
 class ArcFace(nn.Module):
     """Additive angular margin head: logits ``s * cos(theta + m)`` for the true class, ``s * cos(theta)`` else."""
 

@@ -27,29 +27,13 @@ import torch
 from cryptoface.model import NormPolynomial, load_model, save_model
 from cryptoface.training.checkpoint import load_checkpoint
 from cryptoface.training.fusion import fuse, herpn_coefficients
-from cryptoface.training.models import HerPN, build_model
+from cryptoface.training.models import trained_looking_model
 
 SHIPPED = Path(__file__).resolve().parents[2] / "cryptoface" / "assets" / "cryptofacenet4.model.npz"
 
 
 def section(title: str) -> None:
     print(f"\n== {title} ==")
-
-
-def trained_looking(input_size: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_model(input_size).double()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-            if isinstance(m, HerPN):
-                m.weight.uniform_(0.3, 1.0)
-                m.bias.uniform_(-0.2, 0.2)
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.mul_(0.5)
-    return model.eval()
 
 
 def main() -> None:
@@ -59,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     section("1. the model")
-    model = load_checkpoint(args.checkpoint).double() if args.checkpoint else trained_looking(64)
+    model = load_checkpoint(args.checkpoint).double() if args.checkpoint else trained_looking_model(64)
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("jigsaw"))
     print(f"CryptoFaceNet{model.num_patches}: input {model.input_size}x{model.input_size}, "
           f"{model.num_patches} patch networks, {params / 1e6:.2f} M parameters")

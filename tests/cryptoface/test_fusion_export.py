@@ -13,27 +13,7 @@ from cryptoface.errors import FusionError, ModelError  # noqa: E402
 from cryptoface.model import NormPolynomial, load_model, save_model  # noqa: E402
 from cryptoface.training.checkpoint import backbone_state, load_checkpoint  # noqa: E402
 from cryptoface.training.fusion import fuse, herpn_coefficients  # noqa: E402
-from cryptoface.training.models import HerPN, build_model  # noqa: E402
-
-
-def randomised(input_size: int, seed: int = 0):
-    """A model with non-trivial batch-norm statistics and HerPN weights (as after training)."""
-    torch.manual_seed(seed)
-    model = build_model(input_size).double()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                if m.weight is not None:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
-            if isinstance(m, HerPN):
-                m.weight.uniform_(0.3, 1.0)
-                m.bias.uniform_(-0.2, 0.2)
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.mul_(0.5)
-    return model.eval()
+from cryptoface.training.models import HerPN, trained_looking_model  # noqa: E402
 
 
 def bits_of_agreement(a, b):
@@ -42,7 +22,7 @@ def bits_of_agreement(a, b):
 
 @pytest.mark.parametrize("input_size", [64, 96])
 def test_fused_model_equals_unfused_float64(input_size):
-    model = randomised(input_size)
+    model = trained_looking_model(input_size)
     x = torch.rand(3, 3, input_size, input_size, dtype=torch.float64) * 2 - 1
     with torch.no_grad():
         want = model.embed(x).numpy()
@@ -71,7 +51,7 @@ def test_herpn_coefficients_match_module():
 
 
 def test_fusion_refuses_vanishing_a2_and_nudges_when_asked():
-    model = randomised(64)
+    model = trained_looking_model(64)
     state = model.state_dict()
     state["nets.0.layers.2.herpn2.weight"][3] = 0.0
     with pytest.raises(FusionError, match="layers.2.herpn2"):
@@ -81,7 +61,7 @@ def test_fusion_refuses_vanishing_a2_and_nudges_when_asked():
 
 
 def test_export_round_trip(tmp_path):
-    fused = fuse(randomised(64).state_dict(), 64, name="toy")
+    fused = fuse(trained_looking_model(64).state_dict(), 64, name="toy")
     fused.norm = NormPolynomial.fit(np.random.default_rng(0).uniform(100, 400, 500))
     path = save_model(fused, tmp_path / "toy.model.npz")
     with np.load(path, allow_pickle=False) as f:   # readable with numpy alone
@@ -101,7 +81,7 @@ def test_export_round_trip(tmp_path):
 
 def test_original_checkpoint_layout_loads(tmp_path):
     """The original train.py saves {"backbone": state_dict, "head": {"kernel"}, ...}, plus fused extras."""
-    model = randomised(64)
+    model = trained_looking_model(64)
     state = dict(model.state_dict())
     state["nets.0.layers.0.weight1"] = torch.zeros(1)  # what the original's fuse() adds as parameters
     state["bias"] = torch.zeros(256)
