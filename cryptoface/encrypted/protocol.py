@@ -80,13 +80,17 @@ class Server:
     """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt."""
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
-                 patches_per_ciphertext: int | None = None, testing: bool = False):
+                 patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
+                 testing: bool = False):
+        """``dataset`` and ``fold`` pick the decision rule: the 1/sqrt polynomial and threshold fitted for that
+        dataset (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``)."""
         if isinstance(bootstrapper, SecretKeyBootstrapper) and not testing:
             raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with testing=True")
-        if model.norm is None:
-            raise ModelError(f"model {model.name} has no 1/sqrt polynomial; export it with verification data")
+        if dataset not in model.thresholds:
+            raise ModelError(f"model {model.name} has no threshold for {dataset!r}; export it with verification data")
         self.model, self.params, self.bootstrapper = model, params, bootstrapper
-        self.output_scale, self.norm_coefficients = scaled_coefficients(model.norm)
+        self.tau, self.norm = model.thresholds[dataset].for_fold(fold)
+        self.output_scale, self.norm_coefficients = scaled_coefficients(self.norm)
         self.groups: list[PatchGroup] = [build_group(model, g, self.output_scale)
                                          for g in group_patches(model, params.slots, patches_per_ciphertext)]
         after = None if bootstrapper is None else bootstrapper.output_level
@@ -156,25 +160,18 @@ class Server:
     def enroll(self, name: str, face: Sequence[bytes | Ciphertext]) -> None:
         self.gallery[name] = self.embed(face)
 
-    def verify(self, face: Sequence[bytes | Ciphertext], name: str, dataset: str = "lfw",
-               fold: int | None = None) -> bytes:
+    def verify(self, face: Sequence[bytes | Ciphertext], name: str) -> bytes:
         if name not in self.gallery:
             raise KeyError(f"no template enrolled as {name!r}")
-        return self._answer(self.embed(face), self.gallery[name], dataset, fold)
+        return self._answer(self.embed(face), self.gallery[name])
 
-    def identify(self, face: Sequence[bytes | Ciphertext], dataset: str = "lfw",
-                 fold: int | None = None) -> dict[str, bytes]:
+    def identify(self, face: Sequence[bytes | Ciphertext]) -> dict[str, bytes]:
         probe = self.embed(face)
-        return {name: self._answer(probe, tpl, dataset, fold) for name, tpl in self.gallery.items()}
+        return {name: self._answer(probe, tpl) for name, tpl in self.gallery.items()}
 
-    def _answer(self, probe: Ciphertext, template: Ciphertext, dataset: str, fold: int | None) -> bytes:
-        if dataset not in self.model.thresholds:
-            raise ModelError(f"model {self.model.name} has no threshold for {dataset!r}")
-        tau, poly = self.model.thresholds[dataset].for_fold(fold)
-        if poly.coefficients != self.model.norm.coefficients:
-            raise ModelError("per-fold 1/sqrt polynomials differ from the model's; use fold=None")
+    def _answer(self, probe: Ciphertext, template: Ciphertext) -> bytes:
         t0 = time.perf_counter()
-        out = match_score(self._ev(), self.encoder, probe, template, self.model.embedding_dim, tau)
+        out = match_score(self._ev(), self.encoder, probe, template, self.model.embedding_dim, self.tau)
         self.stats.seconds["match"] = time.perf_counter() - t0
         self.stats.key_switches += 1 + len(sum_steps(self.model.embedding_dim))
         return serialize.dump(out)

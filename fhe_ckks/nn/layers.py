@@ -123,7 +123,6 @@ class SlotLinear(Layer):
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float64)
         if self.bias is not None and self.bias.shape != out_layout.shape:
             raise ShapeError(f"bias of shape {self.bias.shape} for output {out_layout.shape}")
-        self._dense = None
 
     def depth(self) -> int:
         return 1

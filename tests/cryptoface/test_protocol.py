@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cryptoface.encrypted.protocol import Client, KeyRequest, Server
+from cryptoface.errors import ModelError
 from cryptoface.model import decisions
 from fhe_ckks import presets, serialize
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
@@ -92,6 +93,8 @@ def test_roles_and_bad_input():
         client.encrypt_face(np.zeros((3, 32, 32)), server.public_info())
     with pytest.raises(ShapeError):
         server.embed([])
+    with pytest.raises(ModelError, match="cfp_fp"):
+        Server(model, params, dataset="cfp_fp")
     short = presets.get(SHORT, allow_insecure=True)
     with pytest.raises(LevelError):
         Server(model, short)        # too deep for 7 levels without a bootstrapper
