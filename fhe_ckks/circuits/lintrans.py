@@ -92,7 +92,10 @@ class LinearTransform:
             raise ParameterError(f"period must be a power of two, got {period!r}")
         diags: dict[int, np.ndarray] = {}
         for k, d in diagonals.items():
-            vec = np.asarray(d, dtype=np.complex128)
+            vec = np.asarray(d)
+            if np.iscomplexobj(vec) and not np.any(vec.imag):
+                vec = vec.real
+            vec = vec.astype(np.complex128 if np.iscomplexobj(vec) else np.float64)
             if vec.shape != (period,):
                 raise ShapeError(f"diagonal {k} has shape {vec.shape}, expected ({period},)")
             key = int(k) % period
@@ -100,16 +103,26 @@ class LinearTransform:
         if not diags:
             raise ParameterError("a linear transform needs at least one diagonal")
         self.period = period
-        self.diagonals = diags
         if baby is None:
             baby = _best_baby_step(list(diags), period)
         self.baby = max(1, min(int(baby), period))
+        # Only the pre-rotated copies are kept (real diagonals as float64): a network layer has
+        # thousands of diagonals of 2^15 slots, and a second copy doubled the memory of a plan.
         self._plan: dict[int, dict[int, np.ndarray]] = {}
-        for k, d in diags.items():
+        for k in list(diags):
             j, b = divmod(k, self.baby)
             # pre-rotate by -n1 j so the giant rotation can be applied last
-            self._plan.setdefault(j * self.baby, {})[b] = np.roll(d, j * self.baby)
+            self._plan.setdefault(j * self.baby, {})[b] = np.roll(diags.pop(k), j * self.baby)
         self._encoded: dict[tuple, dict] = {}
+
+    @property
+    def diagonals(self) -> dict[int, np.ndarray]:
+        """``{offset: diagonal}`` (recomputed from the stored pre-rotated copies)."""
+        return {g + b: np.roll(d, -g) for g, group in self._plan.items() for b, d in group.items()}
+
+    @property
+    def diagonal_count(self) -> int:
+        return sum(len(group) for group in self._plan.values())
 
     def depth(self) -> int:
         return 1
@@ -124,8 +137,9 @@ class LinearTransform:
         """``M v`` on one period (the plaintext twin)."""
         v = np.asarray(v, dtype=np.complex128)
         out = np.zeros(self.period, dtype=np.complex128)
-        for k, d in self.diagonals.items():
-            out += d * np.roll(v, -k)
+        for g, group in self._plan.items():
+            for b, d in group.items():
+                out += np.roll(d, -g) * np.roll(v, -(g + b))
         return out
 
     def _plaintexts(self, encoder: Encoder, level: int, scale: float):

@@ -132,7 +132,7 @@ class SlotLinear(Layer):
 
     @property
     def diagonal_count(self) -> int:
-        return len(self.transform.diagonals)
+        return self.transform.diagonal_count
 
     def forward_slots(self, vector: np.ndarray) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float64)
