@@ -48,20 +48,27 @@ from .network import PatchGroup, build_group, group_patches
 
 @dataclass
 class KeyRequest:
-    """The evaluation keys a server's plan needs, and nothing more."""
+    """The evaluation keys a server's plan needs, and nothing more.
+
+    ``levels[step]`` is the highest level at which the plan rotates by ``step``; a key
+    generated for that level only carries the primes it needs (a key for the last
+    layers is a fraction of a top-level key).
+    """
 
     rotations: list[int]
     relinearisation: bool = True
     conjugation: bool = False
+    levels: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"rotations": self.rotations, "relinearisation": self.relinearisation,
-                           "conjugation": self.conjugation})
+                           "conjugation": self.conjugation, "levels": {str(k): v for k, v in self.levels.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> "KeyRequest":
         d = json.loads(text)
-        return cls([int(s) for s in d["rotations"]], bool(d["relinearisation"]), bool(d["conjugation"]))
+        return cls([int(s) for s in d["rotations"]], bool(d["relinearisation"]), bool(d["conjugation"]),
+                   {int(k): int(v) for k, v in d.get("levels", {}).items()})
 
 
 @dataclass
@@ -103,10 +110,27 @@ class Server:
     # ---- what the client needs to know -------------------------------------------------
 
     def key_request(self) -> KeyRequest:
-        steps = set(sum_steps(self.model.embedding_dim))
-        for g in self.groups:
-            steps |= set(g.rotation_steps())
-        return KeyRequest(sorted(steps))
+        """Every rotation step of the plan, each with the highest level it is used at."""
+        levels: dict[int, int] = {}
+
+        def need(steps, level):
+            for step in steps:
+                levels[step] = max(levels.get(step, -1), level)
+
+        ends = []
+        for group, plan in zip(self.groups, self.plans):
+            level = self.params.max_level
+            for i, layer in enumerate(group.layers):
+                if i in plan.bootstrap_before:
+                    level = self.bootstrapper.output_level
+                need(layer.rotation_steps(), level)      # a layer rotates at or below its input level
+                level -= layer.depth()
+            ends.append(level)
+        end = min(ends)
+        if end < NORMALISE_DEPTH + MATCH_DEPTH and self.bootstrapper is not None:
+            end = self.bootstrapper.output_level
+        need(sum_steps(self.model.embedding_dim), end)
+        return KeyRequest(sorted(levels), levels=levels)
 
     def public_info(self) -> dict[str, Any]:
         return {"model": self.model.name, "input_size": self.model.input_size, "patch_size": self.model.patch_size,
@@ -192,8 +216,16 @@ class Client:
         return self._keygen.secret_key
 
     def evaluation_keys(self, request: KeyRequest) -> dict[str, bytes]:
-        return {"relin": serialize.dump(self._keygen.relin_key()),
-                "galois": serialize.dump(self._keygen.galois_keys(request.rotations, conjugate=request.conjugation))}
+        """The relinearisation key and the requested Galois keys, each only up to the level it is used at."""
+        by_level: dict[int | None, list[int]] = {}
+        for step in request.rotations:
+            by_level.setdefault(request.levels.get(step), []).append(step)
+        galois = None
+        for level, steps in sorted(by_level.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            galois = self._keygen.galois_keys(steps, max_level=level, into=galois)
+        if galois is None or request.conjugation:
+            galois = self._keygen.galois_keys([], conjugate=request.conjugation, into=galois)
+        return {"relin": serialize.dump(self._keygen.relin_key()), "galois": serialize.dump(galois)}
 
     def encrypt_face(self, image: np.ndarray, info: dict[str, Any]) -> list[bytes]:
         """One aligned, preprocessed face ``(3, S, S)`` in [-1, 1] -> one ciphertext per patch group."""

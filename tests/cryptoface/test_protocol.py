@@ -80,6 +80,19 @@ def test_plan_places_bootstraps_with_the_secret_key_double():
     assert server.bootstrapper.calls == sum(p.bootstraps for p in server.plans) * 2 + 2
 
 
+def test_keys_follow_the_plan_and_its_levels():
+    params, model, client, server = session(LEVELLED)
+    request = server.key_request()
+    assert set(request.rotations) == set(request.levels)
+    assert max(request.levels.values()) == params.max_level          # conv0 rotates at the top
+    assert min(request.levels.values()) < params.max_level - 5       # the head and the matching far below
+    galois = serialize.load(client.evaluation_keys(request)["galois"], params)
+    from fhe_ckks.rlwe.keys import galois_element
+
+    for step, level in request.levels.items():
+        assert galois.keys[galois_element(step, params.log_n)].max_level == level
+
+
 def test_roles_and_bad_input():
     params, model, client, server = session(LEVELLED)
     # the server holds no secret key anywhere
