@@ -57,7 +57,7 @@ def scaled_coefficients(poly: NormPolynomial) -> tuple[float, list[float]]:
     return 1.0 / np.sqrt(m), [np.sqrt(m) * c * m**k for k, c in enumerate(poly.coefficients)]
 
 
-def normalise(ev: Evaluator, enc: Encoder, e: Ciphertext, dim: int, coefficients) -> Ciphertext:
+def normalise(ev: Evaluator, e: Ciphertext, dim: int, coefficients) -> Ciphertext:
     """``e * q(|e|^2)`` for a quadratic ``q`` (ascending coefficients, of moderate size)."""
     c0, c1, c2 = coefficients
     y = ev.rotate_and_sum(ev.rescale(ev.square(e)), period_of(dim))

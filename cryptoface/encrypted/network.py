@@ -109,18 +109,17 @@ def build_group(model: FusedPatchCNN, patches: Sequence[int], output_scale: floa
 
 
 def largest_activation(model: FusedPatchCNN) -> int:
-    """Slots one patch needs in the widest layout of its chain (multiplexed layouts keep the full grid)."""
+    """Slots one patch needs: the largest period among the layouts :func:`build_group` uses for it."""
     size, gap = model.patch_size, 1
-    best = max(3, model.nets[0].conv0.shape[0]) * size * size
+    best = max(_layout(1, c, size, 1).period for c in (3, model.nets[0].conv0.shape[0]))
     for b in model.nets[0].blocks:
         size, gap = size // b.stride, gap * b.stride
-        blocks = -(-b.weight1.shape[0] // (gap * gap))
-        best = max(best, blocks * (size * gap) ** 2)
+        best = max(best, _layout(1, b.weight1.shape[0], size, gap).period)
     return best
 
 
 def group_patches(model: FusedPatchCNN, slots: int, per_ciphertext: int | None = None) -> list[list[int]]:
-    per_patch = 1 << (largest_activation(model) - 1).bit_length()
+    per_patch = largest_activation(model)
     fit = max(1, slots // per_patch)
     if per_patch > slots:
         raise ModelError(f"one patch network needs {per_patch} slots; the parameters have {slots}")

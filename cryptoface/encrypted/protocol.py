@@ -176,7 +176,7 @@ class Server:
                                  f"{NORMALISE_DEPTH + MATCH_DEPTH}; give the server a bootstrapper")
             total = self.bootstrapper.bootstrap(total)
             self.stats.bootstraps += 1
-        out = normalise(ev, self.encoder, total, self.model.embedding_dim, self.norm_coefficients)
+        out = normalise(ev, total, self.model.embedding_dim, self.norm_coefficients)
         self.stats.seconds["normalise"] = time.perf_counter() - t0
         self.stats.key_switches += 2 + len(sum_steps(self.model.embedding_dim))
         return out

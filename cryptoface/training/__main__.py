@@ -48,14 +48,12 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     import numpy as np
-
-    from .. import data as facedata
-    from ..verification import plot_roc, roc, squared_distances
-    from .checkpoint import load_checkpoint
     import torch
 
-    from .train import embed_pairs, herpn_input_maxima, pick_device
-    from ..verification import kfold_accuracy, pairs_in_folds
+    from .. import data as facedata
+    from ..verification import kfold_accuracy, plot_roc, roc
+    from .checkpoint import load_checkpoint
+    from .train import herpn_input_maxima, pair_distances, pick_device
 
     model = load_checkpoint(args.checkpoint)
     device = pick_device(args.device)
@@ -63,9 +61,7 @@ def _evaluate(args) -> int:
     sets = facedata.load_verification_dir(args.data, args.datasets)
     report, curves = {}, {}
     for name, vs in sets.items():
-        pairs = pairs_in_folds(vs.folds, args.folds)
-        emb = embed_pairs(model, vs, pairs, device)
-        dist = squared_distances(emb[0::2], emb[1::2])
+        pairs, emb, dist = pair_distances(model, vs, device, args.folds)
         res = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
         bad = int(np.sum(~np.isfinite(emb).all(axis=1)))
         peaks = np.concatenate([herpn_input_maxima(model, torch.from_numpy(vs.images(model.input_size, chunk)))

@@ -149,17 +149,24 @@ def teacher_embeddings(cfg: dict, images: facedata.ImageList, out_dir: Path) -> 
     return load_embeddings(path, images.paths)
 
 
+def pair_distances(model: PatchCNN, vs: facedata.VerificationSet, device: torch.device, folds=None,
+                   batch_size: int = 128):
+    """``(pairs, embeddings, squared distances of the normalised embeddings)`` for the pairs in ``folds``."""
+    from ..verification import pairs_in_folds, squared_distances
+
+    pairs = pairs_in_folds(vs.folds, folds)
+    emb = embed_pairs(model, vs, pairs, device, batch_size)
+    return pairs, emb, squared_distances(emb[0::2], emb[1::2])
+
+
 def evaluate_model(model: PatchCNN, sets: dict[str, facedata.VerificationSet], device: torch.device,
                    folds=None, batch_size: int = 128) -> dict[str, Any]:
     """k-fold accuracy of ``model`` on each verification set (flip-free embeddings)."""
-    from ..verification import kfold_accuracy, pairs_in_folds, squared_distances
+    from ..verification import kfold_accuracy
 
-    model.eval()
     results = {}
     for name, vs in sets.items():
-        pairs = pairs_in_folds(vs.folds, folds)
-        emb = embed_pairs(model, vs, pairs, device, batch_size)
-        dist = squared_distances(emb[0::2], emb[1::2])
+        pairs, _, dist = pair_distances(model, vs, device, folds, batch_size)
         results[name] = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
     return results
 
