@@ -39,6 +39,26 @@ LITERALS: dict[str, ParametersLiteral] = {
     "N16_QP1650_L23_S50": ParametersLiteral(
         log_n=16, log_q=(60,) + (50,) * 23, log_p=(55,) * 8, log_scale=50, digits=3,
         name="N16_QP1650_L23_S50"),
+    # N = 2^16, log QP = 1640 <= 1772: a levelled set for the encrypted
+    # CryptoFaceNet at 2 more bits of precision than the default below (and
+    # keys a third larger).  30 ciphertext primes: q_0 = 60
+    # bits (20 bits of headroom above the scale at level 0) and 29 rescaling
+    # primes of 40 bits chosen so that the scales track 2^40 over all 29
+    # levels; 7 special primes of 60 bits (420 bits >= one digit of 10 x 40),
+    # dnum = 3.  Depth 29 = 23 for a patch network, 4 for the polynomial
+    # 1/sqrt normalisation, 2 for matching: no bootstrapping at all.
+    "N16_QP1640_L29_S40": ParametersLiteral(
+        log_n=16, log_q=(60,) + (40,) * 29, log_p=(60,) * 7, log_scale=40, digits=3,
+        name="N16_QP1640_L29_S40"),
+    # N = 2^16, log QP = 1762 <= 1772: the same 29 levels at scale 2^38 with
+    # two key-switching digits (dnum = 2, 15 primes each) and 10 special
+    # primes of 60 bits (600 bits >= the largest digit, 592).  Against the
+    # 2^40 set: 2 bits less precision, but keys a third smaller (a key at
+    # level <= 14 has a single digit) and key switching faster.  The default
+    # of the encrypted CryptoFaceNet (cryptoface.encrypted).
+    "N16_QP1762_L29_S38": ParametersLiteral(
+        log_n=16, log_q=(60,) + (38,) * 29, log_p=(60,) * 10, log_scale=38, digits=2,
+        name="N16_QP1762_L29_S38"),
     # N = 2^16 for bootstrapping, log QP = 1735 <= 1772 with a *dense* ternary
     # secret (so the HE standard applies; no sparse-secret estimate needed).
     # q_0 = 60 bits, 25 primes of 55 bits at scale 2^55 (message ratio 2^5),

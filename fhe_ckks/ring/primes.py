@@ -23,6 +23,7 @@ __all__ = [
     "is_ntt_prime",
     "ntt_primes",
     "nearest_ntt_primes",
+    "nearest_ntt_prime",
     "primitive_root_2n",
 ]
 
@@ -126,6 +127,32 @@ def nearest_ntt_primes(
             out.append(cand)
             take_up = not take_up
     return out
+
+
+def nearest_ntt_prime(log_n: int, target: int, exclude: Iterable[int] = ()) -> int:
+    """The NTT-friendly prime (``q = 1 mod 2N``) nearest to the integer ``target``.
+
+    CKKS uses it to choose each rescaling prime from the scale it must
+    divide (``q_l ~ Delta_l^2 / Delta``), so that a long chain of equal-size
+    primes keeps its scales near ``Delta`` instead of drifting (the drift of
+    ``Delta_{l-1} = Delta_l^2 / q_l`` doubles at every level).
+    """
+    check_log_n(log_n)
+    two_n = 2 << log_n
+    used = {int(p) for p in exclude}
+    target = int(target)
+    if target.bit_length() > MAX_MODULUS_BITS or target < two_n:
+        raise ParameterError(f"no NTT prime search around {target} for N = 2^{log_n}")
+    below = target - ((target - 1) % two_n)          # largest candidate <= target
+    above = below + two_n
+    while True:
+        for cand in sorted((below, above), key=lambda c: abs(c - target)):
+            if cand > two_n and cand.bit_length() <= MAX_MODULUS_BITS and cand not in used \
+                    and sympy.isprime(cand):
+                return cand
+        below, above = below - two_n, above + two_n
+        if below <= two_n and above.bit_length() > MAX_MODULUS_BITS:
+            raise ParameterError(f"ran out of NTT primes near {target}")
 
 
 def primitive_root_2n(q: int, log_n: int) -> int:

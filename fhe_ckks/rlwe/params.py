@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import ParameterError, SecurityError
 from ..ring import Ring
 from ..ring.ntt import NTTTables
-from ..ring.primes import check_log_n, nearest_ntt_primes, ntt_primes
+from ..ring.primes import check_log_n, nearest_ntt_prime, nearest_ntt_primes, ntt_primes
 
 __all__ = ["ParametersLiteral", "Parameters", "HE_STANDARD_MAX_LOG_QP", "max_log_qp"]
 
@@ -164,7 +164,7 @@ class Parameters:
         if not 0.5 <= float(lit.sigma) <= 64:
             raise ParameterError(f"sigma {lit.sigma} must be in [0.5, 64]")
 
-        q_primes = _ciphertext_primes(log_n, lit.log_q)
+        q_primes = _ciphertext_primes(log_n, lit.log_q, lit.log_scale)
         p_primes = tuple(ntt_primes(log_n, list(lit.log_p), exclude=q_primes)) if lit.log_p else ()
         log_qp = sum(math.log2(q) for q in (*q_primes, *p_primes))
 
@@ -321,24 +321,43 @@ class Parameters:
         return f"Parameters({self.describe()})"
 
 
-def _ciphertext_primes(log_n: int, log_q: tuple[int, ...]) -> tuple[int, ...]:
+def _ciphertext_primes(log_n: int, log_q: tuple[int, ...], log_scale: int | None = None) -> tuple[int, ...]:
     """q_0: largest prime of its size; the others nearest to 2^size, grouped
-    by size so that equal sizes alternate around the power of two."""
+    by size so that equal sizes alternate around the power of two.
+
+    With ``log_scale``, the primes of that size (the ones rescaling divides
+    by) are instead chosen from the top level down so that the standard scales
+    track ``2^log_scale`` (see :meth:`Parameters.scale_at`): ``q_l`` is the
+    prime nearest to ``Delta_l^2 / 2^log_scale``.  Alternation alone lets the
+    scale drift, since ``Delta_{l-1} = Delta_l^2 / q_l`` doubles its error at
+    every level: harmless for 20 levels of 50-bit primes, fatal for 29 levels
+    of 40-bit ones.
+    """
     q0 = ntt_primes(log_n, [log_q[0]])[0]
     rest = list(log_q[1:])
+    tracked = [b == log_scale for b in rest] if log_scale is not None else [False] * len(rest)
     chosen: dict[int, list[int]] = {}
     used = {q0}
-    for bits in dict.fromkeys(rest):
-        count = rest.count(bits)
+    untracked = [b for b, t in zip(rest, tracked) if not t]
+    for bits in dict.fromkeys(untracked):
+        count = untracked.count(bits)
         try:
             primes = nearest_ntt_primes(log_n, bits, count, exclude=used)
         except ParameterError:
             primes = ntt_primes(log_n, [bits] * count, exclude=used)
         chosen[bits] = primes
         used.update(primes)
-    out = [q0]
+    out: list[int] = [0] * len(rest)
     taken = {bits: 0 for bits in chosen}
-    for bits in rest:
-        out.append(chosen[bits][taken[bits]])
-        taken[bits] += 1
-    return tuple(out)
+    for i, bits in enumerate(rest):
+        if not tracked[i]:
+            out[i] = chosen[bits][taken[bits]]
+            taken[bits] += 1
+    if any(tracked):
+        delta = float(2 ** log_scale)            # the same float chain as scale_at
+        for i in range(len(rest) - 1, -1, -1):       # from the top level down
+            if tracked[i]:
+                out[i] = nearest_ntt_prime(log_n, int(delta * delta / 2.0 ** log_scale), exclude=used)
+                used.add(out[i])
+            delta = delta * delta / out[i]
+    return (q0, *out)
