@@ -21,6 +21,8 @@ double, which holds a secret key and so must never be used otherwise.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -88,9 +90,11 @@ class Server:
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
-                 testing: bool = False):
+                 testing: bool = False, workers: int | None = None):
         """``dataset`` and ``fold`` pick the decision rule: the 1/sqrt polynomial and threshold fitted for that
-        dataset (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``)."""
+        dataset (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
+        ``workers``: processes for the patch groups (default: one per core, at most one per group; 1 runs
+        them in this process)."""
         if isinstance(bootstrapper, SecretKeyBootstrapper) and not testing:
             raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with testing=True")
         if dataset not in model.thresholds:
@@ -106,6 +110,7 @@ class Server:
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
+        self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
     # ---- what the client needs to know -------------------------------------------------
 
@@ -123,7 +128,8 @@ class Server:
             for i, layer in enumerate(group.layers):
                 if i in plan.bootstrap_before:
                     level = self.bootstrapper.output_level
-                need(layer.rotation_steps(), level)      # a layer rotates at or below its input level
+                for step, lvl in layer.key_levels(level).items():
+                    levels[step] = max(levels.get(step, -1), lvl)
                 level -= layer.depth()
             ends.append(level)
         end = min(ends)
@@ -141,6 +147,8 @@ class Server:
         galois = serialize.load(keys["galois"], self.params)
         if isinstance(relin, SecretKey) or isinstance(galois, SecretKey):
             raise SecurityError("a server never takes a secret key")
+        for key in (relin, *galois.keys.values()):
+            key.a      # expand the seeded halves now: forked workers then share them instead of each expanding
         self.evaluator = Evaluator(self.params, relin, galois)
 
     # ---- evaluation ----------------------------------------------------------------------
@@ -156,17 +164,21 @@ class Server:
         if len(face) != len(self.groups):
             raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group), got {len(face)}")
         self.stats = Stats()
-        total = None
-        t0 = time.perf_counter()
-        for group, plan, blob in zip(self.groups, self.plans, face):
+        cts = []
+        for blob in face:
             ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
             if not isinstance(ct, Ciphertext):
                 raise ShapeError("a face is a list of ciphertexts")
             if ct.level < self.params.max_level:
                 raise LevelError(f"a fresh face ciphertext is at level {self.params.max_level}, got {ct.level}")
-            out = run_plan(group.layers, plan, ev, self.encoder, ct, self.bootstrapper)
-            self.stats.key_switches += plan.counts["key_switches"]
-            self.stats.bootstraps += plan.bootstraps
+            cts.append(ct)
+        t0 = time.perf_counter()
+        total = None
+        for i, (out, seconds) in enumerate(self._run_groups(cts)):
+            for name, sec in seconds.items():
+                self.stats.seconds[f"group {i}: {name}"] = sec
+            self.stats.key_switches += self.plans[i].counts["key_switches"]
+            self.stats.bootstraps += self.plans[i].bootstraps
             total = out if total is None else ev.add(total, out)
         self.stats.seconds["network"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -181,6 +193,31 @@ class Server:
         self.stats.key_switches += 2 + len(sum_steps(self.model.embedding_dim))
         return out
 
+    def _run_group(self, i: int, ct: Ciphertext) -> tuple[Ciphertext, dict[str, float]]:
+        seconds: dict[str, float] = {}
+        out = run_plan(self.groups[i].layers, self.plans[i], self._ev(), self.encoder, ct, self.bootstrapper, seconds)
+        return out, seconds
+
+    def _run_groups(self, cts: list[Ciphertext]) -> list[tuple[Ciphertext, dict[str, float]]]:
+        """Each patch group's chain; in ``workers`` forked processes when there are several groups.
+
+        The children are forked after the keys are installed, so they share the parent's
+        evaluation keys and plaintext diagonals (copy-on-write, read only) instead of copying
+        them; each sends back its group's output ciphertext in the serialized format.
+        """
+        workers = min(self.workers, len(cts))
+        if workers <= 1 or "fork" not in mp.get_all_start_methods():
+            return [self._run_group(i, ct) for i, ct in enumerate(cts)]
+        global _FORKED_SERVER
+        _FORKED_SERVER = self
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                results = pool.starmap(_group_in_child, [(i, serialize.dump(ct)) for i, ct in enumerate(cts)],
+                                       chunksize=1)
+        finally:
+            _FORKED_SERVER = None
+        return [(serialize.load(blob, self.params), seconds) for blob, seconds in results]
+
     def enroll(self, name: str, face: Sequence[bytes | Ciphertext]) -> None:
         self.gallery[name] = self.embed(face)
 
@@ -188,6 +225,12 @@ class Server:
         if name not in self.gallery:
             raise KeyError(f"no template enrolled as {name!r}")
         return self._answer(self.embed(face), self.gallery[name])
+
+    def match(self, probe: Ciphertext, name: str) -> bytes:
+        """The blinded answer for an already embedded probe (:meth:`embed`) against one template."""
+        if name not in self.gallery:
+            raise KeyError(f"no template enrolled as {name!r}")
+        return self._answer(probe, self.gallery[name])
 
     def identify(self, face: Sequence[bytes | Ciphertext]) -> dict[str, bytes]:
         probe = self.embed(face)
@@ -199,6 +242,16 @@ class Server:
         self.stats.seconds["match"] = time.perf_counter() - t0
         self.stats.key_switches += 1 + len(sum_steps(self.model.embedding_dim))
         return serialize.dump(out)
+
+
+_FORKED_SERVER: "Server | None" = None
+
+
+def _group_in_child(i: int, blob: bytes) -> tuple[bytes, dict[str, float]]:
+    server = _FORKED_SERVER
+    assert server is not None, "runs only in a child forked by Server._run_groups"
+    out, seconds = server._run_group(i, serialize.load(blob, server.params))
+    return serialize.dump(out), seconds
 
 
 class Client:

@@ -34,7 +34,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import LevelError, ParameterError, ShapeError
-from ..ring.ntt import bit_reverse_indices
+from ..ring.modarith import signed_residues
+from ..ring.ntt import NTTTables, bit_reverse_indices
 from ..rlwe.params import Parameters
 from .ciphertext import Plaintext
 
@@ -100,6 +101,12 @@ def _check_slots(params: Parameters, slots: int | None) -> int:
     return int(slots)
 
 
+@lru_cache(maxsize=8)
+def _sparse_tables(log_n: int, primes: tuple[int, ...]) -> NTTTables:
+    """NTT tables of a smaller ring over the same primes, for sparse encodings."""
+    return NTTTables(log_n, primes)
+
+
 class Encoder:
     """Encodes complex or real vectors into plaintexts and decodes them back.
 
@@ -109,6 +116,7 @@ class Encoder:
 
     def __init__(self, params: Parameters):
         self.params = params
+        self._moduli = np.array(params.q_primes, dtype=np.uint64)
 
     # ---- values <-> real coefficients ---------------------------------------
 
@@ -154,21 +162,45 @@ class Encoder:
         if not (np.isfinite(scale) and scale >= 1):
             raise ParameterError(f"scale must be a finite number >= 1, got {scale}")
         slots = _check_slots(p, slots)
-        coeffs = self.embed_inverse(values, slots) * scale
-        poly = self.integers_to_rns(np.rint(coeffs), int(level) + 1)
-        p.tables_qp.forward(poly, check=False)
-        return Plaintext(poly, scale, slots, p.fingerprint)
+        gap = p.slots // slots
+        if gap == 1:
+            coeffs = self.embed_inverse(values, slots) * scale
+            poly = self.integers_to_rns(np.rint(coeffs), int(level) + 1)
+            p.tables_qp.forward(poly, check=False)
+            return Plaintext(poly, scale, slots, p.fingerprint)
+        small, gap = self.encode_compact(values, level, scale, slots)
+        return Plaintext(np.repeat(small, gap, axis=1), scale, slots, p.fingerprint)
+
+    def encode_compact(self, values, level: int, scale: float, slots: int) -> tuple[np.ndarray, int]:
+        """A sparse encoding (``slots`` < N/2) kept compact: ``(poly, repeat)`` with ``poly`` of shape
+        ``(level + 1, N / repeat)``, whose full NTT form is ``np.repeat(poly, repeat, axis=1)``.
+
+        Sparse packing makes the polynomial ``m(X) = m'(X^gap)`` with ``m'`` of degree < N / gap
+        (gap = N / (2 slots)), and the bit-reversed NTT of m is the NTT of m' at size N / gap (root
+        ``psi^gap``) with each value repeated gap times.  So a vector of period P costs NTTs of size
+        2P instead of N, and :class:`~fhe_ckks.ckks.evaluator.PlainDot` multiplies by it without
+        expanding it.  No input checks (callers: :meth:`encode` and the linear transforms).
+        """
+        p = self.params
+        gap = p.slots // slots
+        compact = self.embed_inverse(values, slots)[::gap] * scale
+        small = self.integers_to_rns(np.rint(compact), int(level) + 1)
+        self._small_tables(gap).forward(small, check=False)
+        return small, gap
+
+    def _small_tables(self, gap: int) -> NTTTables:
+        if gap == 1:
+            return self.params.tables_qp
+        return _sparse_tables(self.params.log_n - (gap.bit_length() - 1), self.params.q_primes)
 
     def integers_to_rns(self, rounded: np.ndarray, limbs: int) -> np.ndarray:
         """Residues of integer-valued float64 coefficients modulo the first
         ``limbs`` ciphertext primes (coefficient domain)."""
         p = self.params
-        out = np.empty((limbs, p.n), dtype=np.uint64)
+        out = np.empty((limbs, rounded.shape[0]), dtype=np.uint64)
         peak = float(np.max(np.abs(rounded))) if rounded.size else 0.0
         if peak < 2.0**62:
-            ints = rounded.astype(np.int64)
-            for i, q in enumerate(p.q_primes[:limbs]):
-                out[i] = np.mod(ints, np.int64(q)).astype(np.uint64)
+            return signed_residues(rounded.astype(np.int64), self._moduli[:limbs])
         else:
             big = np.array([int(c) for c in rounded], dtype=object)
             for i, q in enumerate(p.q_primes[:limbs]):

@@ -34,9 +34,11 @@ import numbers
 from collections.abc import Iterable
 
 import numpy as np
+from numba.typed import List as NumbaList
 
-from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError
+from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError, ShapeError
 from ..ring.automorphism import automorphism_ntt, conjugation_element, galois_element
+from ..ring.modarith import barrett_precompute, dot_rows_wide
 from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.keyswitch import KeySwitcher
 from ..rlwe.params import Parameters
@@ -304,6 +306,12 @@ class Evaluator:
         m = np.ascontiguousarray(pt.poly[: a.level + 1])
         return self._new(np.stack([self._ring.mul(c, m, check=False) for c in a.data]), a.scale * pt.scale, a)
 
+    def plain_dot(self, like: Ciphertext) -> "PlainDot":
+        """An accumulator for ``sum_i ct_i * pt_i`` over ciphertexts at ``like``'s level and scale:
+        the products are added in 128 bits and reduced once (see :class:`PlainDot`)."""
+        self._check(like)
+        return PlainDot(self, like)
+
     def mul(self, a: Ciphertext, b: Ciphertext, relinearize: bool = True) -> Ciphertext:
         """``a * b`` slot-wise: tensor product, then relinearization (unless
         ``relinearize=False``).  Scale ``a.scale * b.scale``; rescale after."""
@@ -424,3 +432,75 @@ class Evaluator:
     def rotation_steps_for_sum(count: int) -> list[int]:
         """The rotation steps :meth:`rotate_and_sum` needs."""
         return [1 << i for i in range(max(0, count.bit_length() - 1))]
+
+
+class PlainDot:
+    """``sum_i ct_i * pt_i`` with lazy reduction: the workhorse of a linear transform's inner sums.
+
+    :meth:`add` only collects the terms; :meth:`result` computes the whole sum
+    in one pass (:func:`fhe_ckks.ring.modarith.dot_rows_wide`): one
+    multiply-accumulate per coefficient and term into 128-bit accumulators
+    that stay in cache, one reduction per output coefficient, no temporary
+    ciphertexts.  A plaintext may be given compact (``poly`` with
+    ``N / repeat`` columns standing for ``repeat`` copies of each value, as
+    :meth:`~fhe_ckks.ckks.Encoder.encode_compact` returns for a sparse
+    vector; all terms then share one ``repeat``).  At most 32 terms (the
+    accumulator's headroom for 61-bit primes).
+    """
+
+    MAX_TERMS = 32
+
+    def __init__(self, evaluator: Evaluator, like: Ciphertext):
+        self.evaluator, self.like = evaluator, like
+        self._cts: list[np.ndarray] = []
+        self._pts: list[np.ndarray] = []
+        self._shift: int | None = None
+        self.pt_scale: float | None = None
+
+    @property
+    def terms(self) -> int:
+        return len(self._cts)
+
+    def add(self, ct: Ciphertext, poly: np.ndarray | Plaintext, scale: float | None = None, repeat: int = 1) -> None:
+        ev = self.evaluator
+        ev._check(ct)
+        if isinstance(poly, Plaintext):
+            if poly.params_fingerprint != ev.params.fingerprint:
+                raise KeyMismatchError("plaintext of other parameters")
+            poly, scale, repeat = poly.poly, poly.scale, 1
+        if ct.data.shape != self.like.data.shape or not ev._same_scale(ct.scale, self.like.scale):
+            raise ScaleMismatchError("terms of a plain dot product share one level, size and scale")
+        if scale is None or (self.pt_scale is not None and not ev._same_scale(scale, self.pt_scale)):
+            raise ScaleMismatchError("the plaintexts of a dot product share one scale")
+        rows = ct.level + 1
+        shift = int(repeat).bit_length() - 1
+        if repeat < 1 or repeat & (repeat - 1) or poly.shape[0] < rows or poly.shape[1] << shift != ev.params.n \
+                or (self._shift is not None and shift != self._shift):
+            raise ShapeError(f"plaintext of shape {poly.shape} (repeat {repeat}) for a ciphertext at level {ct.level}")
+        if self.terms >= self.MAX_TERMS:
+            raise ParameterError(f"a PlainDot takes at most {self.MAX_TERMS} terms")
+        self._cts.append(ct.data)
+        self._pts.append(np.ascontiguousarray(poly, dtype=np.uint64))
+        self._shift = shift
+        self.pt_scale = float(scale)
+
+    def result(self) -> Ciphertext:
+        if not self.terms:
+            raise ParameterError("an empty dot product")
+        p = self.evaluator.params
+        rows = self.like.level + 1
+        out = np.empty(self.like.data.shape, dtype=np.uint64)
+        dot_rows_wide(NumbaList(self._cts), NumbaList(self._pts), self._shift, p.moduli_qp[:rows],
+                      _barrett_ratios(p)[:rows], out)
+        return self.evaluator._new(out, self.like.scale * self.pt_scale, self.like)
+
+
+_RATIOS: dict[bytes, np.ndarray] = {}
+
+
+def _barrett_ratios(params: Parameters) -> np.ndarray:
+    r = _RATIOS.get(params.fingerprint)
+    if r is None:
+        r = np.array([barrett_precompute(int(q)) for q in params.moduli_qp], dtype=np.uint64)
+        _RATIOS[params.fingerprint] = r
+    return r

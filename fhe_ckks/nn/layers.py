@@ -36,6 +36,12 @@ from . import plain
 from .layout import TensorLayout
 
 
+def _merge_levels(into: dict[int, int], other: dict[int, int]) -> dict[int, int]:
+    for step, lvl in other.items():
+        into[step] = max(into.get(step, -1), lvl)
+    return into
+
+
 class Layer(ABC):
     in_layout: TensorLayout
     out_layout: TensorLayout
@@ -58,6 +64,11 @@ class Layer(ABC):
     def key_switches(self) -> int:
         """Key switches of one encrypted evaluation (rotations and relinearisations)."""
         return len(self.rotation_steps())
+
+    def key_levels(self, level: int) -> dict[int, int]:
+        """``{step: highest level it is rotated at}`` when the layer starts at ``level``
+        (Galois keys need only reach that level, so keys used deep in a block are smaller)."""
+        return {s: level for s in self.rotation_steps()}
 
     def _need_levels(self, ct: Ciphertext) -> None:
         if ct.level < self.depth():
@@ -119,7 +130,9 @@ class SlotLinear(Layer):
         diags = {int(r): row for r, row in zip(keys, dense.reshape(keys.size, period))}
         if not diags:
             diags[0] = np.zeros(period)
-        self.transform = LinearTransform(diags, period)
+        # float32 storage: a CryptoFaceNet plan holds ~6,000 diagonals per patch group; 24-bit weights
+        # are far below the CKKS error of a layer (about 2^-30 relative at scale 2^38)
+        self.transform = LinearTransform(diags, period, real_dtype=np.float32)
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float64)
         if self.bias is not None and self.bias.shape != out_layout.shape:
             raise ShapeError(f"bias of shape {self.bias.shape} for output {out_layout.shape}")
@@ -129,6 +142,15 @@ class SlotLinear(Layer):
 
     def rotation_steps(self) -> list[int]:
         return sorted(set(self.transform.rotation_steps()) | set(self.fold_steps))
+
+    def key_switches(self) -> int:
+        return self.transform.key_switches() + len(self.fold_steps)
+
+    def key_levels(self, level: int) -> dict[int, int]:
+        out = {s: level for s in self.transform.rotation_steps()}
+        for s in self.fold_steps:                     # the fold runs after the rescale
+            out[s] = max(out.get(s, -1), level - 1)
+        return out
 
     @property
     def diagonal_count(self) -> int:
@@ -279,6 +301,13 @@ class Sequential(Layer):
     def key_switches(self) -> int:
         return sum(layer.key_switches() for layer in self.layers)
 
+    def key_levels(self, level: int) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for layer in self.layers:
+            _merge_levels(out, layer.key_levels(level))
+            level -= layer.depth()
+        return out
+
     def forward_plain(self, tensor):
         for layer in self.layers:
             tensor = layer.forward_plain(tensor)
@@ -317,6 +346,9 @@ class Residual(Layer):
 
     def key_switches(self) -> int:
         return self.body.key_switches() + self.shortcut.key_switches()
+
+    def key_levels(self, level: int) -> dict[int, int]:
+        return _merge_levels(self.body.key_levels(level), self.shortcut.key_levels(level))
 
     def forward_plain(self, tensor):
         return self.body.forward_plain(tensor) + self.shortcut.forward_plain(tensor)

@@ -10,6 +10,7 @@ named :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper` double.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -66,11 +67,19 @@ def plan_bootstraps(layers: Sequence[Layer], start_level: int, output_level_afte
 
 
 def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
-             bootstrapper: BootstrapperLike | None) -> Ciphertext:
+             bootstrapper: BootstrapperLike | None, seconds: dict[str, float] | None = None) -> Ciphertext:
+    """Run the chain; with ``seconds``, the wall time of each layer (and bootstrap) is added under its name."""
+    def timed(name: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
     for i, layer in enumerate(layers):
         if i in plan.bootstrap_before:
             if bootstrapper is None:
                 raise LevelError(f"the plan bootstraps before layer {i} but no bootstrapper was given")
-            ct = bootstrapper.bootstrap(ct)
-        ct = layer.forward(evaluator, encoder, ct)
+            ct = timed(f"bootstrap before {getattr(layer, 'name', i)}", lambda: bootstrapper.bootstrap(ct))
+        ct = timed(getattr(layer, "name", f"layer {i}"), lambda: layer.forward(evaluator, encoder, ct))
     return ct

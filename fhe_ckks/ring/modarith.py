@@ -58,6 +58,8 @@ __all__ = [
     "mul_shoup",
     "mul_shoup_reference",
     "mul_barrett",
+    "signed_residues",
+    "dot_rows_wide",
     "mul_barrett_reference",
     "reduce_wide",
     "reduce_barrett_wide",
@@ -329,3 +331,78 @@ def reduce_wide(hi, lo, q, t, t_shoup, m):
     if r >= q:
         r -= q
     return r
+
+
+@njit
+def _signed_residues(vals, moduli, ratios, out):
+    zero = U64(0)
+    n = U64(vals.shape[0])
+    for k in range(U64(moduli.shape[0])):
+        q = moduli[k]
+        r1 = ratios[k, 0]
+        r0 = ratios[k, 1]
+        for i in range(n):
+            x = vals[i]
+            if x >= 0:
+                out[k, i] = reduce_barrett_wide(zero, U64(x), q, r1, r0)
+            else:
+                r = reduce_barrett_wide(zero, U64(-x), q, r1, r0)
+                out[k, i] = q - r if r != zero else zero
+
+
+def signed_residues(values: np.ndarray, moduli) -> np.ndarray:
+    """``values mod q`` in ``[0, q)`` for each modulus: ``(len(moduli), len(values))`` uint64.
+
+    ``values`` are int64 with ``|x| < 2^63``.  One Barrett reduction per
+    residue (about 4x faster than ``np.mod`` on int64, which divides); CKKS
+    encoding spends most of its non-NTT time here.
+    """
+    vals = np.ascontiguousarray(values, dtype=np.int64)
+    mods = np.ascontiguousarray(moduli, dtype=np.uint64)
+    ratios = np.array([barrett_precompute(int(q)) for q in mods], dtype=np.uint64).reshape(len(mods), 2)
+    out = np.empty((len(mods), vals.shape[0]), dtype=np.uint64)
+    _signed_residues(vals, mods, ratios, out)
+    return out
+
+
+@njit
+def dot_rows_wide(cts, pts, shift, moduli, ratios, out):
+    """``out[i, r] = sum_t cts[t][i, r] * pts[t][r] mod moduli[r]``: a lazily reduced dot product.
+
+    ``cts`` and ``pts`` are lists of arrays (``(size, rows, N)`` and
+    ``(>= rows, N >> shift)``; a plaintext of ``N >> shift`` columns stands for
+    ``repeat(p, 2^shift)``, a sparse encoding kept compact).  Each product of
+    values below ``q < 2^61`` is below 2^122, so up to 32 terms are summed in
+    128 bits without reduction; the high word is reduced first, then the
+    whole.  Columns go in chunks whose 128-bit accumulators stay in cache, so
+    every input is read once and the output written once.
+    """
+    zero = U64(0)
+    terms = len(cts)
+    size = U64(out.shape[0])
+    rows = U64(out.shape[1])
+    n = U64(out.shape[2])
+    sh = U64(shift)
+    chunk = U64(2048) if n >= U64(2048) else n
+    acc_hi = np.empty(chunk, dtype=np.uint64)
+    acc_lo = np.empty(chunk, dtype=np.uint64)
+    for i in range(size):
+        for r in range(rows):
+            q = moduli[r]
+            r1 = ratios[r, 0]
+            r0 = ratios[r, 1]
+            for c0 in range(U64(0), n, chunk):
+                for j in range(chunk):
+                    acc_hi[j] = zero
+                    acc_lo[j] = zero
+                for t in range(terms):
+                    a = cts[t]
+                    b = pts[t]
+                    for j in range(chunk):
+                        c = c0 + j
+                        h, lo = mac_wide(acc_hi[j], acc_lo[j], a[i, r, c], b[r, c >> sh])
+                        acc_hi[j] = h
+                        acc_lo[j] = lo
+                for j in range(chunk):
+                    h = reduce_barrett_wide(zero, acc_hi[j], q, r1, r0)
+                    out[i, r, c0 + j] = reduce_barrett_wide(h, acc_lo[j], q, r1, r0)

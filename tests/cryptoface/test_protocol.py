@@ -24,12 +24,13 @@ SHORT = "INSECURE_N12_QP520_L7_S40"
 
 
 @lru_cache(maxsize=None)
-def session(preset: str, with_sk_bootstrapper: bool = False, per_ct: int | None = None):
+def session(preset: str, with_sk_bootstrapper: bool = False, per_ct: int | None = None, workers: int = 1):
     params = presets.get(preset, allow_insecure=True)
     model = toy_model()
     client = Client(params, seed=bytes(range(32)))
     boot = SecretKeyBootstrapper(params, client.secret_key) if with_sk_bootstrapper else None
-    server = Server(model, params, bootstrapper=boot, patches_per_ciphertext=per_ct, testing=with_sk_bootstrapper)
+    server = Server(model, params, bootstrapper=boot, patches_per_ciphertext=per_ct, testing=with_sk_bootstrapper,
+                    workers=workers)
     request = KeyRequest.from_json(server.key_request().to_json())      # it crosses the wire as JSON
     server.install_keys(client.evaluation_keys(request))
     return params, model, client, server
@@ -66,6 +67,20 @@ def test_verification_decisions_equal_plaintext():
             if abs(d - tau) > 1e-6 * max(1.0, tau):       # not on the threshold itself
                 assert client.decide(answers[name]) == want
             assert client.score(answers[name]) == pytest.approx(0.0, abs=17 * abs(d - tau) + 1e-3)
+
+
+def test_patch_groups_in_forked_processes_give_the_same_embedding():
+    params, model, client, _ = session(LEVELLED)
+    x = faces(1, seed=3)
+    got = []
+    for workers in (1, 2):
+        _, _, _, server = session(LEVELLED, per_ct=1, workers=workers)
+        assert len(server.groups) > 1
+        ct = server.embed(client.encrypt_face(x[0], server.public_info()))
+        got.append(np.real(Encoder(params).decode(Decryptor(params, client.secret_key).decrypt(ct))))
+        assert any(k.startswith("group 1: ") for k in server.stats.seconds)
+    want = model.norm.normalise(model.embed(x))[0]
+    assert np.max(np.abs(got[0] - got[1])) < 2**-20 * np.max(np.abs(want))
 
 
 def test_plan_places_bootstraps_with_the_secret_key_double():

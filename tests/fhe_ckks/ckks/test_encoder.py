@@ -81,3 +81,17 @@ def test_large_scale_encoding_uses_exact_integers():
     ctx = context(NAME)
     pt = ctx.encoder.encode([3.0, -2.0], scale=2.0**70)
     assert precision_bits([3.0, -2.0], ctx.encoder.decode(pt)[:2]) > 40
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 8, 64, 256]), st.integers(0, 5))
+def test_sparse_encoding_equals_the_slow_path(seed, slots, level):
+    """The sparse fast path (NTTs of size 2 * slots, values repeated) gives exactly the polynomial of
+    putting the coefficients at their gap positions and running the full-size NTT."""
+    ctx = context(NAME)
+    p = ctx.params
+    z = ctx.random_slots(np.random.default_rng(seed), count=slots)
+    fast = ctx.encoder.encode(z, level=level, slots=slots)
+    coeffs = np.rint(ctx.encoder.embed_inverse(z, slots) * fast.scale)
+    slow = ctx.encoder.integers_to_rns(coeffs, level + 1)
+    p.tables_qp.forward(slow, check=False)
+    assert np.array_equal(fast.poly, slow)

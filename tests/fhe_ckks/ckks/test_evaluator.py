@@ -238,3 +238,31 @@ def test_level_aware_galois_keys_serve_low_levels_only(rng):
     back = serialize.load(serialize.dump(low), p)
     assert back[g].max_level == 2
     np.testing.assert_array_equal(back[g].a, low[g].a)
+
+
+@given(names, st.integers(0, 2**32 - 1), st.integers(1, 6), st.sampled_from([1, 2, 8]))
+def test_plain_dot_equals_the_sum_of_plaintext_products(name, seed, terms, repeat):
+    """The lazily reduced dot product is exactly sum(mul_plain) (same integers mod q), with the
+    plaintexts given full or compact (a sparse encoding kept at N / repeat columns)."""
+    ctx = context(name)
+    p, enc, ev = ctx.params, ctx.encoder, ctx.evaluator
+    rng = np.random.default_rng(seed)
+    slots = p.slots // repeat
+    cts = [ctx.encryptor.encrypt(enc.encode(ctx.random_slots(rng))) for _ in range(terms)]
+    values = [ctx.random_slots(rng, count=slots) for _ in range(terms)]
+    want = None
+    dot = ev.plain_dot(cts[0])
+    for ct, v in zip(cts, values):
+        pt = enc.encode(v, slots=slots)
+        term = ev.mul_plain(ct, pt)
+        want = term if want is None else ev.add(want, term)
+        if repeat == 1:
+            dot.add(ct, pt)
+        else:
+            poly, rep = enc.encode_compact(v, p.max_level, pt.scale, slots)
+            assert rep == repeat and np.array_equal(np.repeat(poly, rep, axis=1), pt.poly)
+            dot.add(ct, poly, pt.scale, rep)
+    got = dot.result()
+    assert np.array_equal(got.data, want.data) and got.scale == want.scale
+    with pytest.raises(ScaleMismatchError):
+        dot.add(cts[0], enc.encode(values[0], slots=slots, scale=2.0**30))

@@ -61,9 +61,11 @@ def test_conv_slot_twin_equals_tensor_conv(groups, cin, cout, stride_k, multiple
     x = rng.normal(size=lin.shape)
     want = np.stack([plain.conv2d(x[g:g + 1], w[g], stride)[0] for g in range(groups)])
     assert np.allclose(conv.forward_plain(x), want, atol=1e-12)
-    # the slot-level twin reads only mapped slots: garbage in free slots does not leak
+    # the slot-level twin reads only mapped slots: garbage in free slots does not leak (its diagonals
+    # are stored as float32, so it agrees to ~2^-24 relative)
     v = lin.pack(x, 1024) + np.where(np.isin(np.arange(1024) % lin.period, lin.index), 0, 1e3)
-    assert np.allclose(lout.unpack(conv.forward_slots(v)), want, atol=1e-9)
+    got = lout.unpack(conv.forward_slots(v))
+    assert np.max(np.abs(got - want)) <= 2**-20 * np.sum(np.abs(w)) * np.max(np.abs(x))
 
 
 def test_encrypted_conv_and_quadratic_match_plain():
@@ -78,7 +80,8 @@ def test_encrypted_conv_and_quadratic_match_plain():
     want = net.forward_plain(x)
     err = np.max(np.abs(got - want)) / np.max(np.abs(want))
     assert err < 2**-20, f"relative error 2^{np.log2(err):.1f}"
-    assert net.depth() == 2 and net.key_switches() == len(conv.rotation_steps()) + 1
+    assert net.depth() == 2 and net.key_switches() == conv.key_switches() + 1
+    assert len(conv.rotation_steps()) <= conv.key_switches()      # Horner giants share keys
 
 
 def test_encrypted_residual_block_matches_plain():

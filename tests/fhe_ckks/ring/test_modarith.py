@@ -104,3 +104,37 @@ def test_check_modulus_rejects(bad):
 def test_shoup_precompute_rejects_unreduced_constant():
     with pytest.raises(ParameterError):
         shoup_precompute(17, 17)
+
+
+@given(st.lists(st.integers(-(2**62) + 1, 2**62 - 1), min_size=1, max_size=40),
+       st.lists(st.sampled_from([97, 12289, 2**31 - 1, 1152921504606830593, 1099511922689]), min_size=1,
+                max_size=3))
+def test_signed_residues_match_python_modulo(values, moduli):
+    import numpy as np
+
+    from fhe_ckks.ring.modarith import signed_residues
+
+    got = signed_residues(np.array(values, dtype=np.int64), moduli)
+    assert got.dtype == np.uint64 and got.shape == (len(moduli), len(values))
+    assert [[int(x) for x in row] for row in got] == [[v % q for v in values] for q in moduli]
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.sampled_from([0, 1, 3]))
+def test_dot_rows_wide_matches_python_sums(seed, terms, shift):
+    import numpy as np
+    from numba.typed import List
+
+    from fhe_ckks.ring.modarith import barrett_precompute, dot_rows_wide
+
+    rng = np.random.default_rng(seed)
+    moduli = np.array([1152921504606830593, 1099511922689], dtype=np.uint64)   # 60 and 40 bits
+    n = 16
+    cts = [np.stack([rng.integers(0, moduli, (n, 2), dtype=np.uint64).T for _ in range(2)]) for _ in range(terms)]
+    pts = [rng.integers(0, moduli, (n >> shift, 2), dtype=np.uint64).T.copy() for _ in range(terms)]
+    ratios = np.array([barrett_precompute(int(q)) for q in moduli], dtype=np.uint64)
+    out = np.empty((2, 2, n), dtype=np.uint64)
+    dot_rows_wide(List(cts), List(pts), shift, moduli, ratios, out)
+    for i in range(2):
+        for r, q in enumerate(moduli.tolist()):
+            want = [sum(int(c[i, r, k]) * int(p[r, k >> shift]) for c, p in zip(cts, pts)) % q for k in range(n)]
+            assert out[i, r].tolist() == want
