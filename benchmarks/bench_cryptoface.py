@@ -1,20 +1,29 @@
-"""Benchmark of the encrypted CryptoFaceNet's plan: what one image costs, counted from the layers.
+"""Benchmark of the encrypted CryptoFaceNet: one verification at 128-bit parameters, or its plan alone.
 
-    python benchmarks/bench_cryptoface.py --json --input-size {64,96,128} [--model FILE]
+    python benchmarks/bench_cryptoface.py --json --input-size {64,96,128} [--model FILE] [--plan-only]
 
 Builds the patch groups of the model (the shipped CryptoFaceNet4 for 64; a
-fused random model of the real shape for 96 and 128 when no file is given;
-the counts depend only on the shape) and reports, per patch group and per
-patch network: depth, key switches, distinct rotation steps (Galois keys),
-plaintext diagonals, and the build time.  The encrypted run at N = 2^16, with
-latency per stage, memory and the embedding error, is the next step (see
-docs/cnn_packing.md, "What is left"); the toy-ring run is in
-tests/cryptoface/test_protocol.py.
+fused random model of the real shape for 96 and 128 when no file is given,
+with thresholds fitted on the shipped LFW sample) and reports, per patch group
+and per patch network: depth, key switches, Galois keys, plaintext diagonals.
+
+Unless ``--plan-only``, it then runs one real LFW pair of the shipped sample
+through the client/server protocol at ``--preset`` (default the levelled
+``N16_QP1762_L29_S38``): key generation, enrollment of the first image,
+verification of the second (encryption, each layer of each patch group in
+its worker process, normalisation, matching, decryption of the decision), and
+reports the latency of each stage, key and ciphertext sizes, the peak memory
+of the server's process tree (proportional set size, so pages the workers
+share with the parent count once), the error of the decrypted normalised
+embedding against the fused plaintext model (the benchmark holds both roles;
+only it decrypts an embedding), and whether the encrypted decision equals the
+plaintext one.  The figures are wall-clock seconds on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -28,30 +37,63 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import emit  # noqa: E402
 
-from cryptoface import DEFAULT_MODEL  # noqa: E402
+from harness import TreeMemory  # noqa: E402
+
+from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data  # noqa: E402
 from cryptoface.encrypted.network import build_group, group_patches  # noqa: E402
-from cryptoface.model import FusedBlock, FusedPatchCNN, FusedPatchNet, load_model  # noqa: E402
-from fhe_ckks import presets  # noqa: E402
+from cryptoface.encrypted.protocol import Client, Server  # noqa: E402
+from cryptoface.model import (FusedBlock, FusedPatchCNN, FusedPatchNet, decisions, fit_thresholds,  # noqa: E402
+                              load_model, poly_distances)
+from fhe_ckks import presets, serialize  # noqa: E402
+from fhe_ckks.ckks.encoder import Encoder  # noqa: E402
+from fhe_ckks.ckks.encryptor import Decryptor  # noqa: E402
 from fhe_ckks.nn.layers import Residual, Sequential, SlotLinear  # noqa: E402
 
 STAGES = ((16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1))
 
 
 def random_model(input_size: int, seed: int = 0) -> FusedPatchCNN:
-    """A fused CryptoFaceNet of the real shape with random weights (plan figures depend only on the shape)."""
+    """A fused CryptoFaceNet of the real shape with random weights (the plan figures depend only on the shape).
+
+    Scaled so that the activations stay bounded through the eleven quadratics (largest |value| about 2 on LFW
+    faces): convolutions 0.5 / sqrt(fan-in), quadratics near x^2 + x, identity shortcuts near 1.  With a
+    larger gain the values explode (gain 1: 10^39), which no encrypted run could follow.
+    """
     rng = np.random.default_rng(seed)
-    r = lambda *s: rng.normal(size=s) * 0.1  # noqa: E731
+
+    def conv(co, ci, k):
+        return rng.normal(size=(co, ci, k, k)) * 0.5 / np.sqrt(ci * k * k)
+
+    def coef(n, mean=0.0):
+        return mean + rng.normal(size=n) * 0.1
+
     nets = []
     for _ in range((input_size // 32) ** 2):
         blocks = []
         for ci, co, s in STAGES:
             conv_short = s != 1 or ci != co
-            blocks.append(FusedBlock(r(ci), r(ci), r(co, ci, 3, 3), s, r(co), r(co), r(co, co, 3, 3),
-                                     shortcut_scale=None if conv_short else r(ci),
-                                     shortcut_weight=r(co, ci, 1, 1) if conv_short else None,
-                                     shortcut_bias=r(co) if conv_short else None))
-        nets.append(FusedPatchNet(r(16, 3, 3, 3), blocks, r(64), r(64), r(256, 256), r(256)))
+            blocks.append(FusedBlock(coef(ci, 1.0), coef(ci), conv(co, ci, 3), s, coef(co, 1.0), coef(co),
+                                     conv(co, co, 3), shortcut_scale=None if conv_short else coef(ci, 1.0),
+                                     shortcut_weight=conv(co, ci, 1) if conv_short else None,
+                                     shortcut_bias=coef(co) if conv_short else None))
+        nets.append(FusedPatchNet(conv(16, 3, 3), blocks, coef(64, 1.0), coef(64),
+                                  rng.normal(size=(256, 256)) / 16, coef(256)))
     return FusedPatchCNN(input_size, 32, nets, name=f"random{input_size}")
+
+
+def sample_pairs(size: int):
+    """The shipped LFW sample at ``size``: (images of the first / second faces, issame, folds)."""
+    vs = data.load_verification_bin(DEFAULT_SAMPLE / "lfw.bin")
+    meta = json.loads((DEFAULT_SAMPLE / "pairs.json").read_text())
+    imgs = vs.images(size)
+    return imgs[0::2], imgs[1::2], vs.issame, np.array([p["fold"] for p in meta["pairs"]])
+
+
+def with_sample_thresholds(model: FusedPatchCNN) -> FusedPatchCNN:
+    """Fit the 1/sqrt polynomial and tau on the shipped sample (for a random model that has none)."""
+    a, b, same, folds = sample_pairs(model.input_size)
+    model.thresholds["lfw"] = fit_thresholds(poly_distances, model.embed(a), model.embed(b), same, folds)
+    return model
 
 
 def leaves(layer):
@@ -65,11 +107,72 @@ def leaves(layer):
         yield layer
 
 
+def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | None) -> dict:
+    """One enrollment and one verification through the protocol, timed stage by stage."""
+    params = presets.get(preset, allow_insecure=preset.startswith("INSECURE_"))
+    a, b, same, folds = sample_pairs(model.input_size)
+    t = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        t[name] = time.perf_counter() - t0
+        return out
+
+    server = timed("server_setup", lambda: Server(model, params, workers=workers))
+    client = Client(params)
+    request = server.key_request()
+    keys = timed("keygen", lambda: client.evaluation_keys(request))
+    key_bytes = {k: len(v) for k, v in keys.items()}
+    timed("install_keys", lambda: server.install_keys(keys))
+    del keys
+    info = server.public_info()
+    template = timed("encrypt_template", lambda: client.encrypt_face(a[pair], info))
+    timed("enroll", lambda: server.enroll("template", template))
+    with TreeMemory() as mem:
+        t0 = time.perf_counter()
+        probe = timed("encrypt_probe", lambda: client.encrypt_face(b[pair], info))
+        emb = timed("embed_probe", lambda: server.embed(probe))
+        answer = timed("match", lambda: server.match(emb, "template"))
+        same_enc = timed("decrypt_decision", lambda: client.decide(answer))
+        t["verification_total"] = time.perf_counter() - t0
+    layer_seconds = dict(server.stats.seconds)
+    # the benchmark holds both roles: it may decrypt the embedding to measure the error
+    dec = Decryptor(params, client.secret_key)
+    got = np.real(Encoder(params).decode(dec.decrypt(emb)))[:model.embedding_dim]
+    e = model.embed(np.stack([b[pair], a[pair]]))
+    tau, poly = model.thresholds["lfw"].for_fold(None)
+    want = poly.normalise(e[:1])[0]
+    rel = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    plain_same = bool(decisions(model, e[:1], e[1:], "lfw", [None])[0])
+    plain_distance = float(np.sum((poly.normalise(e[:1]) - poly.normalise(e[1:])) ** 2))
+    groups = len(server.groups)
+    return {
+        "preset": preset, "security": params.security, "log_qp": params.log_qp, "levels": params.max_level,
+        "workers": min(server.workers, groups), "pair": {"index": pair, "same": bool(same[pair])},
+        "seconds": t, "seconds_per_layer": layer_seconds,
+        "key_switches_per_image": server.stats.key_switches,
+        "key_switches_per_patch_network": server.plans[0].counts["key_switches"] / len(server.groups[0].patches),
+        "bootstraps_per_image": server.stats.bootstraps,
+        "galois_keys": len(request.rotations), "key_bytes": key_bytes,
+        "server_key_memory_gb": (server.evaluator.relin_key.nbytes + server.evaluator.galois_keys.nbytes) / 1e9,
+        "face_upload_bytes": sum(len(x) for x in probe), "answer_bytes": len(answer),
+        "peak_memory_gb_during_verification": mem.peak_gb,
+        "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "embedding_error_relative": rel, "embedding_error_bits": -math.log2(rel) if rel > 0 else None,
+        "decision_encrypted": same_enc, "decision_plaintext": plain_same,
+        "decisions_equal": same_enc == plain_same, "plaintext_distance_minus_tau": plain_distance - tau,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input-size", type=int, default=64, choices=(64, 96, 128))
     ap.add_argument("--model", help="an exported .model.npz (default: shipped model for 64, random otherwise)")
-    ap.add_argument("--slots", type=int, default=2**15, help="slots of the parameters (N/2)")
+    ap.add_argument("--plan-only", action="store_true", help="count the plan, encrypt nothing")
+    ap.add_argument("--preset", default="N16_QP1762_L29_S38", help="parameter preset of the encrypted run")
+    ap.add_argument("--pair", type=int, default=0, help="pair of the shipped LFW sample (0-39)")
+    ap.add_argument("--workers", type=int, help="processes for the patch groups (default: one per core)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -82,8 +185,11 @@ def main() -> None:
     if model.input_size != args.input_size:
         raise SystemExit(f"error: {args.model} takes {model.input_size}x{model.input_size} inputs, "
                          f"not {args.input_size}")
+    if "lfw" not in model.thresholds:
+        model = with_sample_thresholds(model)
+    slots = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_")).slots
     t0 = time.perf_counter()
-    groups = [build_group(model, g) for g in group_patches(model, args.slots)]
+    groups = [build_group(model, g) for g in group_patches(model, slots)]
     build_s = time.perf_counter() - t0
     g0 = groups[0]
     per_layer = []
@@ -95,16 +201,19 @@ def main() -> None:
         steps |= set(g.rotation_steps())
     ks = sum(layer["key_switches"] for layer in per_layer)
     record = {
-        "benchmark": "cryptoface_plan", "model": model.name, "input_size": model.input_size,
+        "benchmark": "cryptoface", "model": model.name, "input_size": model.input_size,
         "patch_networks": model.num_patches, "patch_groups": len(groups),
-        "patches_per_group": [len(g.patches) for g in groups], "slots": args.slots,
+        "patches_per_group": [len(g.patches) for g in groups], "slots": slots,
         "depth_network": g0.depth(), "depth_normalise_match": 6,
         "key_switches_per_group": ks, "key_switches_per_patch_network": ks / len(g0.patches),
-        "galois_keys": len(steps), "diagonals_per_group": sum(x["diagonals"] for x in per_layer),
+        "galois_keys_network": len(steps), "diagonals_per_group": sum(x["diagonals"] for x in per_layer),
         "build_seconds": build_s, "layers": per_layer,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "original_key_switches_per_patch_network": 2913,
     }
+    del groups, g0
+    if not args.plan_only:
+        record["encrypted"] = encrypted_run(model, args.preset, args.pair, args.workers)
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(record, args.json)
 
 

@@ -81,3 +81,70 @@ def emit(record: dict, as_json: bool) -> None:
         if isinstance(value, float):
             value = f"{value:.4g}"
         print(f"{key:<{width}}  {value}")
+
+
+class TreeMemory:
+    """Peak memory of this process and its children (forked workers), sampled in a thread.
+
+    Sums the *proportional* set size (``Pss`` in ``/proc/<pid>/smaps_rollup``):
+    pages that forked workers share with the parent (keys, plaintext
+    diagonals) count once, not once per process.  Linux only; elsewhere the
+    peak stays ``None``.
+
+        with TreeMemory() as mem:
+            ...
+        mem.peak_gb
+    """
+
+    def __init__(self, interval: float = 1.0):
+        import threading
+
+        self.interval, self.peak_bytes = interval, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            for task in Path(f"/proc/{p}/task").glob("*/children"):
+                try:
+                    todo += [int(c) for c in task.read_text().split()]
+                except OSError:
+                    pass
+        return out
+
+    def sample(self) -> int | None:
+        total = 0
+        try:
+            for pid in self._tree(os.getpid()):
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                except OSError:
+                    pass
+        except OSError:
+            return None
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = self.sample()
+            if now is not None:
+                self.peak_bytes = max(self.peak_bytes or 0, now)
+
+    def __enter__(self) -> "TreeMemory":
+        self.peak_bytes = self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_gb(self) -> float | None:
+        return None if self.peak_bytes is None else self.peak_bytes / 1e9

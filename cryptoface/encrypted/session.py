@@ -1,0 +1,113 @@
+"""Both roles in one process, for measurement: the benchmarks and ``benchmarks/run_lfw.py``.
+
+A real deployment keeps :class:`~cryptoface.encrypted.protocol.Client` and
+:class:`~cryptoface.encrypted.protocol.Server` on different machines.  To
+*measure* encrypted verification, :class:`LocalSession` holds both, runs one
+pair as the protocol does (the first face enrolled offline, the second
+verified online, the client learning only the blinded decision) and then,
+because it also holds the secret key, decrypts the probe's normalised
+embedding to report its error against the fused plaintext model.  Nothing in
+the server path sees that decryption.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fhe_ckks.ckks.encoder import Encoder
+from fhe_ckks.ckks.encryptor import Decryptor
+from fhe_ckks.rlwe.params import Parameters
+
+from ..model import FusedPatchCNN
+from .protocol import Client, Server
+
+
+@dataclass
+class PairResult:
+    """One encrypted verification and what it cost."""
+
+    decision_encrypted: bool
+    decision_plaintext: bool
+    plaintext_margin: float            # ||p(a) - p(b)||^2 - tau in plaintext (negative: same person)
+    embedding_error_bits: float        # -log2 of the max relative error of the decrypted probe embedding
+    enrollment_seconds: dict[str, float]
+    verification_seconds: dict[str, float]
+    layer_seconds: dict[str, float]
+    key_switches: int
+    bootstraps: int
+
+    @property
+    def agrees(self) -> bool:
+        return self.decision_encrypted == self.decision_plaintext
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"decision_encrypted": self.decision_encrypted, "decision_plaintext": self.decision_plaintext,
+                "agrees": self.agrees, "plaintext_margin": self.plaintext_margin,
+                "embedding_error_bits": self.embedding_error_bits,
+                "enrollment_seconds": self.enrollment_seconds, "verification_seconds": self.verification_seconds,
+                "layer_seconds": self.layer_seconds, "key_switches": self.key_switches,
+                "bootstraps": self.bootstraps}
+
+
+class LocalSession:
+    """A client and a server in one process (measurement only: see the module docstring)."""
+
+    def __init__(self, model: FusedPatchCNN, params: Parameters, *, workers: int | None = None,
+                 dataset: str = "lfw", fold: int | None = None, seed: bytes | None = None):
+        self.model, self.params, self.dataset, self.fold = model, params, dataset, fold
+        self.setup_seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold)
+        self.setup_seconds["server_plan"] = time.perf_counter() - t0
+        self.client = Client(params, seed=seed)
+        self.request = self.server.key_request()
+        t0 = time.perf_counter()
+        keys = self.client.evaluation_keys(self.request)
+        self.setup_seconds["keygen"] = time.perf_counter() - t0
+        self.key_bytes = {name: len(blob) for name, blob in keys.items()}
+        t0 = time.perf_counter()
+        self.server.install_keys(keys)
+        self.setup_seconds["install_keys"] = time.perf_counter() - t0
+        ev = self.server.evaluator
+        self.server_key_bytes = ev.relin_key.nbytes + ev.galois_keys.nbytes
+        self._encoder, self._decryptor = Encoder(params), Decryptor(params, self.client.secret_key)
+
+    def verify_pair(self, first: np.ndarray, second: np.ndarray) -> PairResult:
+        """Enroll ``first`` (offline), verify ``second`` against it (online); preprocessed (3, S, S) faces."""
+        info = self.server.public_info()
+        enroll: dict[str, float] = {}
+        verify: dict[str, float] = {}
+
+        def timed(into, name, fn):
+            t0 = time.perf_counter()
+            out = fn()
+            into[name] = time.perf_counter() - t0
+            return out
+
+        template = timed(enroll, "encrypt", lambda: self.client.encrypt_face(first, info))
+        timed(enroll, "embed", lambda: self.server.enroll("template", template))
+        t_all = time.perf_counter()
+        probe = timed(verify, "encrypt", lambda: self.client.encrypt_face(second, info))
+        emb = timed(verify, "embed", lambda: self.server.embed(probe))
+        layers = dict(self.server.stats.seconds)
+        answer = timed(verify, "match", lambda: self.server.match(emb, "template"))
+        decision = timed(verify, "decrypt", lambda: self.client.decide(answer))
+        verify["total"] = time.perf_counter() - t_all
+        stats = self.server.stats
+
+        got = np.real(self._encoder.decode(self._decryptor.decrypt(emb)))[:self.model.embedding_dim]
+        tau, poly = self.model.thresholds[self.dataset].for_fold(self.fold)
+        e = self.model.embed(np.stack([second, first]))
+        want = poly.normalise(e[:1])[0]
+        rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
+        margin = float(np.sum((poly.normalise(e[:1]) - poly.normalise(e[1:])) ** 2) - tau)
+        return PairResult(
+            decision_encrypted=bool(decision), decision_plaintext=bool(margin < 0), plaintext_margin=margin,
+            embedding_error_bits=-math.log2(rel) if rel > 0 else 64.0,
+            enrollment_seconds=enroll, verification_seconds=verify, layer_seconds=layers,
+            key_switches=stats.key_switches, bootstraps=stats.bootstraps)
