@@ -11,8 +11,9 @@ server's public description of what it needs).  A session::
     answer = server.verify(client.encrypt_face(probe, server.public_info()), "alice")
     same = client.decide(answer)                         # only the sign is learned
 
-The server runs each patch group's chain (placing bootstraps by the plan),
-sums the groups, normalises, and matches.  It accepts a bootstrapper: the real
+The server runs each patch group's chain (placing bootstraps by the plan) in
+its own worker process (forked after the keys are installed, so the workers
+share them), sums the groups, normalises, and matches.  It accepts a bootstrapper: the real
 :class:`fhe_ckks.bootstrap.Bootstrapper` (public keys only) or, only when
 ``testing=True``, the :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper`
 double, which holds a secret key and so must never be used otherwise.
