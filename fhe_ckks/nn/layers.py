@@ -91,6 +91,10 @@ class SlotLinear(Layer):
     diagonals instead of up to n), and the n/m partial sums are then folded
     with log2(n/m) rotations by m, 2m, ...: the output comes out replicated
     with period m, as the layout wants.
+
+    When the input's period is the smaller one (it is replicated over the
+    output's period), offsets are taken modulo the input's period: reading
+    any copy of the input is the same rotation.
     """
 
     def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, out_slots: np.ndarray,
@@ -125,6 +129,9 @@ class SlotLinear(Layer):
                 offs.append((i - o) % period)
             o, offsets = np.concatenate(outs), np.concatenate(offs)
             w_all = np.tile(weights, copies)
+            # The input repeats with its own period, so rot(x, k) = rot(x, k mod p_in): offsets that agree
+            # modulo p_in share one diagonal (conv0 reads a 3-channel input replicated 4 times: 144 -> 36).
+            offsets = offsets % in_layout.period
         keys, ids = np.unique(offsets, return_inverse=True)
         dense = np.bincount(ids * period + o, w_all, minlength=keys.size * period)
         diags = {int(r): row for r, row in zip(keys, dense.reshape(keys.size, period))}

@@ -112,3 +112,18 @@ def test_bad_shapes_and_levels_are_refused():
     ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(np.zeros(8), level=0))
     with pytest.raises(LevelError):
         quad.forward(Evaluator(params, kg.relin_key()), enc, ct)
+
+
+def test_encrypted_conv_from_a_replicated_input_shares_diagonals():
+    """conv0's case: a 3-channel input of period 512 replicated over the output's period 1024; offsets are
+    reduced modulo the input period (one diagonal serves every copy), and the result is still the conv."""
+    rng = np.random.default_rng(4)
+    lin = TensorLayout.stacked(2, 3, 8, 8)
+    lout = TensorLayout.stacked(2, 8, 8, 8)
+    assert lin.period < lout.period
+    conv = Conv2d(lin, lout, rng.normal(size=(2, 8, 3, 3, 3)) * 0.3)
+    assert conv.diagonal_count <= 9 * (lin.period // 128)          # 4 channel blocks x 9 taps, not 8 x 9
+    x = rng.uniform(-1, 1, lin.shape)
+    got = run_encrypted(conv, x)
+    want = conv.forward_plain(x)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-20
