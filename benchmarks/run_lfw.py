@@ -305,7 +305,7 @@ def prepare(args):
         if not args.plaintext_only and ds.name not in model.thresholds:
             raise UsageError(f"model {model.name} has no decision rule for {ds.name}: export it with {ds.name} "
                              f"verification data, or use --plaintext-only")
-        ds.pairs.pair(0, model.input_size)        # decodes and checks one image of the data
+        ds.pairs.images(model.input_size, [0])   # decodes one pair: aligned 112x112 crops, or a clear error
     if args.fold is not None and not args.plaintext_only:
         for ds in datasets:
             if args.fold not in model.thresholds[ds.name].per_fold:

@@ -116,6 +116,26 @@ def test_missing_model_and_a_preset_too_small_for_the_model(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_data_that_are_not_aligned_crops_are_refused(toy_file, tmp_path, capsys):
+    import io
+
+    from PIL import Image
+
+    def png(size):
+        buf = io.BytesIO()
+        Image.new("RGB", (size, size), (120, 80, 60)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data.write_verification_bin(folder / "lfw.bin", [png(64)] * 4, [True, False])
+    script = load_script()
+    assert run(script, toy_file, tmp_path / "out", "--data", str(folder), "--pairs", "0:1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "64x64" in err[0] and "112x112" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_plaintext_only(toy_file, tmp_path):
     script = load_script()
     assert run(script, toy_file, tmp_path, "--plaintext-only") == 0
