@@ -149,7 +149,7 @@ class Server:
         if isinstance(relin, SecretKey) or isinstance(galois, SecretKey):
             raise SecurityError("a server never takes a secret key")
         for key in (relin, *galois.keys.values()):
-            key.a      # expand the seeded halves now: forked workers then share them instead of each expanding
+            _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         self.evaluator = Evaluator(self.params, relin, galois)
 
     # ---- evaluation ----------------------------------------------------------------------
@@ -225,7 +225,7 @@ class Server:
     def verify(self, face: Sequence[bytes | Ciphertext], name: str) -> bytes:
         if name not in self.gallery:
             raise KeyError(f"no template enrolled as {name!r}")
-        return self._answer(self.embed(face), self.gallery[name])
+        return self.match(self.embed(face), name)
 
     def match(self, probe: Ciphertext, name: str) -> bytes:
         """The blinded answer for an already embedded probe (:meth:`embed`) against one template."""

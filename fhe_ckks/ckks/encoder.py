@@ -162,17 +162,11 @@ class Encoder:
         if not (np.isfinite(scale) and scale >= 1):
             raise ParameterError(f"scale must be a finite number >= 1, got {scale}")
         slots = _check_slots(p, slots)
-        gap = p.slots // slots
-        if gap == 1:
-            coeffs = self.embed_inverse(values, slots) * scale
-            poly = self.integers_to_rns(np.rint(coeffs), int(level) + 1)
-            p.tables_qp.forward(poly, check=False)
-            return Plaintext(poly, scale, slots, p.fingerprint)
         small, gap = self.encode_compact(values, level, scale, slots)
-        return Plaintext(np.repeat(small, gap, axis=1), scale, slots, p.fingerprint)
+        return Plaintext(small if gap == 1 else np.repeat(small, gap, axis=1), scale, slots, p.fingerprint)
 
     def encode_compact(self, values, level: int, scale: float, slots: int) -> tuple[np.ndarray, int]:
-        """A sparse encoding (``slots`` < N/2) kept compact: ``(poly, repeat)`` with ``poly`` of shape
+        """An encoding kept compact when sparse: ``(poly, repeat)`` with ``poly`` of shape
         ``(level + 1, N / repeat)``, whose full NTT form is ``np.repeat(poly, repeat, axis=1)``.
 
         Sparse packing makes the polynomial ``m(X) = m'(X^gap)`` with ``m'`` of degree < N / gap
