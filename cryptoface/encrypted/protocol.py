@@ -38,7 +38,7 @@ from fhe_ckks.ckks.encryptor import Decryptor, Encryptor
 from fhe_ckks.ckks.evaluator import Evaluator
 from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, SecurityError, ShapeError
 from fhe_ckks.nn.layout import TensorLayout
-from fhe_ckks.nn.planner import Plan, plan_bootstraps, run_plan
+from fhe_ckks.nn.planner import EncryptedModel, Plan
 from fhe_ckks.rlwe.keys import KeyGenerator, SecretKey
 from fhe_ckks.rlwe.params import Parameters
 
@@ -105,8 +105,8 @@ class Server:
         self.output_scale, self.norm_coefficients = scaled_coefficients(self.norm)
         self.groups: list[PatchGroup] = [build_group(model, g, self.output_scale)
                                          for g in group_patches(model, params.slots, patches_per_ciphertext)]
-        after = None if bootstrapper is None else bootstrapper.output_level
-        self.plans: list[Plan] = [plan_bootstraps(g.layers, params.max_level, after) for g in self.groups]
+        self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper) for g in self.groups]
+        self.plans: list[Plan] = [m.plan for m in self.models]
         self.gallery: dict[str, Ciphertext] = {}
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
@@ -123,17 +123,10 @@ class Server:
             for step in steps:
                 levels[step] = max(levels.get(step, -1), level)
 
-        ends = []
-        for group, plan in zip(self.groups, self.plans):
-            level = self.params.max_level
-            for i, layer in enumerate(group.layers):
-                if i in plan.bootstrap_before:
-                    level = self.bootstrapper.output_level
-                for step, lvl in layer.key_levels(level).items():
-                    levels[step] = max(levels.get(step, -1), lvl)
-                level -= layer.depth()
-            ends.append(level)
-        end = min(ends)
+        for m in self.models:
+            for step, lvl in m.key_levels().items():
+                need((step,), lvl)
+        end = min(m.plan.output_level for m in self.models)
         if end < NORMALISE_DEPTH + MATCH_DEPTH and self.bootstrapper is not None:
             end = self.bootstrapper.output_level
         need(sum_steps(self.model.embedding_dim), end)
@@ -196,7 +189,7 @@ class Server:
 
     def _run_group(self, i: int, ct: Ciphertext) -> tuple[Ciphertext, dict[str, float]]:
         seconds: dict[str, float] = {}
-        out = run_plan(self.groups[i].layers, self.plans[i], self._ev(), self.encoder, ct, self.bootstrapper, seconds)
+        out = self.models[i].run(self._ev(), self.encoder, ct, seconds)
         return out, seconds
 
     def _run_groups(self, cts: list[Ciphertext]) -> list[tuple[Ciphertext, dict[str, float]]]:

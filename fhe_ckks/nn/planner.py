@@ -2,7 +2,9 @@
 
 :func:`plan_bootstraps` walks the top-level layers with the ciphertext's level
 and inserts a bootstrap in front of a layer only when that layer would not
-fit in the levels left (as late as possible, so as few as possible).  The
+fit in the levels left (as late as possible, so as few as possible).
+:class:`EncryptedModel` holds a chain with its plan: it runs it and reports
+its operation counts and the Galois keys (with their levels) it needs.  The
 bootstrapper is anything with ``depth()``, ``output_level`` and
 ``bootstrap(ct)``: :class:`fhe_ckks.bootstrap.Bootstrapper`, or in tests the
 named :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper` double.
@@ -83,3 +85,41 @@ def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder:
             ct = timed(f"bootstrap before {getattr(layer, 'name', i)}", lambda: bootstrapper.bootstrap(ct))
         ct = timed(getattr(layer, "name", f"layer {i}"), lambda: layer.forward(evaluator, encoder, ct))
     return ct
+
+
+class EncryptedModel:
+    """A chain of layers with its bootstrap plan, from a start level: runs it and says what it costs.
+
+    ``counts()`` gives the key switches (rotations and relinearisations),
+    bootstraps, Galois keys, depth and the levels at the start and the end;
+    ``key_levels()`` the highest level each rotation step is used at, so the
+    key holder makes each Galois key only that deep.
+    """
+
+    def __init__(self, layers: Sequence[Layer], start_level: int, bootstrapper: BootstrapperLike | None = None,
+                 reserve: int = 0):
+        self.layers = list(layers)
+        self.bootstrapper = bootstrapper
+        after = None if bootstrapper is None else bootstrapper.output_level
+        self.plan = plan_bootstraps(self.layers, start_level, after, reserve)
+
+    def key_levels(self) -> dict[int, int]:
+        levels: dict[int, int] = {}
+        level = self.plan.start_level
+        for i, layer in enumerate(self.layers):
+            if i in self.plan.bootstrap_before:
+                level = self.bootstrapper.output_level
+            for step, lvl in layer.key_levels(level).items():
+                levels[step] = max(levels.get(step, -1), lvl)
+            level -= layer.depth()
+        return levels
+
+    def counts(self) -> dict:
+        return {**self.plan.counts, "galois_keys": len(self.key_levels()), "start_level": self.plan.start_level,
+                "output_level": self.plan.output_level}
+
+    def run(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
+            seconds: dict[str, float] | None = None) -> Ciphertext:
+        if ct.level < self.plan.start_level:
+            raise LevelError(f"the plan starts at level {self.plan.start_level}, the ciphertext is at {ct.level}")
+        return run_plan(self.layers, self.plan, evaluator, encoder, ct, self.bootstrapper, seconds)

@@ -127,3 +127,36 @@ def test_encrypted_conv_from_a_replicated_input_shares_diagonals():
     got = run_encrypted(conv, x)
     want = conv.forward_plain(x)
     assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-20
+
+
+def test_encrypted_model_runs_its_plan_and_counts_its_keys():
+    from fhe_ckks.errors import LevelError
+    from fhe_ckks.nn import EncryptedModel
+
+    rng = np.random.default_rng(6)
+    lay = TensorLayout.stacked(2, 4, 8, 8)
+    chain = [Conv2d(lay, lay, rng.normal(size=(2, 4, 4, 3, 3)) * 0.2),
+             Quadratic(lay, rng.normal(size=(2, 4)) * 0.5, rng.normal(size=(2, 4)) * 0.5),
+             Conv2d(lay, lay, rng.normal(size=(2, 4, 4, 3, 3)) * 0.2)]
+    params, kg = keys()
+    model = EncryptedModel(chain, params.max_level)
+    counts = model.counts()
+    assert counts["bootstraps"] == 0 and counts["depth"] == 3
+    assert counts["key_switches"] == sum(layer.key_switches() for layer in chain)
+    levels = model.key_levels()
+    assert counts["galois_keys"] == len(levels) == len(set(chain[0].rotation_steps()) | set(chain[2].rotation_steps()))
+    assert max(levels.values()) == params.max_level and counts["output_level"] == params.max_level - 3
+    enc = Encoder(params)
+    ev = Evaluator(params, kg.relin_key(), kg.galois_keys(sorted(levels)))
+    x = rng.uniform(-1, 1, lay.shape)
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(lay.pack(x, params.slots)))
+    seconds: dict[str, float] = {}
+    out = model.run(ev, enc, ct, seconds)
+    got = lay.unpack(np.real(enc.decode(Decryptor(params, kg.secret_key).decrypt(out))))
+    want = x
+    for layer in chain:
+        want = layer.forward_plain(want)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-18
+    assert len(seconds) >= 1
+    with pytest.raises(LevelError):
+        model.run(ev, enc, ev.drop_level(ct, 1))
