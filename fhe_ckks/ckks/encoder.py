@@ -194,7 +194,7 @@ class Encoder:
         out = np.empty((limbs, rounded.shape[0]), dtype=np.uint64)
         peak = float(np.max(np.abs(rounded))) if rounded.size else 0.0
         if peak < 2.0**62:
-            return signed_residues(rounded.astype(np.int64), self._moduli[:limbs])
+            return signed_residues(rounded.astype(np.int64), self._moduli[:limbs], p.ring_q.barrett_ratios[:limbs])
         else:
             big = np.array([int(c) for c in rounded], dtype=object)
             for i, q in enumerate(p.q_primes[:limbs]):

@@ -38,7 +38,7 @@ from numba.typed import List as NumbaList
 
 from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError, ShapeError
 from ..ring.automorphism import automorphism_ntt, conjugation_element, galois_element
-from ..ring.modarith import barrett_precompute, dot_rows_wide
+from ..ring.modarith import dot_rows_wide
 from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.keyswitch import KeySwitcher
 from ..rlwe.params import Parameters
@@ -491,16 +491,5 @@ class PlainDot:
         rows = self.like.level + 1
         out = np.empty(self.like.data.shape, dtype=np.uint64)
         dot_rows_wide(NumbaList(self._cts), NumbaList(self._pts), self._shift, p.moduli_qp[:rows],
-                      _barrett_ratios(p)[:rows], out)
+                      p.ring_qp.barrett_ratios[:rows], out)
         return self.evaluator._new(out, self.like.scale * self.pt_scale, self.like)
-
-
-_RATIOS: dict[bytes, np.ndarray] = {}
-
-
-def _barrett_ratios(params: Parameters) -> np.ndarray:
-    r = _RATIOS.get(params.fingerprint)
-    if r is None:
-        r = np.array([barrett_precompute(int(q)) for q in params.moduli_qp], dtype=np.uint64)
-        _RATIOS[params.fingerprint] = r
-    return r

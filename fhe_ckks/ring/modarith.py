@@ -350,16 +350,19 @@ def _signed_residues(vals, moduli, ratios, out):
                 out[k, i] = q - r if r != zero else zero
 
 
-def signed_residues(values: np.ndarray, moduli) -> np.ndarray:
+def signed_residues(values: np.ndarray, moduli, ratios: np.ndarray | None = None) -> np.ndarray:
     """``values mod q`` in ``[0, q)`` for each modulus: ``(len(moduli), len(values))`` uint64.
 
     ``values`` are int64 with ``|x| < 2^63``.  One Barrett reduction per
     residue (about 4x faster than ``np.mod`` on int64, which divides); CKKS
-    encoding spends most of its non-NTT time here.
+    encoding spends most of its non-NTT time here.  ``ratios``: the moduli's
+    ``barrett_precompute`` values when the caller has them (e.g.
+    :attr:`Ring.barrett_ratios`), else computed.
     """
     vals = np.ascontiguousarray(values, dtype=np.int64)
     mods = np.ascontiguousarray(moduli, dtype=np.uint64)
-    ratios = np.array([barrett_precompute(int(q)) for q in mods], dtype=np.uint64).reshape(len(mods), 2)
+    if ratios is None:
+        ratios = np.array([barrett_precompute(int(q)) for q in mods], dtype=np.uint64).reshape(len(mods), 2)
     out = np.empty((len(mods), vals.shape[0]), dtype=np.uint64)
     _signed_residues(vals, mods, ratios, out)
     return out

@@ -133,6 +133,11 @@ class Ring:
         self._rescalers: dict[int, Rescaler] = {}
         self._perms: dict[int, np.ndarray] = {}
 
+    @property
+    def barrett_ratios(self) -> np.ndarray:
+        """``barrett_precompute(q)`` per prime, shape ``(limbs, 2)`` (read only: shared by every user)."""
+        return self._ratios
+
     @classmethod
     def pointwise(cls, log_n: int, moduli: Sequence[int]) -> Ring:
         """A ring without NTT tables, for pointwise arithmetic on NTT values
