@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import resource
 import sys
@@ -43,11 +42,9 @@ from harness import TreeMemory  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data  # noqa: E402
 from cryptoface.encrypted.network import build_group, group_patches  # noqa: E402
-from cryptoface.encrypted.protocol import Client, Server  # noqa: E402
-from cryptoface.model import FusedPatchCNN, decisions, fit_thresholds, load_model, poly_distances  # noqa: E402
+from cryptoface.encrypted.session import LocalSession  # noqa: E402
+from cryptoface.model import FusedPatchCNN, fit_thresholds, load_model, poly_distances  # noqa: E402
 from fhe_ckks import presets  # noqa: E402
-from fhe_ckks.ckks.encoder import Encoder  # noqa: E402
-from fhe_ckks.ckks.encryptor import Decryptor  # noqa: E402
 from fhe_ckks.nn.layers import Residual, Sequential, SlotLinear  # noqa: E402
 
 def tiled_model(input_size: int) -> FusedPatchCNN:
@@ -96,58 +93,28 @@ def leaves(layer):
 def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | None) -> dict:
     """One enrollment and one verification through the protocol, timed stage by stage."""
     params = presets.get(preset, allow_insecure=preset.startswith("INSECURE_"))
-    a, b, same, folds = sample_pairs(model.input_size)
-    t = {}
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        t[name] = time.perf_counter() - t0
-        return out
-
-    server = timed("server_setup", lambda: Server(model, params, workers=workers))
-    client = Client(params)
-    request = server.key_request()
-    keys = timed("keygen", lambda: client.evaluation_keys(request))
-    key_bytes = {k: len(v) for k, v in keys.items()}
-    timed("install_keys", lambda: server.install_keys(keys))
-    del keys
-    info = server.public_info()
-    template = timed("encrypt_template", lambda: client.encrypt_face(a[pair], info))
-    timed("enroll", lambda: server.enroll("template", template))
-    with TreeMemory() as mem:
-        t0 = time.perf_counter()
-        probe = timed("encrypt_probe", lambda: client.encrypt_face(b[pair], info))
-        emb = timed("embed_probe", lambda: server.embed(probe))
-        answer = timed("match", lambda: server.match(emb, "template"))
-        same_enc = timed("decrypt_decision", lambda: client.decide(answer))
-        t["verification_total"] = time.perf_counter() - t0
-    layer_seconds = dict(server.stats.seconds)
-    # the benchmark holds both roles: it may decrypt the embedding to measure the error
-    dec = Decryptor(params, client.secret_key)
-    got = np.real(Encoder(params).decode(dec.decrypt(emb)))[:model.embedding_dim]
-    e = model.embed(np.stack([b[pair], a[pair]]))
-    tau, poly = model.thresholds["lfw"].for_fold(None)
-    want = poly.normalise(e[:1])[0]
-    rel = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-    plain_same = bool(decisions(model, e[:1], e[1:], "lfw", [None])[0])
-    plain_distance = float(np.sum((poly.normalise(e[:1]) - poly.normalise(e[1:])) ** 2))
-    groups = len(server.groups)
+    a, b, same, _ = sample_pairs(model.input_size)
+    session = LocalSession(model, params, workers=workers)
+    mem = TreeMemory()
+    res = session.verify_pair(a[pair], b[pair], online=mem)
+    server = session.server
     return {
         "preset": preset, "security": params.security, "log_qp": params.log_qp, "levels": params.max_level,
-        "workers": min(server.workers, groups), "pair": {"index": pair, "same": bool(same[pair])},
-        "seconds": t, "seconds_per_layer": layer_seconds,
-        "key_switches_per_image": server.stats.key_switches,
+        "workers": min(server.workers, len(server.groups)), "pair": {"index": pair, "same": bool(same[pair])},
+        "seconds": {"setup": session.setup_seconds, "enrollment": res.enrollment_seconds,
+                    "verification": res.verification_seconds},
+        "seconds_per_layer": res.layer_seconds,
+        "key_switches_per_image": res.key_switches,
         "key_switches_per_patch_network": server.plans[0].counts["key_switches"] / len(server.groups[0].patches),
-        "bootstraps_per_image": server.stats.bootstraps,
-        "galois_keys": len(request.rotations), "key_bytes": key_bytes,
-        "server_key_memory_gb": (server.evaluator.relin_key.nbytes + server.evaluator.galois_keys.nbytes) / 1e9,
-        "face_upload_bytes": sum(len(x) for x in probe), "answer_bytes": len(answer),
+        "bootstraps_per_image": res.bootstraps,
+        "galois_keys": len(session.request.rotations), "key_bytes": session.key_bytes,
+        "server_key_memory_gb": session.server_key_bytes / 1e9,
+        "face_upload_bytes": res.upload_bytes, "answer_bytes": res.answer_bytes,
         "peak_memory_gb_during_verification": mem.peak_gb,
         "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-        "embedding_error_relative": rel, "embedding_error_bits": -math.log2(rel) if rel > 0 else None,
-        "decision_encrypted": same_enc, "decision_plaintext": plain_same,
-        "decisions_equal": same_enc == plain_same, "plaintext_distance_minus_tau": plain_distance - tau,
+        "embedding_error_bits": res.embedding_error_bits,
+        "decision_encrypted": res.decision_encrypted, "decision_plaintext": res.decision_plaintext,
+        "decisions_equal": res.agrees, "plaintext_distance_minus_tau": res.plaintext_margin,
     }
 
 

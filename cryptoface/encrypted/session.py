@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ class PairResult:
     layer_seconds: dict[str, float]
     key_switches: int
     bootstraps: int
+    upload_bytes: int                  # the probe's ciphertexts, client -> server
+    answer_bytes: int                  # the blinded answer, server -> client
 
     @property
     def agrees(self) -> bool:
@@ -51,7 +54,7 @@ class PairResult:
                 "embedding_error_bits": self.embedding_error_bits,
                 "enrollment_seconds": self.enrollment_seconds, "verification_seconds": self.verification_seconds,
                 "layer_seconds": self.layer_seconds, "key_switches": self.key_switches,
-                "bootstraps": self.bootstraps}
+                "bootstraps": self.bootstraps, "upload_bytes": self.upload_bytes, "answer_bytes": self.answer_bytes}
 
 
 class LocalSession:
@@ -77,8 +80,12 @@ class LocalSession:
         self.server_key_bytes = ev.relin_key.nbytes + ev.galois_keys.nbytes
         self._encoder, self._decryptor = Encoder(params), Decryptor(params, self.client.secret_key)
 
-    def verify_pair(self, first: np.ndarray, second: np.ndarray) -> PairResult:
-        """Enroll ``first`` (offline), verify ``second`` against it (online); preprocessed (3, S, S) faces."""
+    def verify_pair(self, first: np.ndarray, second: np.ndarray,
+                    online: AbstractContextManager | None = None) -> PairResult:
+        """Enroll ``first`` (offline), verify ``second`` against it (online); preprocessed (3, S, S) faces.
+
+        ``online``: a context the online verification runs in (e.g. a memory sampler).
+        """
         info = self.server.public_info()
         enroll: dict[str, float] = {}
         verify: dict[str, float] = {}
@@ -91,13 +98,14 @@ class LocalSession:
 
         template = timed(enroll, "encrypt", lambda: self.client.encrypt_face(first, info))
         timed(enroll, "embed", lambda: self.server.enroll("template", template))
-        t_all = time.perf_counter()
-        probe = timed(verify, "encrypt", lambda: self.client.encrypt_face(second, info))
-        emb = timed(verify, "embed", lambda: self.server.embed(probe))
-        layers = dict(self.server.stats.seconds)
-        answer = timed(verify, "match", lambda: self.server.match(emb, "template"))
-        decision = timed(verify, "decrypt", lambda: self.client.decide(answer))
-        verify["total"] = time.perf_counter() - t_all
+        with online if online is not None else nullcontext():
+            t_all = time.perf_counter()
+            probe = timed(verify, "encrypt", lambda: self.client.encrypt_face(second, info))
+            emb = timed(verify, "embed", lambda: self.server.embed(probe))
+            layers = dict(self.server.stats.seconds)
+            answer = timed(verify, "match", lambda: self.server.match(emb, "template"))
+            decision = timed(verify, "decrypt", lambda: self.client.decide(answer))
+            verify["total"] = time.perf_counter() - t_all
         stats = self.server.stats
 
         got = np.real(self._encoder.decode(self._decryptor.decrypt(emb)))[:self.model.embedding_dim]
@@ -110,4 +118,5 @@ class LocalSession:
             decision_encrypted=bool(decision), decision_plaintext=bool(margin < 0), plaintext_margin=margin,
             embedding_error_bits=-math.log2(rel) if rel > 0 else 64.0,
             enrollment_seconds=enroll, verification_seconds=verify, layer_seconds=layers,
-            key_switches=stats.key_switches, bootstraps=stats.bootstraps)
+            key_switches=stats.key_switches, bootstraps=stats.bootstraps,
+            upload_bytes=sum(len(c) for c in probe), answer_bytes=len(answer))
