@@ -68,6 +68,12 @@ def matrix_of(diagonals: Mapping[int, np.ndarray], period: int) -> np.ndarray:
     return m
 
 
+def _horner_rotations(giants) -> list[int]:
+    """The rotations of the Horner chain over the giant steps, largest first (the last one may be 0)."""
+    g = sorted(set(giants), reverse=True)
+    return [a - b for a, b in zip(g, g[1:])] + [g[-1]]
+
+
 def _best_baby_step(offsets: list[int], period: int) -> int:
     """The power-of-two baby size n1 that minimises ``key switches + Galois keys / 4``.
 
@@ -81,9 +87,9 @@ def _best_baby_step(offsets: list[int], period: int) -> int:
     n1 = 1
     while n1 <= period:
         babies = {k % n1 for k in offsets} - {0}
-        giants = sorted({k - k % n1 for k in offsets}, reverse=True)
-        gaps = {a - b for a, b in zip(giants, giants[1:])} | ({giants[-1]} - {0})
-        switches = len(babies) + len(set(giants) - {0})
+        giants = {k - k % n1 for k in offsets}
+        gaps = set(_horner_rotations(giants)) - {0}
+        switches = len(babies) + len(giants - {0})
         cost = (switches + len(babies | gaps) / 4, switches)
         if best is None or cost < best[0]:
             best = (cost, n1)
@@ -158,8 +164,7 @@ class LinearTransform:
 
     def _giant_rotations(self) -> list[int]:
         """The rotations of the Horner chain over the giant steps, in order (the last one may be 0)."""
-        giants = sorted(self._plan, reverse=True)
-        return [a - b for a, b in zip(giants, giants[1:])] + [giants[-1]]
+        return _horner_rotations(self._plan)
 
     def evaluate_plain(self, v: np.ndarray) -> np.ndarray:
         """``M v`` on one period (the plaintext twin)."""

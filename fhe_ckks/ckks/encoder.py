@@ -116,7 +116,6 @@ class Encoder:
 
     def __init__(self, params: Parameters):
         self.params = params
-        self._moduli = np.array(params.q_primes, dtype=np.uint64)
 
     # ---- values <-> real coefficients ---------------------------------------
 
@@ -191,14 +190,14 @@ class Encoder:
         """Residues of integer-valued float64 coefficients modulo the first
         ``limbs`` ciphertext primes (coefficient domain)."""
         p = self.params
-        out = np.empty((limbs, rounded.shape[0]), dtype=np.uint64)
         peak = float(np.max(np.abs(rounded))) if rounded.size else 0.0
         if peak < 2.0**62:
-            return signed_residues(rounded.astype(np.int64), self._moduli[:limbs], p.ring_q.barrett_ratios[:limbs])
-        else:
-            big = np.array([int(c) for c in rounded], dtype=object)
-            for i, q in enumerate(p.q_primes[:limbs]):
-                out[i] = (big % q).astype(np.uint64)
+            ring = p.ring_q
+            return signed_residues(rounded.astype(np.int64), ring.moduli[:limbs], ring.barrett_ratios[:limbs])
+        out = np.empty((limbs, rounded.shape[0]), dtype=np.uint64)
+        big = np.array([int(c) for c in rounded], dtype=object)
+        for i, q in enumerate(p.q_primes[:limbs]):
+            out[i] = (big % q).astype(np.uint64)
         return out
 
     def decode(self, pt: Plaintext, slots: int | None = None) -> np.ndarray:
