@@ -236,20 +236,23 @@ class Parameters:
     def scale_at(self, level: int) -> float:
         """The standard scale of a ciphertext at ``level``.
 
-        ``Delta_L = 2^log_scale`` at the top, and ``Delta_{l-1} = Delta_l^2 / q_l``
-        below (Kim, Papadimitriou, Polyakov, "Approximate homomorphic encryption
-        with reduced approximation error", CT-RSA 2022): multiplying two
-        ciphertexts at level l and rescaling lands *exactly* on the scale of
-        level l - 1, so ciphertexts at one level always share one scale and
-        additions need no correction.  Since the primes alternate around
-        ``2^log_scale``, the scales stay within a few bits of it.
+        ``Delta_{l-1} = Delta_l^2 / q_l`` (Kim, Papadimitriou, Polyakov,
+        "Approximate homomorphic encryption with reduced approximation error",
+        CT-RSA 2022): multiplying two ciphertexts at level l and rescaling
+        lands *exactly* on the scale of level l - 1, so ciphertexts at one
+        level always share one scale and additions need no correction.  The
+        primes are chosen so that the scales stay on their target (see
+        :func:`_ciphertext_primes`).
+
+        A chain may mix prime sizes in runs (a bootstrapping preset keeps its
+        user levels on small primes and bootstrapping's own levels on large
+        ones).  The top level of each run restarts the chain at
+        ``2^log_scale`` for a run of that size and at ``2^size`` for any other
+        run; ``Delta_0 = Delta_1^2 / q_1``.  A uniform chain is one run.
         """
         scales = self.__dict__.get("_scales")
         if scales is None:
-            scales = [0.0] * len(self.q_primes)
-            scales[-1] = float(2 ** self.literal.log_scale)
-            for lvl in range(len(self.q_primes) - 1, 0, -1):
-                scales[lvl - 1] = scales[lvl] * scales[lvl] / self.q_primes[lvl]
+            scales = _standard_scales(self.q_primes, self.literal.log_q, self.literal.log_scale)
             object.__setattr__(self, "_scales", scales)
         if not 0 <= level < len(scales):
             raise ParameterError(f"level {level} outside [0, {len(scales) - 1}]")
@@ -321,43 +324,75 @@ class Parameters:
         return f"Parameters({self.describe()})"
 
 
+def _run_tops(log_q: tuple[int, ...]) -> set[int]:
+    """Levels (>= 1) at the top of a run of equal prime sizes."""
+    top = len(log_q) - 1
+    return {lvl for lvl in range(1, top + 1) if lvl == top or log_q[lvl + 1] != log_q[lvl]}
+
+
+def _run_target(bits: int, log_scale: int) -> float:
+    return float(2 ** (log_scale if bits == log_scale else bits))
+
+
+def _standard_scales(q_primes, log_q: tuple[int, ...], log_scale: int) -> list[float]:
+    """The standard scale of every level (see :meth:`Parameters.scale_at`)."""
+    top = len(q_primes) - 1
+    tops = _run_tops(log_q)
+    scales = [0.0] * (top + 1)
+    scales[top] = _run_target(log_q[top], log_scale)
+    for lvl in range(top, 0, -1):
+        nxt = lvl - 1
+        if nxt in tops:
+            scales[nxt] = _run_target(log_q[nxt], log_scale)
+        else:
+            scales[nxt] = scales[lvl] * scales[lvl] / q_primes[lvl]
+    return scales
+
+
 def _ciphertext_primes(log_n: int, log_q: tuple[int, ...], log_scale: int | None = None) -> tuple[int, ...]:
     """q_0: largest prime of its size; the others nearest to 2^size, grouped
     by size so that equal sizes alternate around the power of two.
 
-    With ``log_scale``, the primes of that size (the ones rescaling divides
-    by) are instead chosen from the top level down so that the standard scales
-    track ``2^log_scale`` (see :meth:`Parameters.scale_at`): ``q_l`` is the
-    prime nearest to ``Delta_l^2 / 2^log_scale``.  Alternation alone lets the
-    scale drift, since ``Delta_{l-1} = Delta_l^2 / q_l`` doubles its error at
-    every level: harmless for 20 levels of 50-bit primes, fatal for 29 levels
-    of 40-bit ones.
+    With ``log_scale``, the primes are instead chosen from the top of each run
+    of equal sizes down, so that the standard scales track the run's target
+    (``2^log_scale``, or ``2^size`` for a run of another size; see
+    :meth:`Parameters.scale_at`): ``q_l`` is the prime nearest to
+    ``Delta_l^2 / target``.  Alternation alone lets the scale drift, since
+    ``Delta_{l-1} = Delta_l^2 / q_l`` doubles its error at every level:
+    harmless for 20 levels of 50-bit primes, fatal for 29 levels of 40-bit
+    ones.  The last prime of a run (above another run, or above q_0) only
+    sets the scale of the level below it and is chosen the same way.
     """
     q0 = ntt_primes(log_n, [log_q[0]])[0]
-    rest = list(log_q[1:])
-    tracked = [b == log_scale for b in rest] if log_scale is not None else [False] * len(rest)
-    chosen: dict[int, list[int]] = {}
-    used = {q0}
-    untracked = [b for b, t in zip(rest, tracked) if not t]
-    for bits in dict.fromkeys(untracked):
-        count = untracked.count(bits)
-        try:
-            primes = nearest_ntt_primes(log_n, bits, count, exclude=used)
-        except ParameterError:
-            primes = ntt_primes(log_n, [bits] * count, exclude=used)
-        chosen[bits] = primes
-        used.update(primes)
-    out: list[int] = [0] * len(rest)
-    taken = {bits: 0 for bits in chosen}
-    for i, bits in enumerate(rest):
-        if not tracked[i]:
-            out[i] = chosen[bits][taken[bits]]
+    if log_scale is None:
+        used = {q0}
+        rest = list(log_q[1:])
+        chosen: dict[int, list[int]] = {}
+        for bits in dict.fromkeys(rest):
+            count = rest.count(bits)
+            try:
+                primes = nearest_ntt_primes(log_n, bits, count, exclude=used)
+            except ParameterError:
+                primes = ntt_primes(log_n, [bits] * count, exclude=used)
+            chosen[bits] = primes
+            used.update(primes)
+        taken = {bits: 0 for bits in chosen}
+        out_untracked = []
+        for bits in rest:
+            out_untracked.append(chosen[bits][taken[bits]])
             taken[bits] += 1
-    if any(tracked):
-        delta = float(2 ** log_scale)            # the same float chain as scale_at
-        for i in range(len(rest) - 1, -1, -1):       # from the top level down
-            if tracked[i]:
-                out[i] = nearest_ntt_prime(log_n, int(delta * delta / 2.0 ** log_scale), exclude=used)
-                used.add(out[i])
-            delta = delta * delta / out[i]
-    return (q0, *out)
+        return (q0, *out_untracked)
+    top = len(log_q) - 1
+    tops = _run_tops(log_q)
+    out: list[int] = [0] * (top + 1)
+    out[0] = q0
+    used = {q0}
+    delta = 0.0
+    for lvl in range(top, 0, -1):               # from the top level down
+        target = _run_target(log_q[lvl], log_scale)
+        if lvl in tops:
+            delta = target                      # the float chain of _standard_scales
+        out[lvl] = nearest_ntt_prime(log_n, int(delta * delta / target), exclude=used)
+        used.add(out[lvl])
+        delta = delta * delta / out[lvl]
+    return tuple(out)

@@ -91,3 +91,19 @@ def test_fingerprint_separates_parameter_sets():
     b = presets.get("INSECURE_N12_QP520_L7_S40", allow_insecure=True)
     assert a.fingerprint != b.fingerprint
     assert Parameters.from_literal(a.literal, allow_insecure=True).fingerprint == a.fingerprint
+
+
+def test_a_chain_of_several_runs_restarts_its_scale_at_each_run_top():
+    # 2 user levels at 2^40, 3 levels of 50 bits, 14 of 60 bits (a bootstrapping chain).
+    p = presets.get("INSECURE_BOOT_N12_QP1354_L19_S40", allow_insecure=True)
+    sizes = p.literal.log_q
+    for level in range(p.max_level, 0, -1):
+        s = p.scale_at(level)
+        run_top = level == p.max_level or sizes[level + 1] != sizes[level]
+        target = 2.0 ** (p.literal.log_scale if sizes[level] == p.literal.log_scale else sizes[level])
+        if run_top:
+            assert s == target
+        else:
+            assert s == p.scale_at(level + 1) ** 2 / p.q_primes[level + 1]
+        assert abs(math.log2(s / target)) < 0.01
+    assert p.scale_at(0) == p.scale_at(1) ** 2 / p.q_primes[1]
