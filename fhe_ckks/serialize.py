@@ -12,7 +12,8 @@ Layout of one serialized object::
     sha256                        32 bytes, digest of everything before it
 
 Kinds: ``parameters``, ``plaintext``, ``ciphertext``, ``public_key``,
-``switching_key``, ``galois_keys`` and ``secret_key`` (written only with
+``switching_key``, ``galois_keys``, ``encapsulation_keys`` (bootstrapping's
+sparse-secret encapsulation) and ``secret_key`` (written only with
 ``include_secret=True``).  Uniform polynomials are written as their 32-byte
 seeds: public and evaluation keys, and fresh symmetric ciphertexts, take about
 half the space of their expanded form.
@@ -37,7 +38,7 @@ import numpy as np
 
 from .ckks.ciphertext import Ciphertext, Plaintext
 from .errors import FheError, KeyMismatchError, SerializationError
-from .rlwe.keys import GaloisKeys, PublicKey, SecretKey, SwitchingKey
+from .rlwe.keys import EncapsulationKeys, GaloisKeys, PublicKey, SecretKey, SwitchingKey
 from .rlwe.params import Parameters, ParametersLiteral
 
 __all__ = ["dump", "load", "FORMAT_VERSION"]
@@ -94,6 +95,10 @@ def dump(obj, fp: BinaryIO | None = None, *, include_secret: bool = False) -> by
         keys = [obj.keys[g] for g in obj.elements()]
         data = _encode("galois_keys", {"key_id": obj.key_id.hex(), "keys": [_swk_meta(k) for k in keys]},
                        {f"b.{k.galois_element}": k.b for k in keys}, obj.params.fingerprint)
+    elif isinstance(obj, EncapsulationKeys):
+        data = _encode("encapsulation_keys", {"key_id": obj.key_id.hex(), "weight": obj.weight,
+                                              "seed": obj.seed.hex(), "up": _swk_meta(obj.up)},
+                       {"down_b": obj.down_b, "up_b": obj.up.b}, obj.params.fingerprint)
     elif isinstance(obj, SecretKey):
         if not include_secret:
             raise SerializationError("refusing to serialize a secret key without include_secret=True")
@@ -224,7 +229,8 @@ def _load(data: bytes, params: Parameters | None, allow_insecure: bool):
         if out.fingerprint.hex() != header.get("params"):
             raise SerializationError("parameter fingerprint does not match the literal")
         return out
-    if kind not in {"plaintext", "ciphertext", "public_key", "switching_key", "galois_keys", "secret_key"}:
+    if kind not in {"plaintext", "ciphertext", "public_key", "switching_key", "galois_keys", "encapsulation_keys",
+                    "secret_key"}:
         raise SerializationError(f"unknown object kind {kind!r}")
     if not isinstance(params, Parameters):
         raise SerializationError(f"loading a {kind} needs the Parameters it belongs to")
@@ -282,6 +288,19 @@ def _load(data: bytes, params: Parameters | None, allow_insecure: bool):
                 raise SerializationError("Galois key set mixes kinds or keys")
             out.keys[key.galois_element] = key
         return out
+    if kind == "encapsulation_keys":
+        key_id = _hex(header, "key_id", 16)
+        weight = _meta(header, "weight", int)
+        if not 0 < weight <= n:
+            raise SerializationError(f"invalid ephemeral Hamming weight {weight}")
+        down_rows = EncapsulationKeys.down_rows(params).astype(np.int64)
+        down_b = array("down_b")
+        _want_shape(down_b, (2, n), "down_b")
+        _check_reduced(down_b, qp_moduli[down_rows], "down_b")
+        up = _switching_key(params, _meta(header, "up", dict), array("up_b"), rows_qp, qp_moduli)
+        if up.kind != "encapsulation" or up.key_id != key_id:
+            raise SerializationError("the encapsulation keys mix kinds or keys")
+        return EncapsulationKeys(params, key_id, weight, _hex(header, "seed", 32), down_b.copy(), up)
     coeffs = array("coeffs")
     _want_shape(coeffs, (n,), "coeffs")
     if coeffs.dtype != np.int8 or np.any(np.abs(coeffs.astype(np.int64)) > 1):
@@ -295,7 +314,7 @@ def _switching_key(params, meta, b, rows_qp, qp_moduli) -> SwitchingKey:
     header = {"meta": meta}
     kind = _meta(header, "kind", str)
     g = meta.get("galois_element")
-    if kind not in ("relin", "galois") or (kind == "galois") != isinstance(g, int):
+    if kind not in ("relin", "galois", "encapsulation") or (kind == "galois") != isinstance(g, int):
         raise SerializationError("invalid switching key kind or Galois element")
     level = meta.get("max_level", params.max_level)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= params.max_level:

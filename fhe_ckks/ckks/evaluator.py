@@ -356,6 +356,18 @@ class Evaluator:
         ring.add(ks1, a.data[1], ks1, check=False)
         return self._new(np.stack([ks0, ks1]), a.scale, a)
 
+    def switch_key(self, a: Ciphertext, key: SwitchingKey) -> Ciphertext:
+        """``(c0, c1) -> (c0, 0) + KeySwitch(c1, key)``: the same message under
+        the key's target secret (bootstrapping's encapsulation, for one)."""
+        self._check(a)
+        if a.size != 2:
+            raise ParameterError("switch the key of a relinearized (size-2) ciphertext")
+        if key.key_id != a.key_id:
+            raise KeyMismatchError("the switching key belongs to another key set")
+        ks0, ks1 = self._switcher_or_raise().switch(a.data[1], key)
+        self._ring.add(ks0, a.data[0], ks0, check=False)
+        return self._new(np.stack([ks0, ks1]), a.scale, a)
+
     # ---- rotations ---------------------------------------------------------------
 
     def _galois_key(self, g: int) -> SwitchingKey:

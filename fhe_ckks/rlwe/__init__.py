@@ -6,7 +6,7 @@
 * :mod:`~fhe_ckks.rlwe.keyswitch`: hybrid key switching with hoisting.
 """
 
-from .keys import GaloisKeys, KeyGenerator, PublicKey, SecretKey, SwitchingKey
+from .keys import EncapsulationKeys, GaloisKeys, KeyGenerator, PublicKey, SecretKey, SwitchingKey
 from .keyswitch import Decomposition, KeySwitcher
 from .params import HE_STANDARD_MAX_LOG_QP, Parameters, ParametersLiteral
 
@@ -15,6 +15,7 @@ __all__ = [
     "ParametersLiteral",
     "HE_STANDARD_MAX_LOG_QP",
     "KeyGenerator",
+    "EncapsulationKeys",
     "SecretKey",
     "PublicKey",
     "SwitchingKey",

@@ -39,6 +39,7 @@ __all__ = [
     "PublicKey",
     "SwitchingKey",
     "GaloisKeys",
+    "EncapsulationKeys",
     "KeyGenerator",
     "signed_to_ntt",
 ]
@@ -173,6 +174,56 @@ class GaloisKeys:
         return sum(k.nbytes for k in self.keys.values())
 
 
+@dataclass(eq=False)
+class EncapsulationKeys:
+    """Sparse-secret encapsulation keys (Bossuat, Troncoso-Pastoriza, Hubaux,
+    ACNS 2022, ePrint 2022/024), for bootstrapping.
+
+    The client draws an *ephemeral* secret ``s'`` of small Hamming weight h
+    and publishes two switching keys:
+
+    * ``down`` (``s -> s'``) at the smallest modulus there is, ``q_0 * p_0``
+      (the first ciphertext prime and the first special prime)::
+
+          down_b = -down_a * s' + e + p_0 * s      (mod q_0 p_0)
+
+      It is the only RLWE sample under the sparse secret, and its modulus is
+      tiny (about 120 bits against the 1772 the HE standard allows a dense
+      secret at N = 2^16): the construction and its security argument are
+      the paper's.
+    * ``up`` (``s' -> s``): an ordinary hybrid key over Q·P under the dense
+      secret, so the HE standard's bound covers it.
+
+    Bootstrapping switches a level-0 ciphertext to ``s'`` before ModRaise and
+    back to ``s`` right after it: the overflow ``I`` of ModRaise then has the
+    sparse secret's small range, while every other key and ciphertext keeps
+    the dense secret.
+    """
+
+    params: Parameters = field(repr=False)
+    key_id: bytes
+    weight: int
+    seed: bytes = field(repr=False)
+    down_b: np.ndarray = field(repr=False)  # (2, N) NTT modulo (q_0, p_0)
+    up: SwitchingKey = field(repr=False)
+    _down_a: np.ndarray | None = field(default=None, repr=False)
+
+    @staticmethod
+    def down_rows(params: Parameters) -> np.ndarray:
+        """The rows of ``params.tables_qp`` of ``q_0`` and ``p_0``."""
+        return np.array([0, len(params.q_primes)], dtype=np.uint64)
+
+    @property
+    def down_a(self) -> np.ndarray:
+        if self._down_a is None:
+            self._down_a = _uniform_qp(self.params, self.seed, b"fhe_ckks.encap", self.down_rows(self.params))
+        return self._down_a
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.down_b.nbytes + self.up.nbytes
+
+
 class KeyGenerator:
     """Generates a secret key and the public and evaluation keys under it.
 
@@ -264,6 +315,29 @@ class KeyGenerator:
         g = check_galois_element(g, self.params.log_n)
         s_g = self.secret_key.ntt[:, ntt_permutation(g, self.params.log_n)]
         return self._switching_key(np.ascontiguousarray(s_g), "galois", g, max_level)
+
+    def encapsulation_keys(self, weight: int = 32) -> EncapsulationKeys:
+        """Sparse-secret encapsulation keys for a fresh ephemeral secret of
+        Hamming weight ``weight`` (see :class:`EncapsulationKeys`); the
+        ephemeral secret itself is dropped once the keys exist."""
+        p = self.params
+        if not p.p_primes:
+            raise ParameterError("these parameters have no special primes: no key switching")
+        full_rows = len(p.q_primes) + len(p.p_primes)
+        sparse = signed_to_ntt(p, hamming_ternary(self._stream, p.n, int(weight)), full_rows)
+        up = self._switching_key(sparse, "encapsulation", None)
+        rows = EncapsulationKeys.down_rows(p)
+        idx = rows.astype(np.int64)
+        ring = Ring.pointwise(p.log_n, p.moduli_qp[idx].tolist())
+        seed = self._public_seed()
+        a = _uniform_qp(p, seed, b"fhe_ckks.encap", rows)
+        error = np.ascontiguousarray(self._error_ntt(full_rows)[idx])
+        b = ring.sub(error, ring.mul(a, np.ascontiguousarray(sparse[idx]), check=False), check=False)
+        p0 = p.p_primes[0]
+        # + p_0 * s: p_0 is 0 modulo itself.
+        ring.add(b, ring.mul_scalar(np.ascontiguousarray(self.secret_key.ntt[idx]), [p0 % p.q_primes[0], 0],
+                                    check=False), b, check=False)
+        return EncapsulationKeys(p, self._key_id, int(weight), seed, b, up, a)
 
     def galois_keys(self, steps, conjugate: bool = False, max_level: int | None = None,
                     into: GaloisKeys | None = None) -> GaloisKeys:

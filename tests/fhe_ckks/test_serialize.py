@@ -166,3 +166,24 @@ def test_unknown_version_is_refused():
     body = bytes(blob[:-32])
     with pytest.raises(SerializationError):
         load(body + hashlib.sha256(body).digest())
+
+
+def test_encapsulation_keys_round_trip_and_refuse_corruption():
+    from fhe_ckks.rlwe import EncapsulationKeys, KeyGenerator
+
+    params = presets.get("INSECURE_N10_QP380_L5_S40", allow_insecure=True)
+    keys = KeyGenerator(params, seed=bytes(32)).encapsulation_keys(8)
+    blob = serialize.dump(keys)
+    back = serialize.load(blob, params)
+    assert isinstance(back, EncapsulationKeys) and back.weight == 8 and back.key_id == keys.key_id
+    np.testing.assert_array_equal(back.down_b, keys.down_b)
+    np.testing.assert_array_equal(back.down_a, keys.down_a)  # re-expanded from the seed
+    np.testing.assert_array_equal(back.up.b, keys.up.b)
+    np.testing.assert_array_equal(back.up.a, keys.up.a)
+    assert back.up.kind == "encapsulation"
+    with pytest.raises(SerializationError):
+        serialize.load(blob[:-40] + bytes(8) + blob[-32:], params)
+    for edit in (lambda h: h["meta"]["up"].update(kind="relin"), lambda h: h["meta"].update(weight=0),
+                 lambda h: h["meta"]["up"].update(key_id="00" * 16)):
+        with pytest.raises(SerializationError):
+            serialize.load(reseal(blob, header_edit=edit), params)
