@@ -151,12 +151,10 @@ class ChebyshevPolynomial:
 
     @staticmethod
     def _leaf(ops, c: list[float], baby):
-        terms = [ops.mul_const(baby[i], c[i]) for i in range(1, len(c)) if c[i] != 0.0]
+        terms = [(baby[i], c[i]) for i in range(1, len(c)) if c[i] != 0.0]
         if not terms:
             return ops.constant_like(baby[1], c[0])
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = ops.add(acc, t)
+        acc = ops.linear(terms)
         return ops.add_const(acc, c[0]) if c[0] != 0.0 else acc
 
 
@@ -174,6 +172,22 @@ class _CkksOps:
 
     def mul_const(self, a, c):
         return self.ev.rescale(self.ev.mul_const(a, c))
+
+    def linear(self, terms):
+        """``sum c_i a_i`` with one rescale: every product is brought to the
+        lowest level among the a_i and to one scale (the constants absorb the
+        difference), summed, then rescaled onto the standard scale of the
+        level below."""
+        ev, params = self.ev, self.ev.params
+        low = min(a.level for a, _ in terms)
+        target = params.scale_at(low - 1) * params.q_primes[low]
+        acc = None
+        for a, c in terms:
+            a = ev.drop_level(a, a.level - low) if a.level > low else a
+            prod = ev.mul_const(a, c, scale=target / a.scale)
+            prod.scale = target  # exact up to the rounding of the constant, which absorbed the ratio
+            acc = prod if acc is None else ev.add(acc, prod)
+        return ev.rescale(acc)
 
     def mul_int(self, a, k):
         return self.ev.mul_int(a, int(k))
@@ -214,6 +228,10 @@ class LevelSimulator:
 
     def mul_const(self, a, c):
         return a - 1
+
+    @staticmethod
+    def linear(terms):
+        return min(a for a, _ in terms) - 1
 
     def mul_int(self, a, k):
         return a
