@@ -59,16 +59,18 @@ LITERALS: dict[str, ParametersLiteral] = {
     "N16_QP1762_L29_S38": ParametersLiteral(
         log_n=16, log_q=(60,) + (38,) * 29, log_p=(60,) * 10, log_scale=38, digits=2,
         name="N16_QP1762_L29_S38"),
-    # N = 2^16 for bootstrapping, log QP = 1735 <= 1772 with a *dense* ternary
-    # secret (so the HE standard applies; no sparse-secret estimate needed).
-    # q_0 = 60 bits, 25 primes of 55 bits at scale 2^55 (message ratio 2^5),
-    # 5 special primes, dnum = 6.  With fhe_ckks.bootstrap.CONFIGS[name]
-    # (4096 packed slots, K = 512, 7 double angles, degree 60, DFT budgets 3
-    # and 3) bootstrapping uses 21 levels and leaves 4 at scale 2^55; measured
-    # precision after bootstrapping 13 bits (max error) / 15 bits (mean).
-    # Fresh precision >= 34 bits.
-    "BOOT_N16_QP1735_L25_S55": ParametersLiteral(
-        log_n=16, log_q=(60,) + (55,) * 25, log_p=(60,) * 5, log_scale=55, name="BOOT_N16_QP1735_L25_S55"),
+    # N = 2^16 for bootstrapping with sparse-secret encapsulation, dense secret,
+    # log QP = 1737 <= 1772.  The chain has three runs of prime sizes (see
+    # Parameters.scale_at): q_0 = 60 bits; 8 user levels of 40 bits at scale
+    # 2^40; 3 levels of 50 bits for SlotsToCoeffs; 13 levels of 60 bits for
+    # EvalMod (10) and CoeffsToSlots (3), where the precision is made.  7
+    # special primes of 61 bits, dnum = 4.  With fhe_ckks.bootstrap.CONFIGS[name]
+    # (full slots, ephemeral secret of weight 32, K = 16, the sine as one
+    # degree-200 polynomial, arcsine) bootstrapping uses the 16 upper levels
+    # and leaves the 8 user levels at scale 2^40.
+    "BOOT_N16_QP1737_L24_S40": ParametersLiteral(
+        log_n=16, log_q=(60,) + (40,) * 8 + (50,) * 3 + (60,) * 13, log_p=(61,) * 7, log_scale=40,
+        name="BOOT_N16_QP1737_L24_S40"),
     # ---- toy sets: NOT secure, for tests and examples only --------------------
     # N = 2^10, depth 5 at scale 2^40, 2 special primes (dnum = 3).
     "INSECURE_N10_QP380_L5_S40": ParametersLiteral(
@@ -89,6 +91,12 @@ LITERALS: dict[str, ParametersLiteral] = {
     "INSECURE_BOOT_N12_QP1235_H32": ParametersLiteral(
         log_n=12, log_q=(60,) + (55,) * 17, log_p=(60,) * 4, log_scale=55, hamming_weight=32,
         name="INSECURE_BOOT_N12_QP1235_H32"),
+    # N = 2^12, the chain of BOOT_N16_QP1737_L24_S40 in miniature (dense
+    # secret; 3 user levels at 2^40, 3 of 50 bits, 13 of 60 bits): tests of
+    # sparse-secret encapsulation and of chains with several runs.
+    "INSECURE_BOOT_N12_QP1354_L19_S40": ParametersLiteral(
+        log_n=12, log_q=(60,) + (40,) * 3 + (50,) * 3 + (60,) * 13, log_p=(61,) * 4, log_scale=40,
+        name="INSECURE_BOOT_N12_QP1354_L19_S40"),
 }
 
 

@@ -4,13 +4,14 @@ Builds on 05 (rotations) and the circuits of docs/bootstrapping.md.  A
 ciphertext at level 0 can no longer be multiplied; bootstrapping brings it
 back to a higher level without the secret key:
 
-  ModRaise -> CoeffsToSlots -> EvalMod (real and imaginary parts) -> SlotsToCoeffs
+  prescale -> ModRaise (through an ephemeral sparse secret) -> CoeffsToSlots
+  -> EvalMod (real and imaginary parts) -> SlotsToCoeffs
 
 This example runs each step, prints levels and timings, and the precision
-before and after.  By default it uses the secure N = 2^16 preset (about a
-minute of key generation, 6 GB of keys, ~20 s per bootstrap, and only about
-13 bits of precision so far, see docs/bootstrapping.md); --toy uses the small
-insecure test preset.
+before and after.  By default it uses the secure N = 2^16 preset with full
+slots (about a minute of key generation, 3.3 GB of keys, ~30 s per bootstrap,
+about 23 / 25 bits of precision (max / mean error), see
+docs/bootstrapping.md); --toy uses the same design at N = 2^12 (insecure).
 
 Run:  python docs/examples/07_bootstrapping.py [--toy]
 """
@@ -23,7 +24,7 @@ import time
 import numpy as np
 
 from fhe_ckks import Decryptor, Encoder, Encryptor, KeyGenerator, presets
-from fhe_ckks.bootstrap import CONFIGS, BootstrapConfig, Bootstrapper, generate_keys, required_rotations
+from fhe_ckks.bootstrap import CONFIGS, Bootstrapper, generate_keys, required_rotations
 from fhe_ckks.ckks import precision_bits
 
 
@@ -32,26 +33,23 @@ def section(title: str) -> None:
 
 
 def main(toy: bool) -> None:
-    if toy:
-        params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
-        config = BootstrapConfig(slots=128, packed=True)  # one EvalMod for sparse slots
-    else:
-        params = presets.get("BOOT_N16_QP1735_L25_S55")
-        config = CONFIGS["BOOT_N16_QP1735_L25_S55"]  # 4096 packed slots
+    name = "INSECURE_BOOT_N12_QP1354_L19_S40" if toy else "BOOT_N16_QP1737_L24_S40"
+    params = presets.get(name, allow_insecure=toy)
+    config = CONFIGS[name]  # full slots, ephemeral secret of weight 32, K = 16
     print(params.describe())
 
     section("1. Keys: exactly the rotations the plan needs, at the levels it needs them")
     steps = required_rotations(params, config)
     keygen = KeyGenerator(params)
-    relin, galois = generate_keys(keygen, config)
-    boot = Bootstrapper(params, relin, galois, config)
-    print(f"{len(steps)} rotation keys + conjugation ({galois.nbytes / 2**30:.2f} GiB); depth {boot.depth()} "
-          f"(CoeffsToSlots {config.cts_budget}, EvalMod {config.evalmod.depth()}, "
-          f"SlotsToCoeffs {config.stc_budget}); output level {boot.output_level}")
+    keys = generate_keys(keygen, config)
+    boot = Bootstrapper(params, keys.relin, keys.galois, config, keys.encapsulation)
+    print(f"{len(steps)} rotation keys + conjugation ({keys.galois.nbytes / 2**30:.2f} GiB), encapsulation keys "
+          f"({keys.encapsulation.nbytes / 2**20:.0f} MiB); depth {boot.depth()} (CoeffsToSlots {config.cts_budget}, "
+          f"EvalMod {config.evalmod.depth()}, SlotsToCoeffs {config.stc_budget}); output level {boot.output_level}")
 
     encoder, decryptor = Encoder(params), Decryptor(params, keygen.secret_key)
     z = np.random.default_rng(7).uniform(-1, 1, boot.slots)
-    ct = Encryptor(params, keygen.public_key()).encrypt(encoder.encode(z, level=0, slots=boot.slots))
+    ct = Encryptor(params, keygen.secret_key).encrypt(encoder.encode(z, level=0, slots=boot.slots))
 
     def show(label, c, want=None, slots=None):
         got = encoder.decode(decryptor.decrypt(c), slots)
@@ -61,14 +59,16 @@ def main(toy: bool) -> None:
     section("2. The steps")
     show("input", ct, z)
     start = time.perf_counter()
-    raised = boot.mod_raise(ct)
+    low = boot.prescale(ct)  # times an integer: the message fills 2^-5 of q_0
+    show("prescale", low, z)
+    raised = boot.mod_raise(low)  # to s' (weight 32), ModRaise, back to s: |I| <= 16
     show("ModRaise", raised)
-    summed = boot.sub_sum(raised)
-    w = boot.coeffs_to_slots(summed)  # real parts in slots [0, n), imaginary in [n, 2n)
+    w = boot.coeffs_to_slots(boot.sub_sum(raised))  # the coefficients, bit-reversed, in the slots
     show("CoeffsToSlots", w)
-    reduced = boot.eval_mod(w)
-    show("EvalMod", reduced)
-    out = boot.slots_to_coeffs(reduced, None, ct.scale)
+    re, im = boot.split(w)  # real and imaginary parts: two EvalMods with full slots
+    re, im = boot.eval_mod(re), boot.eval_mod(im)
+    show("EvalMod (x2)", re)
+    out = boot.slots_to_coeffs(re, im, low.scale)
     elapsed = time.perf_counter() - start
     show("SlotsToCoeffs", out, z)
     print(f"bootstrapped in {elapsed:.2f} s; the result can be multiplied {out.level} more times")

@@ -1,19 +1,26 @@
 """``fhe_ckks.bootstrap``: CKKS bootstrapping (and its secret-key test double)."""
 
-from .bootstrapper import BootstrapConfig, Bootstrapper, generate_keys, required_rotations, rotation_levels
+from .bootstrapper import BootstrapConfig, BootstrapKeys, Bootstrapper, generate_keys, required_rotations, rotation_levels
 from .sk_bootstrapper import SecretKeyBootstrapper
 from ..circuits.evalmod import EvalMod
 
 #: The bootstrapping configuration that goes with each bootstrapping preset
 #: of :mod:`fhe_ckks.presets`.
 CONFIGS: dict[str, BootstrapConfig] = {
-    # Dense secret: |I| has standard deviation ~60, max ~290 over N = 2^16
-    # coefficients; K = 512 leaves a wide margin.
-    "BOOT_N16_QP1735_L25_S55": BootstrapConfig(
-        slots=4096, packed=True, cts_budget=3, stc_budget=3,
-        evalmod=EvalMod(k_bound=512, double_angles=7, degree=60)),
+    # Dense secret, sparse-secret encapsulation: the ephemeral secret of weight
+    # 32 bounds |I| by (32 + 1) / 2, so K = 16 never fails.  The message is
+    # prescaled to 2^-5 q_0 (its declared bound 1).  The sine is one
+    # degree-200 interpolant, no double angle: double angles multiply the
+    # polynomial's CKKS error by up to 2^r, and a dense secret's rescaling
+    # error is what limits the precision here (see docs/bootstrapping.md).
+    "BOOT_N16_QP1737_L24_S40": BootstrapConfig(
+        cts_budget=3, stc_budget=3, ephemeral_weight=32, message_ratio_log2=5,
+        evalmod=EvalMod(k_bound=16, double_angles=0, degree=200, arcsine=True)),
     "INSECURE_BOOT_N12_QP1235_H32": BootstrapConfig(),
+    "INSECURE_BOOT_N12_QP1354_L19_S40": BootstrapConfig(
+        cts_budget=3, stc_budget=3, ephemeral_weight=32, message_ratio_log2=5,
+        evalmod=EvalMod(k_bound=16, double_angles=0, degree=200, arcsine=True)),
 }
 
-__all__ = ["CONFIGS", "BootstrapConfig", "Bootstrapper", "SecretKeyBootstrapper", "generate_keys", "required_rotations",
+__all__ = ["CONFIGS", "BootstrapConfig", "BootstrapKeys", "Bootstrapper", "SecretKeyBootstrapper", "generate_keys", "required_rotations",
            "rotation_levels"]

@@ -5,11 +5,16 @@ it homomorphically, without the secret key (Cheon, Han, Kim, Kim, Song,
 EUROCRYPT 2018; Chen, Chillotti, Song, EUROCRYPT 2019; Bossuat, Mouchet,
 Troncoso-Pastoriza, Hubaux, EUROCRYPT 2021):
 
+0. :meth:`Bootstrapper.prescale`: drop to level 0 and multiply by the integer
+   that makes the message fill ``2^-5`` of q_0 (optional; see
+   :class:`BootstrapConfig`).
 1. :meth:`Bootstrapper.mod_raise`: read the level-0 ciphertext modulo the
    whole chain Q.  It now decrypts to ``t = m + q_0 I`` with I a small integer
-   polynomial (``|I| <= K`` with overwhelming probability, K growing with the
-   secret's Hamming weight).  Its scale is declared as ``q_0``, so that the
-   "coefficient values" are ``t / q_0 = I + m / q_0``.
+   polynomial (``|I| <= (h + 1) / 2`` for a secret of Hamming weight h; with
+   sparse-secret encapsulation (Bossuat, Troncoso-Pastoriza, Hubaux, ACNS
+   2022) h is that of an ephemeral secret of weight 32, used only at modulus
+   ``q_0 p_0``, so ``|I| <= 16 = K``).  Its scale is declared as ``q_0``, so
+   that the "coefficient values" are ``t / q_0 = I + m / q_0``.
 2. :meth:`Bootstrapper.sub_sum` (sparse slots only): the sum of the
    rotations by multiples of n keeps the coefficients of ``t`` in the subring
    ``Z[X^(N/2n)]`` (times ``N/2n``), the only ones n slots can hold.
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,11 +53,12 @@ from ..ckks.evaluator import Evaluator
 from ..circuits.dft import compose_diagonals, dft_transforms
 from ..circuits.lintrans import LinearTransform
 from ..circuits.evalmod import EvalMod
-from ..errors import BootstrapRangeError, LevelError, ParameterError
-from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
+from ..errors import BootstrapRangeError, KeyMismatchError, LevelError, ParameterError
+from ..ring import Ring
+from ..rlwe.keys import EncapsulationKeys, GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.params import Parameters
 
-__all__ = ["BootstrapConfig", "Bootstrapper"]
+__all__ = ["BootstrapConfig", "BootstrapKeys", "Bootstrapper"]
 
 MESSAGE_RATIO_LOG2 = -5
 
@@ -71,6 +79,17 @@ class BootstrapConfig:
             conjugate, with the half-masks folded into its diagonals).  This is
             the "real" bootstrapping of HEAAN and CryptoFace; it serves complex
             messages too, since both parts of every coefficient pair are kept.
+        ephemeral_weight: sparse-secret encapsulation (see
+            :class:`~fhe_ckks.rlwe.keys.EncapsulationKeys`): ModRaise runs
+            under an ephemeral secret of this Hamming weight h, so that
+            ``|I| <= (h + 1) / 2`` always (K = 16 never fails for h = 32)
+            while every other key keeps the dense secret.  None: ModRaise
+            under the key's own secret (K must then cover it).
+        message_ratio_log2: r, or None.  With r, :meth:`Bootstrapper.prescale`
+            multiplies the level-0 ciphertext by the integer that brings
+            ``input_bound * scale`` up to ``2^-r q_0`` (r >= 5): a message
+            encoded at 2^40 under a 60-bit q_0 would otherwise use 20 bits of
+            q_0 for nothing, and EvalMod's error is relative to ``m / q_0``.
     """
 
     slots: int | None = None
@@ -79,6 +98,16 @@ class BootstrapConfig:
     evalmod: EvalMod = field(default_factory=EvalMod)
     input_bound: float = 1.0
     packed: bool = False
+    ephemeral_weight: int | None = None
+    message_ratio_log2: int | None = None
+
+
+class BootstrapKeys(NamedTuple):
+    """The evaluation keys of one bootstrapping plan (:func:`generate_keys`)."""
+
+    relin: SwitchingKey
+    galois: GaloisKeys
+    encapsulation: EncapsulationKeys | None
 
 
 class Bootstrapper:
@@ -90,11 +119,13 @@ class Bootstrapper:
             :meth:`rotation_steps` and conjugation (use
             :func:`required_rotations` before generating them).
         config: the :class:`BootstrapConfig`.
+        encapsulation: the sparse-secret encapsulation keys, required when
+            ``config.ephemeral_weight`` is set.
     """
 
     def __init__(self, params: Parameters, relin_key: SwitchingKey, galois_keys: GaloisKeys,
-                 config: BootstrapConfig | None = None):
-        for key in (relin_key, galois_keys):
+                 config: BootstrapConfig | None = None, encapsulation: EncapsulationKeys | None = None):
+        for key in (relin_key, galois_keys, encapsulation):
             if isinstance(key, SecretKey):
                 raise TypeError("a Bootstrapper never holds a secret key")
         self.params = params
@@ -105,6 +136,14 @@ class Bootstrapper:
         self.encoder = Encoder(params)
         if self.output_level < 0:
             raise LevelError(f"bootstrapping needs {self.depth()} levels, the parameters have {params.max_level}")
+        weight = self.config.ephemeral_weight
+        if weight is not None and (encapsulation is None or encapsulation.weight != weight):
+            raise ParameterError(f"this configuration bootstraps through an ephemeral secret of weight {weight}: "
+                                 "give the matching encapsulation keys (generate_keys)")
+        if encapsulation is not None and (encapsulation.key_id != relin_key.key_id
+                                          or encapsulation.params.fingerprint != params.fingerprint):
+            raise KeyMismatchError("the encapsulation keys belong to another key set or parameters")
+        self.encapsulation = encapsulation if weight is not None else None
         missing = [k for k in self.rotation_steps() if self.evaluator.galois_keys is None
                    or _galois(params, k) not in self.evaluator.galois_keys]
         if missing:
@@ -138,22 +177,91 @@ class Bootstrapper:
                 f"scale 2^{math.log2(ct.scale):.1f} times the declared bound {self.config.input_bound} exceeds "
                 f"2^{MESSAGE_RATIO_LOG2} q_0 = 2^{math.log2(q0) + MESSAGE_RATIO_LOG2:.1f}: EvalMod would wrap")
 
-    def mod_raise(self, ct: Ciphertext) -> Ciphertext:
-        """Level 0 -> top level, decrypting to ``m + q_0 I``; scale := q_0."""
-        p = self.params
+    def prescale(self, ct: Ciphertext) -> Ciphertext:
+        """Drop to level 0 and, with ``config.message_ratio_log2 = r``,
+        multiply by the integer ``k = floor(2^-r q_0 / (input_bound *
+        scale))`` (the scale is multiplied by k too: the message is the same,
+        only larger relative to q_0)."""
         low = self.evaluator.drop_level(ct, ct.level) if ct.level else ct
+        ratio = self.config.message_ratio_log2
+        if ratio is None:
+            return low
+        k = int(self.params.q_primes[0] * 2.0**-ratio / (self.config.input_bound * low.scale))
+        if k <= 1:
+            return low
+        out = self.evaluator.mul_int(low, k)
+        out.scale = low.scale * k
+        return out
+
+    def mod_raise(self, ct: Ciphertext) -> Ciphertext:
+        """Level 0 -> top level, decrypting to ``m + q_0 I``; scale := q_0.
+
+        With sparse-secret encapsulation, the level-0 ciphertext first moves
+        to the ephemeral secret (:meth:`switch_to_sparse`), is raised there,
+        and comes back to the dense secret at the top level
+        (:meth:`switch_to_dense`), so that I has the sparse secret's range.
+        """
+        low = self.evaluator.drop_level(ct, ct.level) if ct.level else ct
+        if self.encapsulation is None:
+            return self._raise(low.data, ct)
+        return self.switch_to_dense(self._raise(self.switch_to_sparse(low), ct))
+
+    def _raise(self, data: np.ndarray, like: Ciphertext) -> Ciphertext:
+        p = self.params
         q0 = p.q_primes[0]
-        coeff = np.ascontiguousarray(low.data[:, 0, :]).copy()
+        coeff = np.ascontiguousarray(data[:, 0, :]).copy()
         p.tables_qp.inverse(coeff, rows=np.zeros(2, dtype=np.uint64), check=False)  # both rows mod q_0
-        signed = coeff.astype(np.int64)
-        signed = np.where(signed > q0 // 2, signed - q0, signed)
         rows = p.max_level + 1
         raised = np.empty((2, rows, p.n), dtype=np.uint64)
+        signed = _centered(coeff, q0)
         for i, q in enumerate(p.q_primes):
             raised[:, i] = np.mod(signed, np.int64(q)).astype(np.uint64)
         for c in raised:
             p.tables_qp.forward(c, check=False)
-        return Ciphertext(raised, float(q0), ct.slots, ct.key_id, ct.params_fingerprint)
+        return Ciphertext(raised, float(q0), like.slots, like.key_id, like.params_fingerprint)
+
+    def switch_to_sparse(self, low: Ciphertext) -> np.ndarray:
+        """Key-switch a level-0 ciphertext from ``s`` to the ephemeral ``s'``
+        with the key modulo ``q_0 p_0``: ``c1`` is lifted to ``p_0``, multiplied
+        by the key, and the product divided by ``p_0`` with rounding.  Returns
+        the (2, 1, N) NTT data modulo q_0."""
+        p, key = self.params, self.encapsulation
+        q0, p0 = p.q_primes[0], p.p_primes[0]
+        rows = EncapsulationKeys.down_rows(p)
+        tables = p.tables_qp
+        ring = self._down_ring
+        ext = np.empty((2, p.n), dtype=np.uint64)
+        ext[0] = low.data[1, 0]
+        coeff = ext[:1].copy()
+        tables.inverse(coeff, rows=rows[:1], check=False)
+        ext[1] = np.mod(_centered(coeff[0], q0), np.int64(p0)).astype(np.uint64)
+        tables.forward(ext[1:], rows=rows[1:], check=False)
+        out = np.empty((2, 1, p.n), dtype=np.uint64)
+        inv_p0 = pow(p0, -1, q0)
+        for half, k in enumerate((key.down_b, key.down_a)):
+            acc = ring.mul(ext, k, check=False)
+            low_p = acc[1:].copy()
+            tables.inverse(low_p, rows=rows[1:], check=False)
+            corr = np.mod(_centered(low_p, p0), np.int64(q0)).astype(np.uint64)
+            tables.forward(corr, rows=rows[:1], check=False)
+            q_ring = self._q0_ring
+            out[half] = q_ring.mul_scalar(q_ring.sub(acc[:1], corr, check=False), [inv_p0], check=False)
+        out[0] = self._q0_ring.add(out[0], low.data[0], check=False)
+        return out
+
+    def switch_to_dense(self, raised: Ciphertext) -> Ciphertext:
+        """Key-switch the raised ciphertext from ``s'`` back to ``s`` (one key
+        switch at the top level)."""
+        return self.evaluator.switch_key(raised, self.encapsulation.up)
+
+    @cached_property
+    def _down_ring(self) -> Ring:
+        p = self.params
+        return Ring.pointwise(p.log_n, [p.q_primes[0], p.p_primes[0]])
+
+    @cached_property
+    def _q0_ring(self) -> Ring:
+        return Ring.pointwise(self.params.log_n, [self.params.q_primes[0]])
 
     def sub_sum(self, ct: Ciphertext) -> Ciphertext:
         """Sum of the rotations by n, 2n, ..., N/4 (sparse slots only)."""
@@ -204,6 +312,7 @@ class Bootstrapper:
         """The five steps; returns a ciphertext at :attr:`output_level`, at
         that level's standard scale, holding the same slot values."""
         self.check_input(ct)
+        ct = self.prescale(ct)
         raised = self.mod_raise(ct)
         summed = self.sub_sum(raised)
         w = self.coeffs_to_slots(summed)
@@ -217,6 +326,12 @@ class Bootstrapper:
         return out
 
 
+def _centered(x: np.ndarray, q: int) -> np.ndarray:
+    """Residues modulo q as signed integers in (-q/2, q/2]."""
+    signed = x.astype(np.int64)
+    return np.where(signed > q // 2, signed - np.int64(q), signed)
+
+
 def _galois(params: Parameters, step: int) -> int:
     from ..ring.automorphism import galois_element
 
@@ -227,6 +342,9 @@ def _plan(params: Parameters, config: BootstrapConfig):
     n = params.slots if config.slots is None else int(config.slots)
     if n < 2 or n > params.slots or n & (n - 1):
         raise ParameterError(f"bootstrapping slots must be a power of two in [2, {params.slots}], got {n}")
+    ratio = config.message_ratio_log2
+    if ratio is not None and not (isinstance(ratio, int) and -MESSAGE_RATIO_LOG2 <= ratio <= 30):
+        raise ParameterError(f"message_ratio_log2 must be an int in [{-MESSAGE_RATIO_LOG2}, 30], got {ratio!r}")
     if config.packed and 2 * n > params.slots:
         raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
     gap = params.slots // n
@@ -282,17 +400,20 @@ def rotation_levels(params: Parameters, config: BootstrapConfig | None = None) -
     return levels
 
 
-def generate_keys(keygen, config: BootstrapConfig | None = None) -> tuple[SwitchingKey, GaloisKeys]:
-    """The relinearization key and exactly the Galois keys bootstrapping
-    needs, each stored only up to the level it is used at."""
+def generate_keys(keygen, config: BootstrapConfig | None = None) -> BootstrapKeys:
+    """The relinearization key, exactly the Galois keys bootstrapping needs
+    (each stored only up to the level it is used at), and the encapsulation
+    keys when the configuration asks for an ephemeral secret."""
     params = keygen.params
+    config = config or BootstrapConfig()
     keys = keygen.galois_keys([], conjugate=True)
     by_level: dict[int, list[int]] = {}
     for step, level in rotation_levels(params, config).items():
         by_level.setdefault(level, []).append(step)
     for level, steps in sorted(by_level.items(), reverse=True):
         keygen.galois_keys(steps, max_level=level, into=keys)
-    return keygen.relin_key(), keys
+    encapsulation = None if config.ephemeral_weight is None else keygen.encapsulation_keys(config.ephemeral_weight)
+    return BootstrapKeys(keygen.relin_key(), keys, encapsulation)
 
 
 def required_rotations(params: Parameters, config: BootstrapConfig | None = None) -> list[int]:
