@@ -74,17 +74,26 @@ class EvalMod:
         return float(self.k_bound + 1)
 
     def cosine_polynomial(self) -> ChebyshevPolynomial:
+        """The interpolant of step 1.  With ``r = 0`` it is ``sin(2 pi (K + 1) y)``,
+        an odd function: its even Chebyshev coefficients (zero up to rounding)
+        are set to exactly zero, so that the evaluation skips them."""
         scale = 2 * math.pi / 2**self.double_angles
         kk = self.normaliser
+        odd = self.double_angles == 0
 
         def fn(y):
             return np.cos(scale * (kk * y - 0.25))
 
+        def fit() -> ChebyshevPolynomial:
+            poly = remez_minimax(fn, self.degree)[0] if self.fit == "remez" else chebyshev_interpolant(fn, self.degree)
+            if not odd:
+                return poly
+            return ChebyshevPolynomial(tuple(0.0 if k % 2 == 0 else c for k, c in enumerate(poly.coeffs)),
+                                       poly.interval)
+
         key = {"fn": "evalmod-cos", "k": self.k_bound, "r": self.double_angles, "degree": self.degree,
-               "fit": self.fit}
-        if self.fit == "remez":
-            return cached_fit(key, lambda: remez_minimax(fn, self.degree)[0])
-        return cached_fit(key, lambda: chebyshev_interpolant(fn, self.degree))
+               "fit": self.fit, "parity": "odd" if odd else None}
+        return cached_fit(key, fit)
 
     def depth(self) -> int:
         return self.cosine_polynomial().depth(needs_affine=False) + self.double_angles + (2 if self.arcsine else 0)

@@ -6,7 +6,8 @@ ciphertext as follows (Han & Ki, CT-RSA 2020; Bossuat et al., EUROCRYPT 2021):
 
 1. **affine map** to y (one level, skipped when ``[a, b] = [-1, 1]``);
 2. **baby steps** ``T_1 .. T_l`` with ``l = 2^ceil(log2(d + 1) / 2)``, from
-   ``T_2k = 2 T_k^2 - 1`` and ``T_2k+1 = 2 T_k T_k+1 - T_1``;
+   ``T_2k = 2 T_k^2 - 1`` and ``T_2k+1 = 2 T_k T_k+1 - T_1``, each formed only
+   when a leaf (or a giant step) uses it;
 3. **giant steps** ``T_l, T_2l, T_4l, ...`` by repeated doubling;
 4. **recursion**: with ``m`` the largest giant step below the degree,
    ``p = q * T_m + r`` where, from ``T_(m+j) = 2 T_m T_j - T_(m-j)``,
@@ -116,14 +117,7 @@ class ChebyshevPolynomial:
             return ops.constant_like(ct, c[0])
         y = ops.add_const(ops.mul_const(ct, alpha), beta) if needs_affine else ct
         l = self.baby_size()
-        baby: dict[int, object] = {1: y}
-        for i in range(2, l + 1):
-            if i % 2 == 0:
-                h = i // 2
-                baby[i] = ops.add_const(ops.mul_int(ops.square(baby[h]), 2), -1.0)
-            else:
-                h = i // 2
-                baby[i] = ops.sub(ops.mul_int(ops.mul(baby[h], baby[h + 1]), 2), baby[1])
+        baby = _BabySteps(ops, y)
         giants: dict[int, object] = {l: baby[l]}
         m = l
         while 2 * m <= self.degree:
@@ -158,6 +152,26 @@ class ChebyshevPolynomial:
         return ops.add_const(acc, c[0]) if c[0] != 0.0 else acc
 
 
+class _BabySteps:
+    """``T_1 .. T_l``, each computed on first use (with the ones it needs):
+    ``T_2k = 2 T_k^2 - 1``, ``T_2k+1 = 2 T_k T_k+1 - T_1``.  An odd
+    polynomial's leaves use only odd indices, so T_10, T_12, T_14 of a
+    16-step basis are never formed."""
+
+    def __init__(self, ops, y):
+        self.ops = ops
+        self.steps: dict[int, object] = {1: y}
+
+    def __getitem__(self, i: int):
+        if i not in self.steps:
+            ops, h = self.ops, i // 2
+            if i % 2 == 0:
+                self.steps[i] = ops.add_const(ops.mul_int(ops.square(self[h]), 2), -1.0)
+            else:
+                self.steps[i] = ops.sub(ops.mul_int(ops.mul(self[h], self[h + 1]), 2), self[1])
+        return self.steps[i]
+
+
 class _CkksOps:
     """The operations the algorithm needs, on real ciphertexts."""
 
@@ -174,20 +188,14 @@ class _CkksOps:
         return self.ev.rescale(self.ev.mul_const(a, c))
 
     def linear(self, terms):
-        """``sum c_i a_i`` with one rescale: every product is brought to the
-        lowest level among the a_i and to one scale (the constants absorb the
-        difference), summed, then rescaled onto the standard scale of the
-        level below."""
-        ev, params = self.ev, self.ev.params
+        """``sum c_i a_i`` with one rescale: the products are summed at the
+        lowest level among the a_i and at one scale (the constants absorb the
+        differences), then rescaled onto the standard scale of the level
+        below."""
+        params = self.ev.params
         low = min(a.level for a, _ in terms)
         target = params.scale_at(low - 1) * params.q_primes[low]
-        acc = None
-        for a, c in terms:
-            a = ev.drop_level(a, a.level - low) if a.level > low else a
-            prod = ev.mul_const(a, c, scale=target / a.scale)
-            prod.scale = target  # exact up to the rounding of the constant, which absorbed the ratio
-            acc = prod if acc is None else ev.add(acc, prod)
-        return ev.rescale(acc)
+        return self.ev.rescale(self.ev.linear_combination(terms, target))
 
     def mul_int(self, a, k):
         return self.ev.mul_int(a, int(k))

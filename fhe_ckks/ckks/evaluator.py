@@ -31,7 +31,7 @@ rotations share one decomposition (the most expensive step).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba.typed import List as NumbaList
@@ -283,6 +283,37 @@ class Evaluator:
                 shifted = self._ring.mul(a.data[i], unit, check=False)
                 self._ring.add(data[i], self._ring.mul_scalar(shifted, im, check=False), data[i], check=False)
         return self._new(data, a.scale * scale, a)
+
+    def linear_combination(self, terms: Sequence[tuple[Ciphertext, numbers.Real]], scale: float) -> Ciphertext:
+        """``sum c_i a_i`` for real constants, not rescaled, at the lowest level
+        of the ``a_i`` and at ``scale``: constant i is the integer
+        ``round(c_i scale / a_i.scale)``, so terms of any levels and scales
+        add up exactly.  One lazily reduced pass over the inputs (no dropped
+        or scaled copies); ``scale`` should be about ``q_level`` times the
+        wanted scale after the rescale that follows."""
+        if not terms:
+            raise ParameterError("an empty linear combination")
+        for a, c in terms:
+            self._check(a)
+            if isinstance(c, complex) or not np.isfinite(float(c)):
+                raise ParameterError(f"linear_combination takes finite real constants, got {c!r}")
+        size = terms[0][0].size
+        if any(a.size != size for a, _ in terms):
+            raise ShapeError("the terms of a linear combination share one size")
+        low = min(a.level for a, _ in terms)
+        moduli = self.params.q_primes[: low + 1]
+        out = None
+        for start in range(0, len(terms), PlainDot.MAX_TERMS):
+            chunk = terms[start:start + PlainDot.MAX_TERMS]
+            consts = [np.array(self._residues(int(round(float(c) * scale / a.scale)), moduli),
+                               dtype=np.uint64).reshape(-1, 1) for a, c in chunk]
+            data = np.empty((size, low + 1, self.params.n), dtype=np.uint64)
+            dot_rows_wide(NumbaList([a.data for a, _ in chunk]), NumbaList(consts), self.params.log_n,
+                          self.params.moduli_qp[: low + 1], self.params.ring_qp.barrett_ratios[: low + 1], data)
+            part = Ciphertext(data, float(scale), terms[0][0].slots, terms[0][0].key_id,
+                              terms[0][0].params_fingerprint)
+            out = part if out is None else self.add(out, part)
+        return out
 
     def mul_by_i(self, a: Ciphertext, power: int = 1) -> Ciphertext:
         """``i^power * a``, exactly: multiplication by the monomial

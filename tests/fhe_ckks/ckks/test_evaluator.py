@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fhe_ckks import Evaluator, KeyGenerator
 from fhe_ckks.ckks import precision_bits
-from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, ScaleMismatchError
+from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError
 from tests.ckks_context import ROTATIONS, context
 
 NAMES = ["INSECURE_N10_QP380_L5_S40", "INSECURE_N12_QP520_L7_S40"]
@@ -266,3 +266,28 @@ def test_plain_dot_equals_the_sum_of_plaintext_products(name, seed, terms, repea
     assert np.array_equal(got.data, want.data) and got.scale == want.scale
     with pytest.raises(ScaleMismatchError):
         dot.add(cts[0], enc.encode(values[0], slots=slots, scale=2.0**30))
+
+
+@given(names, seeds, st.lists(st.floats(-3, 3, allow_nan=False), min_size=1, max_size=40))
+def test_linear_combination_of_mixed_levels_and_scales(name, seed, constants):
+    ctx = context(name)
+    ev = ctx.evaluator
+    rng = np.random.default_rng(seed)
+    values, terms = [], []
+    for i, c in enumerate(constants):
+        z = ctx.random_slots(rng)
+        ct = ctx.encrypt(z)
+        if i % 3 == 1:  # another level and scale: one multiplication by 1
+            ct = ev.rescale(ev.mul_const(ct, 1.0))
+        elif i % 3 == 2:
+            ct = ev.drop_level(ct, 2)
+        values.append(c * z)
+        terms.append((ct, c))
+    low = min(ct.level for ct, _ in terms)
+    scale = ctx.params.scale_at(low - 1) * ctx.params.q_primes[low]
+    out = ev.rescale(ev.linear_combination(terms, scale))  # 40 terms: two 32-term chunks
+    assert out.level == low - 1 and out.scale == pytest.approx(ctx.params.scale_at(low - 1), rel=1e-12)
+    want = np.sum(values, axis=0)
+    assert np.max(np.abs(ctx.decrypt(out) - want)) <= len(constants) * 2.0 ** -(ctx.bits() - 4)
+    with pytest.raises(ParameterError):
+        ev.linear_combination([(terms[0][0], 1j)], scale)
