@@ -9,7 +9,7 @@ back to a higher level without the secret key:
 
 This example runs each step, prints levels and timings, and the precision
 before and after.  By default it uses the secure N = 2^16 preset with full
-slots (about a minute of key generation, 3.3 GB of keys, ~30 s per bootstrap,
+slots (about 25 s of key generation, 3.1 GiB of keys, ~25 s per bootstrap,
 about 23 / 25 bits of precision (max / mean error), see
 docs/bootstrapping.md); --toy uses the same design at N = 2^12 (insecure).
 
