@@ -295,7 +295,7 @@ class Evaluator:
             raise ParameterError("an empty linear combination")
         for a, c in terms:
             self._check(a)
-            if isinstance(c, complex) or not np.isfinite(float(c)):
+            if np.iscomplexobj(c) or not np.isfinite(float(c)):
                 raise ParameterError(f"linear_combination takes finite real constants, got {c!r}")
         size = terms[0][0].size
         if any(a.size != size for a, _ in terms):

@@ -1,0 +1,44 @@
+"""benchmarks/bench_bootstrap.py on the toy dense-secret preset: its record has the figures issue #4 asks for,
+and the OpenFHE comparison degrades to an error record, not a crash, where OpenFHE cannot run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def load_bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_bootstrap", ROOT / "benchmarks" / "bench_bootstrap.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench
+
+
+def test_record_of_a_toy_bootstrap(capsys):
+    bench = load_bench()
+    assert bench.main(["--preset", "INSECURE_BOOT_N12_QP1354_L19_S40", "--json", "--openfhe", "none"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    steps = rec["latency_ms"]
+    assert set(steps) == {"mod_raise_ms", "sub_sum_ms", "coeffs_to_slots_ms", "split_ms", "eval_mod_ms",
+                          "slots_to_coeffs_ms"}
+    assert rec["total_ms"] == sum(steps.values()) > 0
+    assert rec["slots"] == 2048 and rec["levels_left"] == 3 and rec["depth"] == 16
+    assert rec["precision_bits_mean"] >= 28 and rec["circuit_precision_bits_min"] >= 25
+    assert rec["keygen_s"] > 0 and rec["key_memory_mb"] > 0 and rec["peak_rss_mb"] > 0
+    assert rec["openfhe"] is None
+
+
+def test_openfhe_side_reports_an_error_where_it_cannot_run():
+    bench = load_bench()
+    assert bench.find_openfhe("none") is None
+    assert bench.find_openfhe("/nonexistent/python") is None
+    out = bench.run_openfhe(sys.executable, 12, 2048, 3)
+    assert set(out) == {"error"} or out.get("library", "").startswith("OpenFHE")
