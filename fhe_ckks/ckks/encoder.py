@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import LevelError, ParameterError, ShapeError
-from ..ring.modarith import signed_residues
+from ..ring.modarith import njit, signed_residues
 from ..ring.ntt import NTTTables, bit_reverse_indices
 from ..rlwe.params import Parameters
 from .ciphertext import Plaintext
@@ -80,16 +80,40 @@ def special_fft(values: np.ndarray, log_n: int) -> np.ndarray:
 def special_ifft(values: np.ndarray, log_n: int) -> np.ndarray:
     """Inverse of :func:`special_fft` (slot values -> packed coefficients)."""
     n = values.shape[0]
-    stages, perm = special_fft_plan(log_n, n)
-    v = values.astype(np.complex128).copy()
-    for length, w in reversed(stages):
-        blocks = v.reshape(-1, length)
-        half = length // 2
-        x = blocks[:, :half].copy()
-        y = blocks[:, half:].copy()
-        blocks[:, :half] = x + y
-        blocks[:, half:] = (x - y) * np.conj(w)
+    lengths, offsets, twiddles, perm = _ifft_plan(log_n, n)
+    v = np.array(values, dtype=np.complex128)
+    _ifft_stages(v, lengths, offsets, twiddles)
     return v[perm] / n
+
+
+@lru_cache(maxsize=32)
+def _ifft_plan(log_n: int, slots: int):
+    """:func:`special_fft_plan`'s stages in the inverse order, flattened for the
+    kernel: lengths, offsets into one array of conjugated twiddles, the twiddles."""
+    stages, perm = special_fft_plan(log_n, slots)
+    inverse = list(reversed(stages))
+    lengths = np.array([length for length, _ in inverse], dtype=np.int64)
+    sizes = [len(w) for _, w in inverse]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    twiddles = np.concatenate([np.conj(w) for _, w in inverse]) if inverse else np.zeros(0, dtype=np.complex128)
+    return lengths, offsets, np.ascontiguousarray(twiddles, dtype=np.complex128), perm
+
+
+@njit
+def _ifft_stages(v, lengths, offsets, twiddles):
+    """The inverse butterflies in place: ``(x, y) -> (x + y, (x - y) conj(w))``
+    for every stage length, largest first (one pass per stage, no temporaries)."""
+    n = v.shape[0]
+    for s in range(lengths.shape[0]):
+        length = lengths[s]
+        half = length // 2
+        base = offsets[s]
+        for start in range(0, n, length):
+            for j in range(half):
+                x = v[start + j]
+                y = v[start + half + j]
+                v[start + j] = x + y
+                v[start + half + j] = (x - y) * twiddles[base + j]
 
 
 def _check_slots(params: Parameters, slots: int | None) -> int:

@@ -381,11 +381,12 @@ class Evaluator:
             return a
         if self.relin_key is None:
             raise MissingKeyError("relinearization needs a relinearization key")
-        ks0, ks1 = self._switcher_or_raise().switch(a.data[2], self.relin_key)
+        data = np.empty((2,) + a.data.shape[1:], dtype=np.uint64)
+        ks0, ks1 = self._switcher_or_raise().switch(a.data[2], self.relin_key, out=data)
         ring = self._ring
         ring.add(ks0, a.data[0], ks0, check=False)
         ring.add(ks1, a.data[1], ks1, check=False)
-        return self._new(np.stack([ks0, ks1]), a.scale, a)
+        return self._new(data, a.scale, a)
 
     def switch_key(self, a: Ciphertext, key: SwitchingKey) -> Ciphertext:
         """``(c0, c1) -> (c0, 0) + KeySwitch(c1, key)``: the same message under
@@ -395,9 +396,10 @@ class Evaluator:
             raise ParameterError("switch the key of a relinearized (size-2) ciphertext")
         if key.key_id != a.key_id:
             raise KeyMismatchError("the switching key belongs to another key set")
-        ks0, ks1 = self._switcher_or_raise().switch(a.data[1], key)
+        data = np.empty_like(a.data)
+        ks0, _ = self._switcher_or_raise().switch(a.data[1], key, out=data)
         self._ring.add(ks0, a.data[0], ks0, check=False)
-        return self._new(np.stack([ks0, ks1]), a.scale, a)
+        return self._new(data, a.scale, a)
 
     # ---- rotations ---------------------------------------------------------------
 
@@ -413,9 +415,10 @@ class Evaluator:
             dec = switcher.decompose(a.data[1])
         perm = self._ring.galois_permutation(g)
         c0 = automorphism_ntt(a.data[0], g, perm)  # a was checked; no second scan of its limbs
-        ks0, ks1 = switcher.apply(dec, key, perm)
+        data = np.empty_like(a.data)
+        ks0, _ = switcher.apply(dec, key, perm, out=data)
         self._ring.add(ks0, c0, ks0, check=False)
-        return self._new(np.stack([ks0, ks1]), a.scale, a)
+        return self._new(data, a.scale, a)
 
     def rotate(self, a: Ciphertext, step: int) -> Ciphertext:
         """Rotate the slots left by ``step`` (slot i receives slot i + step).

@@ -161,11 +161,12 @@ class KeySwitcher:
             tables.forward_select(ej, others, other_table_rows)
         return Decomposition(level, ext)
 
-    def apply(self, dec: Decomposition, key: SwitchingKey, perm: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def apply(self, dec: Decomposition, key: SwitchingKey, perm: np.ndarray | None = None,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Steps 2-3: inner product with ``key`` (after the automorphism
         ``perm``, if given) and ModDown; returns ``(ks0, ks1)`` at the
-        decomposition's level, NTT domain."""
+        decomposition's level, NTT domain (written into ``out[0]`` and
+        ``out[1]`` when given: the caller's new ciphertext, no copy)."""
         if key.params is not self.params and key.params.fingerprint != self.params.fingerprint:
             raise KeyMismatchError("switching key of other parameters")
         if dec.level > key.max_level:
@@ -185,18 +186,21 @@ class KeySwitcher:
                            acc1, start, stop)
 
         run_chunks(chunk, width)
-        return self._mod_down(plan, acc0, dec.level), self._mod_down(plan, acc1, dec.level)
+        if out is None:
+            out = np.empty((2, dec.level + 1, self.params.n), dtype=np.uint64)
+        self._mod_down(plan, acc0, dec.level, out[0])
+        self._mod_down(plan, acc1, dec.level, out[1])
+        return out[0], out[1]
 
-    def _mod_down(self, plan: _LevelPlan, acc: np.ndarray, level: int) -> np.ndarray:
+    def _mod_down(self, plan: _LevelPlan, acc: np.ndarray, level: int, out: np.ndarray) -> None:
         tables = self.params.tables_qp
         tables.inverse_select(acc, plan.p_local, plan.p_table_rows)
         correction = plan.mod_down.correction(np.ascontiguousarray(acc[level + 1:]))
         tables.forward_select(correction, plan.q_rows, plan.q_rows)
-        out = np.empty((level + 1, self.params.n), dtype=np.uint64)
         plan.mod_down.finish(acc[: level + 1], correction, out)
-        return out
 
-    def switch(self, d: np.ndarray, key: SwitchingKey) -> tuple[np.ndarray, np.ndarray]:
+    def switch(self, d: np.ndarray, key: SwitchingKey, out: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Key-switch one NTT-domain polynomial: ``(ks0, ks1)`` with
-        ``ks0 + ks1 * s ~ d * s'``."""
-        return self.apply(self.decompose(d), key)
+        ``ks0 + ks1 * s ~ d * s'`` (into ``out`` when given, as :meth:`apply`)."""
+        return self.apply(self.decompose(d), key, out=out)
