@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.benchmark_scripts import load_benchmark
 
 from .toy_model import toy_model
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_encrypted_run_record():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_cryptoface", ROOT / "benchmarks" / "bench_cryptoface.py")
-        bench = importlib.util.module_from_spec(spec)
-        sys.modules["bench_cryptoface"] = bench
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = load_benchmark("bench_cryptoface")
     model = bench.with_sample_thresholds(toy_model())
     rec = bench.encrypted_run(model, "INSECURE_N12_QP900_L18_S40", pair=0, workers=1)
     assert rec["decisions_equal"] and rec["embedding_error_bits"] > 12

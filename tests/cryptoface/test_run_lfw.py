@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +11,15 @@ import pytest
 from cryptoface import DEFAULT_SAMPLE, data
 from cryptoface.model import fit_thresholds, poly_distances, save_model
 
+from tests.benchmark_scripts import load_benchmark
+
 from .toy_model import toy_model
 
-ROOT = Path(__file__).resolve().parents[2]
 PRESET = "INSECURE_N12_QP900_L18_S40"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("run_lfw", ROOT / "benchmarks" / "run_lfw.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["run_lfw"] = mod          # dataclasses look their module up while the script loads
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("run_lfw")
 
 
 @pytest.fixture(scope="module")

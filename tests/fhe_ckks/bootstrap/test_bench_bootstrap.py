@@ -3,23 +3,14 @@ and the OpenFHE comparison degrades to an error record, not a crash, where OpenF
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.benchmark_scripts import load_benchmark
 
 
 def load_bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_bootstrap", ROOT / "benchmarks" / "bench_bootstrap.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return bench
+    return load_benchmark("bench_bootstrap")
 
 
 def test_record_of_a_toy_bootstrap(capsys):
