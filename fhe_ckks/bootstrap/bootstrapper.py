@@ -55,6 +55,7 @@ from ..circuits.lintrans import LinearTransform
 from ..circuits.evalmod import EvalMod
 from ..errors import BootstrapRangeError, KeyMismatchError, LevelError, ParameterError
 from ..ring import Ring
+from ..ring.modarith import signed_residues
 from ..rlwe.keys import EncapsulationKeys, GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.params import Parameters
 
@@ -211,11 +212,9 @@ class Bootstrapper:
         q0 = p.q_primes[0]
         coeff = np.ascontiguousarray(data[:, 0, :]).copy()
         p.tables_qp.inverse(coeff, rows=np.zeros(2, dtype=np.uint64), check=False)  # both rows mod q_0
-        rows = p.max_level + 1
-        raised = np.empty((2, rows, p.n), dtype=np.uint64)
         signed = _centered(coeff, q0)
-        for i, q in enumerate(p.q_primes):
-            raised[:, i] = np.mod(signed, np.int64(q)).astype(np.uint64)
+        ring = p.ring_q
+        raised = np.stack([signed_residues(half, ring.moduli, ring.barrett_ratios) for half in signed])
         for c in raised:
             p.tables_qp.forward(c, check=False)
         return Ciphertext(raised, float(q0), like.slots, like.key_id, like.params_fingerprint)
@@ -234,7 +233,7 @@ class Bootstrapper:
         ext[0] = low.data[1, 0]
         coeff = ext[:1].copy()
         tables.inverse(coeff, rows=rows[:1], check=False)
-        ext[1] = np.mod(_centered(coeff[0], q0), np.int64(p0)).astype(np.uint64)
+        ext[1] = signed_residues(_centered(coeff[0], q0), [p0])[0]
         tables.forward(ext[1:], rows=rows[1:], check=False)
         out = np.empty((2, 1, p.n), dtype=np.uint64)
         inv_p0 = pow(p0, -1, q0)
@@ -242,7 +241,7 @@ class Bootstrapper:
             acc = ring.mul(ext, k, check=False)
             low_p = acc[1:].copy()
             tables.inverse(low_p, rows=rows[1:], check=False)
-            corr = np.mod(_centered(low_p, p0), np.int64(q0)).astype(np.uint64)
+            corr = signed_residues(_centered(low_p[0], p0), [q0])
             tables.forward(corr, rows=rows[:1], check=False)
             q_ring = self._q0_ring
             out[half] = q_ring.mul_scalar(q_ring.sub(acc[:1], corr, check=False), [inv_p0], check=False)

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import ParameterError, SecurityError
 from ..ring import Ring
 from ..ring.ntt import NTTTables
-from ..ring.primes import check_log_n, nearest_ntt_prime, nearest_ntt_primes, ntt_primes
+from ..ring.primes import check_log_n, nearest_ntt_prime, ntt_primes
 
 __all__ = ["ParametersLiteral", "Parameters", "HE_STANDARD_MAX_LOG_QP", "max_log_qp"]
 
@@ -349,39 +349,19 @@ def _standard_scales(q_primes, log_q: tuple[int, ...], log_scale: int) -> list[f
     return scales
 
 
-def _ciphertext_primes(log_n: int, log_q: tuple[int, ...], log_scale: int | None = None) -> tuple[int, ...]:
-    """q_0: largest prime of its size; the others nearest to 2^size, grouped
-    by size so that equal sizes alternate around the power of two.
-
-    With ``log_scale``, the primes are instead chosen from the top of each run
-    of equal sizes down, so that the standard scales track the run's target
-    (``2^log_scale``, or ``2^size`` for a run of another size; see
-    :meth:`Parameters.scale_at`): ``q_l`` is the prime nearest to
-    ``Delta_l^2 / target``.  Alternation alone lets the scale drift, since
-    ``Delta_{l-1} = Delta_l^2 / q_l`` doubles its error at every level:
-    harmless for 20 levels of 50-bit primes, fatal for 29 levels of 40-bit
-    ones.  The last prime of a run (above another run, or above q_0) only
-    sets the scale of the level below it and is chosen the same way.
+def _ciphertext_primes(log_n: int, log_q: tuple[int, ...], log_scale: int) -> tuple[int, ...]:
+    """q_0: the largest prime of its size.  The others are chosen from the top
+    of each run of equal sizes down, so that the standard scales track the
+    run's target (``2^log_scale``, or ``2^size`` for a run of another size;
+    see :meth:`Parameters.scale_at`): ``q_l`` is the prime nearest to
+    ``Delta_l^2 / target``.  Primes merely alternating around the power of two
+    let the scale drift, since ``Delta_{l-1} = Delta_l^2 / q_l`` doubles its
+    error at every level: harmless for 20 levels of 50-bit primes, fatal for
+    29 levels of 40-bit ones.  The last prime of a run (above another run, or
+    above q_0) only sets the scale of the level below it and is chosen the
+    same way.
     """
     q0 = ntt_primes(log_n, [log_q[0]])[0]
-    if log_scale is None:
-        used = {q0}
-        rest = list(log_q[1:])
-        chosen: dict[int, list[int]] = {}
-        for bits in dict.fromkeys(rest):
-            count = rest.count(bits)
-            try:
-                primes = nearest_ntt_primes(log_n, bits, count, exclude=used)
-            except ParameterError:
-                primes = ntt_primes(log_n, [bits] * count, exclude=used)
-            chosen[bits] = primes
-            used.update(primes)
-        taken = {bits: 0 for bits in chosen}
-        out_untracked = []
-        for bits in rest:
-            out_untracked.append(chosen[bits][taken[bits]])
-            taken[bits] += 1
-        return (q0, *out_untracked)
     top = len(log_q) - 1
     tops = _run_tops(log_q)
     out: list[int] = [0] * (top + 1)
