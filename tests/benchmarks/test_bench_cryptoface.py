@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.benchmark_scripts import load_benchmark
+from tests.benchmarks.scripts import load_benchmark
 
-from .toy_model import toy_model
+from tests.cryptoface.toy_model import toy_model
 
 
 def test_encrypted_run_record():

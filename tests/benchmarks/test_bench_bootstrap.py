@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.benchmark_scripts import load_benchmark
+from tests.benchmarks.scripts import load_benchmark
 
 
 def load_bench():

@@ -11,9 +11,9 @@ import pytest
 from cryptoface import DEFAULT_SAMPLE, data
 from cryptoface.model import fit_thresholds, poly_distances, save_model
 
-from tests.benchmark_scripts import load_benchmark
+from tests.benchmarks.scripts import load_benchmark
 
-from .toy_model import toy_model
+from tests.cryptoface.toy_model import toy_model
 
 PRESET = "INSECURE_N12_QP900_L18_S40"
 
