@@ -187,3 +187,52 @@ def test_encapsulation_keys_round_trip_and_refuse_corruption():
                  lambda h: h["meta"]["up"].update(key_id="00" * 16)):
         with pytest.raises(SerializationError):
             serialize.load(reseal(blob, header_edit=edit), params)
+
+
+@pytest.mark.parametrize("kind", list(objects()))
+def test_reloaded_objects_dump_to_the_same_bytes(kind):
+    data = serialize.dump(objects()[kind], include_secret=True)
+    assert serialize.dump(load(data), include_secret=True) == data
+
+
+def header(blob: bytes) -> dict:
+    hlen = struct.unpack_from("<8sHI", blob)[2]
+    return json.loads(blob[14:14 + hlen])
+
+
+def test_parameters_header_lists_every_literal_field_in_order():
+    import dataclasses
+
+    from fhe_ckks.rlwe import ParametersLiteral
+
+    params = presets.get("INSECURE_BOOT_N12_QP1235_H32", allow_insecure=True)
+    h = header(serialize.dump(params))
+    assert list(h) == ["kind", "params", "meta", "arrays"]
+    literal = h["meta"]["literal"]
+    assert list(literal) == [f.name for f in dataclasses.fields(ParametersLiteral)]
+    assert literal["log_q"] == list(params.literal.log_q) and isinstance(literal["sigma"], float)
+    back = serialize.load(serialize.dump(params), allow_insecure=True)
+    assert back.literal == params.literal and back.fingerprint == params.fingerprint
+
+
+def test_unsupported_objects_are_refused():
+    for obj in (object(), 3, None, context(NAME).params.literal):
+        with pytest.raises(SerializationError):
+            serialize.dump(obj)
+
+
+def test_level_aware_galois_keys_round_trip():
+    from fhe_ckks.rlwe import KeyGenerator
+
+    params = context(NAME).params
+    keys = KeyGenerator(params, seed=bytes(32)).galois_keys([1, 2], max_level=3)
+    blob = serialize.dump(keys)
+    back = serialize.load(blob, params)
+    assert back.elements() == keys.elements()
+    for g in keys.elements():
+        assert back[g].max_level == keys[g].max_level == 3
+        np.testing.assert_array_equal(back[g].b, keys[g].b)
+        np.testing.assert_array_equal(back[g].a, keys[g].a)
+    assert serialize.dump(back) == blob
+    with pytest.raises(SerializationError):
+        serialize.load(reseal(blob, header_edit=lambda h: h["meta"]["keys"][0].update(max_level=2)), params)
