@@ -32,7 +32,7 @@ from .ckks import (
     precision_bits,
 )
 from .errors import FheError
-from .rlwe import GaloisKeys, KeyGenerator, Parameters, ParametersLiteral, PublicKey, SecretKey, SwitchingKey
+from .rlwe import GaloisKeys, KeyGenerator, KeyPlan, Parameters, ParametersLiteral, PublicKey, SecretKey, SwitchingKey
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "Parameters",
     "ParametersLiteral",
     "KeyGenerator",
+    "KeyPlan",
     "SecretKey",
     "PublicKey",
     "SwitchingKey",

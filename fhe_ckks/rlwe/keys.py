@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from ..errors import ParameterError
 from ..ring import Ring, Shake256Stream, fresh_seed
 from ..ring.automorphism import check_galois_element, conjugation_element, galois_element, ntt_permutation
 from ..ring.sampling import discrete_gaussian, hamming_ternary, ternary, uniform_mod
+from .keyplan import KeyPlan
 from .params import Parameters
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "SwitchingKey",
     "GaloisKeys",
     "EncapsulationKeys",
+    "EvaluationKeys",
     "KeyGenerator",
     "signed_to_ntt",
 ]
@@ -224,6 +227,15 @@ class EncapsulationKeys:
         return 2 * self.down_b.nbytes + self.up.nbytes
 
 
+class EvaluationKeys(NamedTuple):
+    """The public evaluation keys of one :class:`~fhe_ckks.rlwe.keyplan.KeyPlan`
+    (:meth:`KeyGenerator.evaluation_keys`): a server may hold all of them."""
+
+    relin: SwitchingKey | None
+    galois: GaloisKeys
+    encapsulation: EncapsulationKeys | None
+
+
 class KeyGenerator:
     """Generates a secret key and the public and evaluation keys under it.
 
@@ -338,6 +350,25 @@ class KeyGenerator:
         ring.add(b, ring.mul_scalar(np.ascontiguousarray(self.secret_key.ntt[idx]), [p0 % p.q_primes[0], 0],
                                     check=False), b, check=False)
         return EncapsulationKeys(p, self._key_id, int(weight), seed, b, up, a)
+
+    def evaluation_keys(self, plan: KeyPlan) -> EvaluationKeys:
+        """Exactly the keys of ``plan``, each Galois key only as deep as the plan uses it.
+
+        The plan is validated against the parameters first (bounded size,
+        levels the chain has).  Keys are made in a fixed order: conjugation,
+        then the rotations from the highest level down, then the encapsulation
+        keys, then the relinearization key.
+        """
+        if not isinstance(plan, KeyPlan):
+            raise ParameterError(f"expected a KeyPlan, got {type(plan).__name__}")
+        plan.validate(self.params)
+        galois = self.galois_keys([], conjugate=plan.conjugation)
+        for level, steps in plan.by_level().items():
+            self.galois_keys(steps, max_level=level, into=galois)
+        encapsulation = None if plan.encapsulation_weight is None else \
+            self.encapsulation_keys(plan.encapsulation_weight)
+        relin = self.relin_key() if plan.relinearization else None
+        return EvaluationKeys(relin, galois, encapsulation)
 
     def galois_keys(self, steps, conjugate: bool = False, max_level: int | None = None,
                     into: GaloisKeys | None = None) -> GaloisKeys:
