@@ -1,6 +1,16 @@
 """``fhe_ckks.bootstrap``: CKKS bootstrapping (and its secret-key test double)."""
 
-from .bootstrapper import BootstrapConfig, BootstrapKeys, Bootstrapper, generate_keys, required_rotations, rotation_levels
+from .bootstrapper import (
+    MIN_MESSAGE_RATIO_LOG2,
+    BootstrapConfig,
+    BootstrapKeys,
+    BootstrapPlan,
+    Bootstrapper,
+    bootstrap_key_plan,
+    generate_keys,
+    required_rotations,
+    rotation_levels,
+)
 from .sk_bootstrapper import SecretKeyBootstrapper
 from ..circuits.evalmod import EvalMod
 
@@ -22,5 +32,5 @@ CONFIGS: dict[str, BootstrapConfig] = {
     "INSECURE_BOOT_N12_QP1354_L19_S40": _ENCAPSULATED,  # the same design at N = 2^12, for the tests
 }
 
-__all__ = ["CONFIGS", "BootstrapConfig", "BootstrapKeys", "Bootstrapper", "SecretKeyBootstrapper", "generate_keys",
-           "required_rotations", "rotation_levels"]
+__all__ = ["CONFIGS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper",
+           "SecretKeyBootstrapper", "bootstrap_key_plan", "generate_keys", "required_rotations", "rotation_levels"]

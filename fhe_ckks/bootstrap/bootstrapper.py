@@ -43,8 +43,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
-
 import numpy as np
 
 from ..ckks.ciphertext import Ciphertext
@@ -53,15 +51,20 @@ from ..ckks.evaluator import Evaluator
 from ..circuits.dft import compose_diagonals, dft_transforms
 from ..circuits.lintrans import LinearTransform
 from ..circuits.evalmod import EvalMod
-from ..errors import BootstrapRangeError, KeyMismatchError, LevelError, ParameterError
+from ..errors import BootstrapRangeError, KeyMismatchError, LevelError, ParameterError, SecurityError
 from ..ring import Ring
 from ..ring.modarith import signed_residues
-from ..rlwe.keys import EncapsulationKeys, GaloisKeys, SecretKey, SwitchingKey
+from ..rlwe.keyplan import KeyPlan
+from ..rlwe.keys import EncapsulationKeys, EvaluationKeys, GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.params import Parameters
 
-__all__ = ["BootstrapConfig", "BootstrapKeys", "Bootstrapper"]
+__all__ = ["BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper", "MIN_MESSAGE_RATIO_LOG2",
+           "bootstrap_key_plan"]
 
-MESSAGE_RATIO_LOG2 = -5
+#: EvalMod is correct for messages up to ``2^-MIN_MESSAGE_RATIO_LOG2 q_0``.  Every ratio in this module
+#: is written this way, as a positive r for a bound of ``2^-r q_0`` (``BootstrapConfig.message_ratio_log2``
+#: too, which must be at least this one).
+MIN_MESSAGE_RATIO_LOG2 = 5
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class BootstrapConfig:
             under the key's own secret (K must then cover it).
         message_ratio_log2: r, or None.  With r, :meth:`Bootstrapper.prescale`
             multiplies the level-0 ciphertext by the integer that brings
-            ``input_bound * scale`` up to ``2^-r q_0`` (r >= 5): a message
+            ``input_bound * scale`` up to ``2^-r q_0`` (r >=
+            :data:`MIN_MESSAGE_RATIO_LOG2` = 5): a message
             encoded at 2^40 under a 60-bit q_0 would otherwise use 20 bits of
             q_0 for nothing, and EvalMod's error is relative to ``m / q_0``.
     """
@@ -103,12 +107,8 @@ class BootstrapConfig:
     message_ratio_log2: int | None = None
 
 
-class BootstrapKeys(NamedTuple):
-    """The evaluation keys of one bootstrapping plan (:func:`generate_keys`)."""
-
-    relin: SwitchingKey
-    galois: GaloisKeys
-    encapsulation: EncapsulationKeys | None
+#: The evaluation keys of one bootstrapping plan (:func:`generate_keys`): relin, galois, encapsulation.
+BootstrapKeys = EvaluationKeys
 
 
 class Bootstrapper:
@@ -128,11 +128,11 @@ class Bootstrapper:
                  config: BootstrapConfig | None = None, encapsulation: EncapsulationKeys | None = None):
         for key in (relin_key, galois_keys, encapsulation):
             if isinstance(key, SecretKey):
-                raise TypeError("a Bootstrapper never holds a secret key")
+                raise SecurityError("a Bootstrapper never holds a secret key")
         self.params = params
         self.config = config or BootstrapConfig()
-        plan = _plan(params, self.config)
-        self.slots, self._sub_sum_steps, self._cts, self._stc = plan
+        self.plan = BootstrapPlan.build(params, self.config)
+        self.slots = self.plan.slots
         self.evaluator = Evaluator(params, relin_key, galois_keys)
         self.encoder = Encoder(params)
         if self.output_level < 0:
@@ -162,7 +162,11 @@ class Bootstrapper:
         return self.params.max_level - self.depth()
 
     def rotation_steps(self) -> list[int]:
-        return required_rotations(self.params, self.config)
+        return self.key_plan().steps
+
+    def key_plan(self) -> KeyPlan:
+        """The evaluation keys this bootstrapper needs (see :meth:`BootstrapPlan.key_plan`)."""
+        return self.plan.key_plan()
 
     # ---- the steps --------------------------------------------------------------
 
@@ -173,10 +177,11 @@ class Bootstrapper:
         if ct.slots != self.slots:
             raise BootstrapRangeError(f"this bootstrapper is for {self.slots} slots, the ciphertext has {ct.slots}")
         q0 = self.params.q_primes[0]
-        if ct.scale * self.config.input_bound > q0 * 2.0**MESSAGE_RATIO_LOG2:
+        if ct.scale * self.config.input_bound > q0 * 2.0**-MIN_MESSAGE_RATIO_LOG2:
             raise BootstrapRangeError(
                 f"scale 2^{math.log2(ct.scale):.1f} times the declared bound {self.config.input_bound} exceeds "
-                f"2^{MESSAGE_RATIO_LOG2} q_0 = 2^{math.log2(q0) + MESSAGE_RATIO_LOG2:.1f}: EvalMod would wrap")
+                f"2^-{MIN_MESSAGE_RATIO_LOG2} q_0 = 2^{math.log2(q0) - MIN_MESSAGE_RATIO_LOG2:.1f}: "
+                "EvalMod would wrap")
 
     def prescale(self, ct: Ciphertext) -> Ciphertext:
         """Drop to level 0 and, with ``config.message_ratio_log2 = r``,
@@ -190,9 +195,7 @@ class Bootstrapper:
         k = int(self.params.q_primes[0] * 2.0**-ratio / (self.config.input_bound * low.scale))
         if k <= 1:
             return low
-        out = self.evaluator.mul_int(low, k)
-        out.scale = low.scale * k
-        return out
+        return self.evaluator.mul_int(low, k).with_metadata(scale=low.scale * k)
 
     def mod_raise(self, ct: Ciphertext) -> Ciphertext:
         """Level 0 -> top level, decrypting to ``m + q_0 I``; scale := q_0.
@@ -264,22 +267,21 @@ class Bootstrapper:
 
     def sub_sum(self, ct: Ciphertext) -> Ciphertext:
         """Sum of the rotations by n, 2n, ..., N/4 (sparse slots only)."""
-        for step in self._sub_sum_steps:
+        for step in self.plan.sub_sum_steps:
             ct = self.evaluator.add(ct, self.evaluator.rotate(ct, step))
         return ct
 
     def coeffs_to_slots(self, ct: Ciphertext) -> Ciphertext:
         """The inverse DFT.  On the packed path the last stage also separates
         real and imaginary parts into the two halves of 2n slots."""
-        head = self._cts[0] if self.config.packed else self._cts
-        for lt in head:
+        plan = self.plan
+        for lt in plan.coeffs_to_slots:
             ct = self._apply(lt, ct)
-        if not self.config.packed:
+        if not plan.packed:
             return ct
-        _, direct, conjugate = self._cts
-        out = self.evaluator.add(self._apply(direct, ct), self._apply(conjugate, self.evaluator.conjugate(ct)))
-        out.slots = 2 * self.slots
-        return out
+        out = self.evaluator.add(self._apply(plan.packed_direct, ct),
+                                 self._apply(plan.packed_conjugate, self.evaluator.conjugate(ct)))
+        return out.with_metadata(slots=2 * self.slots)
 
     def _apply(self, lt: LinearTransform, ct: Ciphertext, factor: float = 1.0) -> Ciphertext:
         return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=self.params.scale_at(ct.level - 1),
@@ -302,10 +304,9 @@ class Bootstrapper:
         ev = self.evaluator
         ct = re if im is None else ev.add(re, ev.mul_by_i(im))
         q0 = self.params.q_primes[0]
-        for idx, lt in enumerate(self._stc):
+        for idx, lt in enumerate(self.plan.slots_to_coeffs):
             ct = self._apply(lt, ct, q0 / (2 * math.pi * input_scale) if idx == 0 else 1.0)
-        ct.slots = self.slots
-        return ct
+        return ct.with_metadata(slots=self.slots)
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         """The five steps; returns a ciphertext at :attr:`output_level`, at
@@ -337,88 +338,108 @@ def _galois(params: Parameters, step: int) -> int:
     return galois_element(step, params.log_n)
 
 
-def _plan(params: Parameters, config: BootstrapConfig):
-    n = params.slots if config.slots is None else int(config.slots)
-    if n < 2 or n > params.slots or n & (n - 1):
-        raise ParameterError(f"bootstrapping slots must be a power of two in [2, {params.slots}], got {n}")
-    ratio = config.message_ratio_log2
-    if ratio is not None and not (isinstance(ratio, int) and -MESSAGE_RATIO_LOG2 <= ratio <= 30):
-        raise ParameterError(f"message_ratio_log2 must be an int in [{-MESSAGE_RATIO_LOG2}, 30], got {ratio!r}")
-    if config.packed and 2 * n > params.slots:
-        raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
-    gap = params.slots // n
-    sub_sum = [n << k for k in range(int(math.log2(gap)))]
-    normaliser = gap * config.evalmod.normaliser
-    if not config.packed:
-        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser),
-                             factor_on_last=True)
+@dataclass(frozen=True, eq=False)
+class BootstrapPlan:
+    """The linear transforms, rotations and levels of one bootstrapping configuration, built once.
+
+    Attributes:
+        slots: the slot count n.
+        sub_sum_steps: SubSum's rotations (sparse slots only; empty for full slots).
+        coeffs_to_slots: CoeffsToSlots' stages; on the packed path all but the last.
+        packed_direct, packed_conjugate: the packed path's last CoeffsToSlots stage, applied to the input
+            and to its conjugate (None otherwise).
+        slots_to_coeffs: SlotsToCoeffs' stages (on the packed path the first one also joins the halves).
+        top_level: where SubSum and CoeffsToSlots run (the chain's top).
+        stc_level: the highest level SlotsToCoeffs runs at (below CoeffsToSlots and EvalMod).
+        ephemeral_weight: the configuration's sparse-secret encapsulation weight, or None.
+    """
+
+    slots: int
+    sub_sum_steps: tuple[int, ...]
+    coeffs_to_slots: tuple[LinearTransform, ...]
+    packed_direct: LinearTransform | None
+    packed_conjugate: LinearTransform | None
+    slots_to_coeffs: tuple[LinearTransform, ...]
+    top_level: int
+    stc_level: int
+    ephemeral_weight: int | None
+
+    @property
+    def packed(self) -> bool:
+        return self.packed_direct is not None
+
+    def cts_transforms(self) -> list[LinearTransform]:
+        """Every CoeffsToSlots transform, the packed path's two last ones included."""
+        extra = [self.packed_direct, self.packed_conjugate] if self.packed else []
+        return [*self.coeffs_to_slots, *extra]
+
+    def key_plan(self) -> KeyPlan:
+        """Bootstrapping's keys: SubSum and CoeffsToSlots rotate at the top, SlotsToCoeffs only from
+        ``stc_level`` down (its keys are level-aware, smaller); conjugation, relinearization (EvalMod),
+        and the encapsulation keys when the configuration asks for them."""
+        top = KeyPlan.rotations_at(self.sub_sum_steps, self.top_level).union(KeyPlan.merge(
+            KeyPlan.rotations_at(lt.rotation_steps(), self.top_level) for lt in self.cts_transforms()))
+        stc = KeyPlan.merge(KeyPlan.rotations_at(lt.rotation_steps(), self.stc_level) for lt in self.slots_to_coeffs)
+        return top | stc | KeyPlan(relinearization=True, conjugation=True,
+                                   encapsulation_weight=self.ephemeral_weight)
+
+    @classmethod
+    def build(cls, params: Parameters, config: BootstrapConfig) -> BootstrapPlan:
+        n = params.slots if config.slots is None else int(config.slots)
+        if n < 2 or n > params.slots or n & (n - 1):
+            raise ParameterError(f"bootstrapping slots must be a power of two in [2, {params.slots}], got {n}")
+        ratio = config.message_ratio_log2
+        if ratio is not None and not (isinstance(ratio, int) and MIN_MESSAGE_RATIO_LOG2 <= ratio <= 30):
+            raise ParameterError(f"message_ratio_log2 must be an int in [{MIN_MESSAGE_RATIO_LOG2}, 30], "
+                                 f"got {ratio!r}")
+        if config.packed and 2 * n > params.slots:
+            raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
+        gap = params.slots // n
+        sub_sum = tuple(n << k for k in range(int(math.log2(gap))))
+        normaliser = gap * config.evalmod.normaliser
+        top = params.max_level
+        levels = dict(top_level=top, stc_level=top - config.cts_budget - config.evalmod.depth(),
+                      ephemeral_weight=config.ephemeral_weight)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
-        return n, sub_sum, cts, stc
-    cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser, factor_on_last=True)
-    stc = dft_transforms(params.log_n, n, False, config.stc_budget)
-    period = 2 * n
-    first = np.arange(period) < n
-    # y = Re(w) on [0, n), Im(w) on [n, 2n): y = D1 w + D2 conj(w).
-    d1 = np.where(first, 0.5, -0.5j)
-    d2 = np.where(first, 0.5, 0.5j)
-    last = cts[-1].diagonals
-    direct = LinearTransform({k: d1 * np.tile(d, 2) for k, d in last.items()}, period)
-    conjugate = LinearTransform({k: d2 * np.tile(np.conj(d), 2) for k, d in last.items()}, period)
-    # u' = y[k] + i y[k + n], n-periodic, then the first SlotsToCoeffs stage.
-    join = {0: np.where(first, 1.0 + 0j, 1j), n: np.where(first, 1j, 1.0 + 0j)}
-    stage = {k: np.tile(d, 2) for k, d in stc[0].diagonals.items()}
-    stc[0] = LinearTransform(compose_diagonals(join, stage, period), period)
-    return n, sub_sum, (cts[:-1], direct, conjugate), stc
+        if not config.packed:
+            cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser),
+                                 factor_on_last=True)
+            return cls(n, sub_sum, tuple(cts), None, None, tuple(stc), **levels)
+        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser, factor_on_last=True)
+        period = 2 * n
+        first = np.arange(period) < n
+        # y = Re(w) on [0, n), Im(w) on [n, 2n): y = D1 w + D2 conj(w).
+        d1 = np.where(first, 0.5, -0.5j)
+        d2 = np.where(first, 0.5, 0.5j)
+        last = cts[-1].diagonals
+        direct = LinearTransform({k: d1 * np.tile(d, 2) for k, d in last.items()}, period)
+        conjugate = LinearTransform({k: d2 * np.tile(np.conj(d), 2) for k, d in last.items()}, period)
+        # u' = y[k] + i y[k + n], n-periodic, then the first SlotsToCoeffs stage.
+        join = {0: np.where(first, 1.0 + 0j, 1j), n: np.where(first, 1j, 1.0 + 0j)}
+        stage = {k: np.tile(d, 2) for k, d in stc[0].diagonals.items()}
+        stc[0] = LinearTransform(compose_diagonals(join, stage, period), period)
+        return cls(n, sub_sum, tuple(cts[:-1]), direct, conjugate, tuple(stc), **levels)
 
 
-def _transforms(cts) -> list[LinearTransform]:
-    if isinstance(cts, tuple):
-        head, direct, conjugate = cts
-        return [*head, direct, conjugate]
-    return list(cts)
+def bootstrap_key_plan(params: Parameters, config: BootstrapConfig | None = None) -> KeyPlan:
+    """The :class:`~fhe_ckks.rlwe.keyplan.KeyPlan` of bootstrapping with ``config`` (before any
+    :class:`Bootstrapper` exists: the key holder makes the keys from it)."""
+    return BootstrapPlan.build(params, config or BootstrapConfig()).key_plan()
 
 
 def rotation_levels(params: Parameters, config: BootstrapConfig | None = None) -> dict[int, int]:
-    """``{step: highest level it is used at}`` for every rotation of
-    bootstrapping: SubSum and CoeffsToSlots run at the top levels,
-    SlotsToCoeffs only below ``L - cts_budget - EvalMod depth``, so its keys
-    can be level-aware (smaller)."""
-    config = config or BootstrapConfig()
-    _, sub_sum, cts, stc = _plan(params, config)
-    top = params.max_level
-    stc_top = top - config.cts_budget - config.evalmod.depth()
-    levels: dict[int, int] = {}
-    for step in sub_sum:
-        levels[step] = top
-    for lt in _transforms(cts):
-        for step in lt.rotation_steps():
-            levels[step] = top
-    for lt in stc:
-        for step in lt.rotation_steps():
-            levels[step] = max(levels.get(step, 0), stc_top)
-    return levels
+    """``{step: highest level it is used at}`` for every rotation of bootstrapping (see
+    :meth:`BootstrapPlan.key_plan`)."""
+    return dict(bootstrap_key_plan(params, config).rotations)
 
 
 def generate_keys(keygen, config: BootstrapConfig | None = None) -> BootstrapKeys:
     """The relinearization key, exactly the Galois keys bootstrapping needs
     (each stored only up to the level it is used at), and the encapsulation
     keys when the configuration asks for an ephemeral secret."""
-    params = keygen.params
-    config = config or BootstrapConfig()
-    keys = keygen.galois_keys([], conjugate=True)
-    by_level: dict[int, list[int]] = {}
-    for step, level in rotation_levels(params, config).items():
-        by_level.setdefault(level, []).append(step)
-    for level, steps in sorted(by_level.items(), reverse=True):
-        keygen.galois_keys(steps, max_level=level, into=keys)
-    encapsulation = None if config.ephemeral_weight is None else keygen.encapsulation_keys(config.ephemeral_weight)
-    return BootstrapKeys(keygen.relin_key(), keys, encapsulation)
+    return keygen.evaluation_keys(bootstrap_key_plan(keygen.params, config))
 
 
 def required_rotations(params: Parameters, config: BootstrapConfig | None = None) -> list[int]:
     """Every rotation step bootstrapping uses (conjugation is needed too)."""
-    _, sub_sum, cts, stc = _plan(params, config or BootstrapConfig())
-    steps = set(sub_sum)
-    for lt in (*_transforms(cts), *stc):
-        steps.update(lt.rotation_steps())
-    return sorted(steps)
+    return bootstrap_key_plan(params, config).steps

@@ -71,6 +71,19 @@ class Ciphertext:
         return Ciphertext(self.data.copy(), self.scale, self.slots, self.key_id, self.params_fingerprint,
                           self.c1_seed)
 
+    def with_metadata(self, *, scale: float | None = None, slots: int | None = None) -> Ciphertext:
+        """The same polynomials (shared, not copied) under a new declared ``scale`` and/or ``slots``.
+
+        Metadata never changes in place: a circuit that knows a ciphertext's
+        scale or slot count better than the arithmetic that produced it (a
+        rescaled product whose exact scale is known, bootstrapping's slot
+        doubling) asks for a new ciphertext instead, so no other holder of the
+        object sees its meaning change.
+        """
+        return Ciphertext(self.data, float(self.scale if scale is None else scale),
+                          int(self.slots if slots is None else slots), self.key_id, self.params_fingerprint,
+                          self.c1_seed)
+
     def __repr__(self) -> str:
         return (f"Ciphertext(size={self.size}, level={self.level}, scale=2^{np.log2(self.scale):.3f}, "
                 f"slots={self.slots})")

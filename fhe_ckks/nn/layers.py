@@ -8,8 +8,11 @@ offers three views of the same computation:
   layer computes, garbage in free slots included), used by the tests;
 * ``forward(evaluator, encoder, ct)``: the encrypted layer.
 
-``depth()`` is the number of levels it consumes and ``rotation_steps()`` the
-Galois keys it needs, so keys follow the network's plan.  Scales stay on the
+``depth()`` is the number of levels it consumes, ``key_switches()`` its
+rotations and relinearizations, ``diagonal_count`` its plaintext diagonals,
+and ``key_plan(level)`` the evaluation keys it needs when it starts at
+``level`` (a :class:`~fhe_ckks.rlwe.keyplan.KeyPlan`), so keys follow the
+network's plan.  Scales stay on the
 parameters' standard chain (:meth:`Parameters.scale_at`), so layers compose
 without scale bookkeeping.
 
@@ -32,14 +35,9 @@ from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
 from ..circuits.lintrans import LinearTransform
 from ..errors import LevelError, ParameterError, ShapeError
+from ..rlwe.keyplan import KeyPlan
 from . import plain
 from .layout import TensorLayout
-
-
-def _merge_levels(into: dict[int, int], other: dict[int, int]) -> dict[int, int]:
-    for step, lvl in other.items():
-        into[step] = max(into.get(step, -1), lvl)
-    return into
 
 
 class Layer(ABC):
@@ -62,13 +60,19 @@ class Layer(ABC):
     def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext: ...
 
     def key_switches(self) -> int:
-        """Key switches of one encrypted evaluation (rotations and relinearisations)."""
+        """Key switches of one encrypted evaluation (rotations and relinearizations)."""
         return len(self.rotation_steps())
 
-    def key_levels(self, level: int) -> dict[int, int]:
-        """``{step: highest level it is rotated at}`` when the layer starts at ``level``
-        (Galois keys need only reach that level, so keys used deep in a block are smaller)."""
-        return {s: level for s in self.rotation_steps()}
+    def key_plan(self, level: int) -> KeyPlan:
+        """The evaluation keys of one evaluation that starts at ``level``: each rotation step at the
+        highest level it is used at (Galois keys need only reach that level, so keys used deep in a
+        block are smaller)."""
+        return KeyPlan.rotations_at(self.rotation_steps(), level)
+
+    @property
+    def diagonal_count(self) -> int:
+        """Plaintext diagonals one evaluation encodes (0 for a layer with no linear transform)."""
+        return 0
 
     def _need_levels(self, ct: Ciphertext) -> None:
         if ct.level < self.depth():
@@ -153,11 +157,10 @@ class SlotLinear(Layer):
     def key_switches(self) -> int:
         return self.transform.key_switches() + len(self.fold_steps)
 
-    def key_levels(self, level: int) -> dict[int, int]:
-        out = {s: level for s in self.transform.rotation_steps()}
-        for s in self.fold_steps:                     # the fold runs after the rescale
-            out[s] = max(out.get(s, -1), level - 1)
-        return out
+    def key_plan(self, level: int) -> KeyPlan:
+        # the fold runs after the rescale, one level down
+        return KeyPlan.rotations_at(self.transform.rotation_steps(), level) | \
+            KeyPlan.rotations_at(self.fold_steps, level - 1)
 
     @property
     def diagonal_count(self) -> int:
@@ -268,6 +271,9 @@ class Quadratic(Layer):
     def key_switches(self) -> int:
         return 1
 
+    def key_plan(self, level: int) -> KeyPlan:
+        return KeyPlan(relinearization=True)
+
     def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
         t = np.asarray(tensor, dtype=np.float64)
         return t * t + self.a1[:, :, None, None] * t + self.a0[:, :, None, None]
@@ -281,8 +287,8 @@ class Quadratic(Layer):
         slots = evaluator.params.slots
         sq = evaluator.rescale(evaluator.square(ct))
         a1 = encoder.encode(self.in_layout.per_channel(self.a1, slots), level=ct.level, scale=ct.scale)
-        lin = evaluator.rescale(evaluator.mul_plain(ct, a1))
-        lin.scale = sq.scale   # equal by construction: ct.scale^2 / q on both sides
+        # equal by construction (ct.scale^2 / q on both sides): declare the square's scale exactly
+        lin = evaluator.rescale(evaluator.mul_plain(ct, a1)).with_metadata(scale=sq.scale)
         out = evaluator.add(sq, lin)
         a0 = encoder.encode(self.in_layout.per_channel(self.a0, slots), level=out.level, scale=out.scale)
         return evaluator.add(out, a0)
@@ -308,12 +314,16 @@ class Sequential(Layer):
     def key_switches(self) -> int:
         return sum(layer.key_switches() for layer in self.layers)
 
-    def key_levels(self, level: int) -> dict[int, int]:
-        out: dict[int, int] = {}
+    def key_plan(self, level: int) -> KeyPlan:
+        plans = []
         for layer in self.layers:
-            _merge_levels(out, layer.key_levels(level))
+            plans.append(layer.key_plan(level))
             level -= layer.depth()
-        return out
+        return KeyPlan.merge(plans)
+
+    @property
+    def diagonal_count(self) -> int:
+        return sum(layer.diagonal_count for layer in self.layers)
 
     def forward_plain(self, tensor):
         for layer in self.layers:
@@ -354,8 +364,12 @@ class Residual(Layer):
     def key_switches(self) -> int:
         return self.body.key_switches() + self.shortcut.key_switches()
 
-    def key_levels(self, level: int) -> dict[int, int]:
-        return _merge_levels(self.body.key_levels(level), self.shortcut.key_levels(level))
+    def key_plan(self, level: int) -> KeyPlan:
+        return self.body.key_plan(level) | self.shortcut.key_plan(level)
+
+    @property
+    def diagonal_count(self) -> int:
+        return self.body.diagonal_count + self.shortcut.diagonal_count
 
     def forward_plain(self, tensor):
         return self.body.forward_plain(tensor) + self.shortcut.forward_plain(tensor)

@@ -4,7 +4,8 @@
 and inserts a bootstrap in front of a layer only when that layer would not
 fit in the levels left (as late as possible, so as few as possible).
 :class:`EncryptedModel` holds a chain with its plan: it runs it and reports
-its operation counts and the Galois keys (with their levels) it needs.  The
+its operation counts and the evaluation keys (a
+:class:`~fhe_ckks.rlwe.keyplan.KeyPlan`) it needs.  The
 bootstrapper is anything with ``depth()``, ``output_level`` and
 ``bootstrap(ct)``: :class:`fhe_ckks.bootstrap.Bootstrapper`, or in tests the
 named :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper` double.
@@ -13,13 +14,14 @@ named :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper` double.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
 from ..errors import LevelError
+from ..rlwe.keyplan import KeyPlan
 from .layers import Layer
 
 
@@ -31,14 +33,23 @@ class BootstrapperLike(Protocol):
     def bootstrap(self, ct: Ciphertext) -> Ciphertext: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Which layers run after a bootstrap, and the levels along the way."""
+    """Which layers run after a bootstrap, the levels along the way, and what the chain costs.
 
-    bootstrap_before: list[int]
-    levels_after: list[int]
+    Attributes:
+        bootstrap_before: indices of the layers a bootstrap runs in front of.
+        levels_after: the level after each layer.
+        start_level: the level the chain starts at.
+        key_switches: rotations and relinearizations of one evaluation (bootstraps not included).
+        depth: levels the layers consume (bootstraps not included).
+    """
+
+    bootstrap_before: tuple[int, ...]
+    levels_after: tuple[int, ...]
     start_level: int
-    counts: dict = field(default_factory=dict)
+    key_switches: int = 0
+    depth: int = 0
 
     @property
     def bootstraps(self) -> int:
@@ -47,6 +58,18 @@ class Plan:
     @property
     def output_level(self) -> int:
         return self.levels_after[-1] if self.levels_after else self.start_level
+
+    def levels_before(self, output_level_after_bootstrap: int | None) -> list[int]:
+        """The level each layer starts at (after its bootstrap, if it has one)."""
+        out, level = [], self.start_level
+        for i, after in enumerate(self.levels_after):
+            out.append(output_level_after_bootstrap if i in self.bootstrap_before else level)
+            level = after
+        return out
+
+    @property
+    def counts(self) -> dict:
+        return {"key_switches": self.key_switches, "bootstraps": self.bootstraps, "depth": self.depth}
 
 
 def plan_bootstraps(layers: Sequence[Layer], start_level: int, output_level_after_bootstrap: int | None,
@@ -63,9 +86,8 @@ def plan_bootstraps(layers: Sequence[Layer], start_level: int, output_level_afte
             level = output_level_after_bootstrap
         level -= layer.depth()
         after.append(level)
-    counts = {"key_switches": sum(layer.key_switches() for layer in layers), "bootstraps": len(before),
-              "depth": sum(layer.depth() for layer in layers)}
-    return Plan(before, after, start_level, counts)
+    return Plan(tuple(before), tuple(after), start_level, sum(layer.key_switches() for layer in layers),
+                sum(layer.depth() for layer in layers))
 
 
 def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
@@ -90,10 +112,11 @@ def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder:
 class EncryptedModel:
     """A chain of layers with its bootstrap plan, from a start level: runs it and says what it costs.
 
-    ``counts()`` gives the key switches (rotations and relinearisations),
+    ``counts()`` gives the key switches (rotations and relinearizations),
     bootstraps, Galois keys, depth and the levels at the start and the end;
-    ``key_levels()`` the highest level each rotation step is used at, so the
-    key holder makes each Galois key only that deep.
+    ``key_plan()`` the evaluation keys, each rotation step at the highest
+    level it is used at, so the key holder makes each Galois key only that
+    deep; ``layer_costs()`` the same per layer, for benchmarks and reports.
     """
 
     def __init__(self, layers: Sequence[Layer], start_level: int, bootstrapper: BootstrapperLike | None = None,
@@ -102,21 +125,27 @@ class EncryptedModel:
         self.bootstrapper = bootstrapper
         after = None if bootstrapper is None else bootstrapper.output_level
         self.plan = plan_bootstraps(self.layers, start_level, after, reserve)
+        self._levels_before = self.plan.levels_before(after)
 
-    def key_levels(self) -> dict[int, int]:
-        levels: dict[int, int] = {}
-        level = self.plan.start_level
-        for i, layer in enumerate(self.layers):
-            if i in self.plan.bootstrap_before:
-                level = self.bootstrapper.output_level
-            for step, lvl in layer.key_levels(level).items():
-                levels[step] = max(levels.get(step, -1), lvl)
-            level -= layer.depth()
-        return levels
+    def key_plan(self) -> KeyPlan:
+        """The layers' keys at the levels the plan runs them at (bootstrapping's own keys not included)."""
+        return KeyPlan.merge(layer.key_plan(level) for layer, level in zip(self.layers, self._levels_before))
+
+    @property
+    def diagonal_count(self) -> int:
+        return sum(layer.diagonal_count for layer in self.layers)
 
     def counts(self) -> dict:
-        return {**self.plan.counts, "galois_keys": len(self.key_levels()), "start_level": self.plan.start_level,
+        return {**self.plan.counts, "galois_keys": len(self.key_plan()), "start_level": self.plan.start_level,
                 "output_level": self.plan.output_level}
+
+    def layer_costs(self) -> list[dict]:
+        """Per top-level layer: name, level it starts at, whether a bootstrap runs before it, depth,
+        key switches and plaintext diagonals."""
+        return [{"layer": getattr(layer, "name", f"layer {i}"), "level": level,
+                 "bootstrap_before": i in self.plan.bootstrap_before, "depth": layer.depth(),
+                 "key_switches": layer.key_switches(), "diagonals": layer.diagonal_count}
+                for i, (layer, level) in enumerate(zip(self.layers, self._levels_before))]
 
     def run(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,
             seconds: dict[str, float] | None = None) -> Ciphertext:

@@ -11,7 +11,7 @@ import pytest
 from fhe_ckks import Decryptor, Encoder, Encryptor, KeyGenerator, presets
 from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, SecretKeyBootstrapper, required_rotations
 from fhe_ckks.ckks import precision_bits
-from fhe_ckks.errors import BootstrapRangeError
+from fhe_ckks.errors import BootstrapRangeError, SecurityError
 from fhe_ckks.ring.ntt import bit_reverse_indices
 
 NAME = "INSECURE_BOOT_N12_QP1235_H32"
@@ -94,7 +94,7 @@ def test_out_of_range_and_malformed_inputs_are_refused(rng):
     sparse = encryptor.encrypt(enc.encode(rng.uniform(-1, 1, 8), level=0, slots=8))
     with pytest.raises(BootstrapRangeError):
         boot.bootstrap(sparse)
-    with pytest.raises(TypeError):
+    with pytest.raises(SecurityError):
         Bootstrapper(params, kg.secret_key, None)
 
 

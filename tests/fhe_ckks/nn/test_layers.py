@@ -143,7 +143,7 @@ def test_encrypted_model_runs_its_plan_and_counts_its_keys():
     counts = model.counts()
     assert counts["bootstraps"] == 0 and counts["depth"] == 3
     assert counts["key_switches"] == sum(layer.key_switches() for layer in chain)
-    levels = model.key_levels()
+    levels = model.key_plan().rotations
     assert counts["galois_keys"] == len(levels) == len(set(chain[0].rotation_steps()) | set(chain[2].rotation_steps()))
     assert max(levels.values()) == params.max_level and counts["output_level"] == params.max_level - 3
     enc = Encoder(params)
