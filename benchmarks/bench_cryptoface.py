@@ -12,10 +12,10 @@ Unless ``--plan-only``, it then runs one real LFW pair of the shipped sample
 through the client/server protocol at ``--preset`` (default the levelled
 ``N16_QP1762_L29_S38``): key generation, enrollment of the first image,
 verification of the second (encryption, each layer of each patch group in
-its worker process, normalisation, matching, decryption of the decision), and
+its worker process, normalization, matching, decryption of the decision), and
 reports the latency of each stage, key and ciphertext sizes, the peak memory
 of the server's process tree (proportional set size, so pages the workers
-share with the parent count once), the error of the decrypted normalised
+share with the parent count once), the error of the decrypted normalized
 embedding against the fused plaintext model (the benchmark holds both roles;
 only it decrypts an embedding), and whether the encrypted decision equals the
 plaintext one.  The figures are wall-clock seconds on this machine.
@@ -41,11 +41,10 @@ from harness import emit  # noqa: E402
 from harness import TreeMemory  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data  # noqa: E402
-from cryptoface.encrypted.network import build_group, group_patches  # noqa: E402
-from cryptoface.encrypted.session import LocalSession  # noqa: E402
+from cryptoface.encrypted import DEFAULT_PRESET, Server  # noqa: E402
+from cryptoface.encrypted.measuring import MeasuringHarness  # noqa: E402
 from cryptoface.model import FusedPatchCNN, fit_thresholds, load_model, poly_distances  # noqa: E402
 from fhe_ckks import presets  # noqa: E402
-from fhe_ckks.nn.layers import Residual, Sequential, SlotLinear  # noqa: E402
 
 def tiled_model(input_size: int) -> FusedPatchCNN:
     """A CryptoFaceNet9 (96) or 16 (128) of the real shape, built from the shipped CryptoFaceNet4: its four
@@ -79,35 +78,25 @@ def with_sample_thresholds(model: FusedPatchCNN) -> FusedPatchCNN:
     return model
 
 
-def leaves(layer):
-    if isinstance(layer, Sequential):
-        for x in layer.layers:
-            yield from leaves(x)
-    elif isinstance(layer, Residual):
-        yield from leaves(layer.body)
-        yield from leaves(layer.shortcut)
-    else:
-        yield layer
-
-
 def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | None) -> dict:
     """One enrollment and one verification through the protocol, timed stage by stage."""
     params = presets.get(preset, allow_insecure=preset.startswith("INSECURE_"))
     a, b, same, _ = sample_pairs(model.input_size)
-    session = LocalSession(model, params, workers=workers)
+    session = MeasuringHarness(model, params, workers=workers)
     mem = TreeMemory()
     res = session.verify_pair(a[pair], b[pair], online=mem)
     server = session.server
+    group0 = server.costs()["groups"][0]
     return {
         "preset": preset, "security": params.security, "log_qp": params.log_qp, "levels": params.max_level,
-        "workers": min(server.workers, len(server.groups)), "pair": {"index": pair, "same": bool(same[pair])},
+        "workers": min(server.workers, len(server.public_info()["groups"])), "pair": {"index": pair, "same": bool(same[pair])},
         "seconds": {"setup": session.setup_seconds, "enrollment": res.enrollment_seconds,
                     "verification": res.verification_seconds},
         "seconds_per_layer": res.layer_seconds,
         "key_switches_per_image": res.key_switches,
-        "key_switches_per_patch_network": server.plans[0].counts["key_switches"] / len(server.groups[0].patches),
+        "key_switches_per_patch_network": group0["key_switches"] / len(group0["patches"]),
         "bootstraps_per_image": res.bootstraps,
-        "galois_keys": len(session.request.rotations), "key_bytes": session.key_bytes,
+        "galois_keys": len(session.key_plan), "key_bytes": session.key_bytes,
         "server_key_memory_gb": session.server_key_bytes / 1e9,
         "face_upload_bytes": res.upload_bytes, "answer_bytes": res.answer_bytes,
         "peak_memory_gb_during_verification": mem.peak_gb,
@@ -123,7 +112,7 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=64, choices=(64, 96, 128))
     ap.add_argument("--model", help="an exported .model.npz (default: the shipped model, tiled for 96 and 128)")
     ap.add_argument("--plan-only", action="store_true", help="count the plan, encrypt nothing")
-    ap.add_argument("--preset", default="N16_QP1762_L29_S38", help="parameter preset of the encrypted run")
+    ap.add_argument("--preset", default=DEFAULT_PRESET, help="parameter preset of the encrypted run")
     ap.add_argument("--pair", type=int, default=0, help="pair of the shipped LFW sample (0-39)")
     ap.add_argument("--workers", type=int, help="processes for the patch groups (default: one per core)")
     ap.add_argument("--json", action="store_true")
@@ -140,30 +129,25 @@ def main() -> None:
                          f"not {args.input_size}")
     if "lfw" not in model.thresholds:
         model = with_sample_thresholds(model)
-    slots = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_")).slots
+    params = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_"))
     t0 = time.perf_counter()
-    groups = [build_group(model, g) for g in group_patches(model, slots)]
+    costs = Server(model, params, workers=1).costs()      # the plan alone: no keys, nothing encrypted
     build_s = time.perf_counter() - t0
-    g0 = groups[0]
-    per_layer = []
-    for layer in g0.layers:
-        per_layer.append({"layer": layer.name, "depth": layer.depth(), "key_switches": layer.key_switches(),
-                          "diagonals": sum(x.diagonal_count for x in leaves(layer) if isinstance(x, SlotLinear))})
-    steps = set()
-    for g in groups:
-        steps |= set(g.rotation_steps())
-    ks = sum(layer["key_switches"] for layer in per_layer)
+    groups, g0 = costs["groups"], costs["groups"][0]
+    per_layer = [{k: layer[k] for k in ("layer", "depth", "key_switches", "diagonals")} for layer in g0["layers"]]
     record = {
         "benchmark": "cryptoface", "model": model.name, "input_size": model.input_size,
         "patch_networks": model.num_patches, "patch_groups": len(groups),
-        "patches_per_group": [len(g.patches) for g in groups], "slots": slots,
-        "depth_network": g0.depth(), "depth_normalise_match": 6,
-        "key_switches_per_group": ks, "key_switches_per_patch_network": ks / len(g0.patches),
-        "galois_keys_network": len(steps), "diagonals_per_group": sum(x["diagonals"] for x in per_layer),
-        "build_seconds": build_s, "layers": per_layer,
+        "patches_per_group": [len(g["patches"]) for g in groups], "slots": params.slots,
+        "depth_network": g0["depth"], "depth_normalize_match": costs["tail"]["depth"],
+        "key_switches_per_group": g0["key_switches"],
+        "key_switches_per_patch_network": g0["key_switches"] / len(g0["patches"]),
+        "key_switches_normalize_match": costs["tail"]["key_switches"],
+        "galois_keys_network": costs["galois_keys_network"], "galois_keys": costs["galois_keys"],
+        "diagonals_per_group": g0["diagonals"], "build_seconds": build_s, "layers": per_layer,
         "original_key_switches_per_patch_network": 2913,
     }
-    del groups, g0
+    del costs, groups, g0
     if not args.plan_only:
         record["encrypted"] = encrypted_run(model, args.preset, args.pair, args.workers)
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

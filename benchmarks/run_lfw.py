@@ -12,7 +12,7 @@ For each dataset:
 * for the pairs of ``--pairs`` (ranges ``START:END``, comma separated): the first face is enrolled (offline) and
   the second verified (online) under encryption at ``--preset``; per pair the encrypted and plaintext decisions,
   the error of the decrypted probe embedding in bits (this script holds both roles to measure it, see
-  ``cryptoface.encrypted.session``), the latency of each stage, key switches, bootstraps; the peak memory of the
+  ``cryptoface.encrypted.measuring``), the latency of each stage, key switches, bootstraps; the peak memory of the
   process tree (workers included, shared pages once).
 
 Output in ``--output`` (default ``./lfw_results``), appended and never overwritten: ``pairs.jsonl`` (one line per
@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import TreeMemory, git_revision, machine  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
+from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
 from cryptoface.errors import CryptoFaceError  # noqa: E402
 from cryptoface.model import FusedPatchCNN, decisions, load_model, poly_distances  # noqa: E402
 from fhe_ckks import presets  # noqa: E402
 from fhe_ckks.errors import FheError  # noqa: E402
 
 log = logging.getLogger("run_lfw")
-DEFAULT_PRESET = "N16_QP1762_L29_S38"
 DEFAULT_PAIRS = "0:1,5:6"           # in the shipped sample: the first genuine and the first impostor pair
 
 
@@ -164,7 +164,7 @@ def encrypted_pairs(model, params, ds: Dataset, chosen: list[int], args, config:
                     progress: bool) -> tuple[list[dict], dict]:
     from tqdm import tqdm
 
-    from cryptoface.encrypted.session import LocalSession
+    from cryptoface.encrypted.measuring import MeasuringHarness
 
     pairs_file = out_dir / "pairs.jsonl"
     done = read_done(pairs_file, config)
@@ -173,9 +173,9 @@ def encrypted_pairs(model, params, ds: Dataset, chosen: list[int], args, config:
     if todo:
         log.info("%s: %d pair(s) to encrypt (%d already done); generating keys at %s", ds.name, len(todo),
                  len(chosen) - len(todo), params.literal.name)
-        session = LocalSession(model, params, workers=args.workers, dataset=ds.name, fold=args.fold)
+        session = MeasuringHarness(model, params, workers=args.workers, dataset=ds.name, fold=args.fold)
         setup = {"seconds": session.setup_seconds, "key_bytes": session.key_bytes,
-                 "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.request.rotations)}
+                 "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.key_plan)}
         for i in tqdm(todo, desc=f"{ds.name}: encrypted pairs", unit="pair", disable=not progress):
             faces = ds.pairs.pair(i, model.input_size)
             with TreeMemory() as mem:

@@ -5,8 +5,10 @@
   format (numpy, Pillow, scikit-learn; never torch).
 * :mod:`cryptoface.training` (PyTorch): CryptoFaceNet, training, distillation,
   fusion and export to ``<name>.model.npz``.
-* ``cryptoface.encrypted`` (numpy + fhe_ckks, never torch) runs exported
-  models under encryption; it arrives with a later milestone (see the README).
+* :mod:`cryptoface.encrypted` (numpy + fhe_ckks, never torch) runs exported
+  models under encryption: the patch networks as encrypted layers, the
+  normalization and matching tail, and the :class:`~cryptoface.encrypted.Client`
+  and :class:`~cryptoface.encrypted.Server` roles (see docs/architecture.md).
 
 The shipped default model and a small sample of LFW pairs live in
 ``cryptoface/assets`` (see ``docs/training.md`` for how they were made).

@@ -109,7 +109,7 @@ class NormPolynomial:
     def __call__(self, y: np.ndarray) -> np.ndarray:
         return np.polynomial.polynomial.polyval(y, self.coefficients)
 
-    def normalise(self, emb: np.ndarray) -> np.ndarray:
+    def normalize(self, emb: np.ndarray) -> np.ndarray:
         y = np.sum(np.asarray(emb, dtype=np.float64) ** 2, axis=-1, keepdims=True)
         return emb * self(y)
 
@@ -320,7 +320,7 @@ def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.n
 
 
 def poly_distances(poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum((poly.normalise(a) - poly.normalise(b)) ** 2, axis=1)
+    return np.sum((poly.normalize(a) - poly.normalize(b)) ** 2, axis=1)
 
 
 def decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, dataset: str,

@@ -18,10 +18,10 @@ import numpy as np
 from .errors import DataError
 
 
-def squared_distances(a: np.ndarray, b: np.ndarray, normalise: bool = True) -> np.ndarray:
+def squared_distances(a: np.ndarray, b: np.ndarray, normalize: bool = True) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        if normalise:
+        if normalize:
             a = a / np.linalg.norm(a, axis=1, keepdims=True)
             b = b / np.linalg.norm(b, axis=1, keepdims=True)
         d = np.sum((a - b) ** 2, axis=1)

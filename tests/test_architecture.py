@@ -7,6 +7,11 @@
   verification, the fused numpy model, ``cryptoface.encrypted``) never does, and
   never imports ``cryptoface.training``.  ``cryptoface.training`` reaches
   ``fhe_ckks`` only through ``cryptoface.model`` (the model-file format).
+* Inside ``cryptoface`` each room imports only the rooms it may see
+  (:data:`CRYPTOFACE_ROOMS`, the table of docs/architecture.md, rooms still to
+  come included): the service sees the store and the encrypted pipeline, never
+  the other way round, and nothing but the benchmarks reaches the measuring
+  harness (``cryptoface.encrypted.measuring``), which holds both roles.
 * Importing ``fhe_ckks`` (every submodule) imports no torch and compiles no
   Numba kernel (checked in fresh subprocesses).
 * No module is named utils, helper or common.
@@ -24,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["ring", "rlwe", "ckks", "circuits", "bootstrap", "nn"]
-# Modules at the package root that belong to a layer (none yet besides errors).
+# Modules at the package root and the layer they belong to (``errors`` is the leaf below every layer).
 ROOT_MODULE_LAYER = {"errors": -1, "__init__": len(LAYERS), "presets": LAYERS.index("ckks"),
                      "serialize": LAYERS.index("ckks")}
 
@@ -95,6 +100,55 @@ def test_cryptoface_encrypted_and_training_boundaries():
                 assert not target.startswith("cryptoface.training"), f"{path} imports {target}"
             elif top == "fhe_ckks":
                 raise AssertionError(f"{path} imports {target}; go through cryptoface.model")
+
+
+#: Rooms of ``cryptoface`` (longest prefix wins) and the rooms each may import, besides itself and the shared
+#: leaves (``cryptoface`` itself, ``errors``).  Rooms that do not exist yet are listed so that they arrive with
+#: their direction fixed: ``encrypted.backends`` (local and distributed execution), ``store`` (the encrypted
+#: template database), ``service`` (the HTTP server and its client).
+NUMPY_SIDE = {"cryptoface.data", "cryptoface.verification", "cryptoface.model"}
+CRYPTOFACE_ROOMS = {
+    "cryptoface.data": set(),
+    "cryptoface.verification": {"cryptoface.data"},
+    "cryptoface.model": {"cryptoface.data", "cryptoface.verification"},
+    "cryptoface.training": NUMPY_SIDE,
+    "cryptoface.encrypted.backends": NUMPY_SIDE,
+    "cryptoface.encrypted.measuring": NUMPY_SIDE | {"cryptoface.encrypted"},
+    "cryptoface.encrypted": NUMPY_SIDE | {"cryptoface.encrypted.backends"},
+    "cryptoface.store": NUMPY_SIDE,
+    "cryptoface.service": NUMPY_SIDE | {"cryptoface.encrypted", "cryptoface.encrypted.backends", "cryptoface.store"},
+}
+SHARED = {"cryptoface", "cryptoface.errors"}
+
+
+def room_of(module: str) -> str | None:
+    matches = [room for room in CRYPTOFACE_ROOMS if module == room or module.startswith(room + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def test_cryptoface_rooms_import_one_way():
+    for path in python_files("cryptoface"):
+        name = module_name(path)
+        own = room_of(name)
+        if own is None:
+            assert name in SHARED, f"{name} belongs to no room of docs/architecture.md"
+            continue
+        for target in imported_modules(path):
+            if not target.startswith("cryptoface") or target in SHARED:
+                continue
+            room = room_of(target)
+            assert room == own or room in CRYPTOFACE_ROOMS[own], f"{name} ({own}) imports {target} ({room})"
+
+
+def test_only_benchmarks_reach_the_measuring_harness():
+    for path in python_files("cryptoface"):
+        name = module_name(path)
+        if name == "cryptoface.encrypted.measuring":
+            continue
+        for target in imported_modules(path):
+            assert not target.startswith("cryptoface.encrypted.measuring"), f"{name} imports the harness"
+    init = ROOT / "cryptoface" / "encrypted" / "__init__.py"
+    assert "measuring" not in {t.rpartition(".")[2] for t in imported_modules(init)}
 
 
 def test_no_catch_all_module_names():

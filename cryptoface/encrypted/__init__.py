@@ -2,13 +2,21 @@
 
 * :mod:`.network`: the fused model as chains of encrypted layers, several patch
   networks per ciphertext;
-* :mod:`.matching`: encrypted L2 normalisation (the exported 1/sqrt
-  polynomial) and the thresholded distance that reveals only a sign;
+* :mod:`.matching`: the tail as layers: encrypted L2 normalization (the
+  exported 1/sqrt polynomial) and the thresholded distance that reveals only
+  a sign;
 * :mod:`.protocol`: the :class:`Client` (secret key) and :class:`Server`
   (model, evaluation keys, encrypted gallery; no secret key) roles, talking
-  in the versioned serialization format.
+  in the versioned serialization format, and :data:`DEFAULT_PRESET`, the
+  parameters they run at by default;
+* :mod:`.measuring`: :class:`MeasuringHarness`, both roles in one process for
+  the benchmarks only (it decrypts embeddings to report their error); it is
+  not exported here, so a deployment that imports this package never reaches it.
 """
 
+from .matching import Match, Normalize
 from .network import PatchGroup, build_group, group_patches
+from .protocol import DEFAULT_PRESET, Client, Server, Stats
 
-__all__ = ["PatchGroup", "build_group", "group_patches"]
+__all__ = ["DEFAULT_PRESET", "Client", "Match", "Normalize", "PatchGroup", "Server", "Stats", "build_group",
+           "group_patches"]

@@ -1,13 +1,15 @@
-"""Both roles in one process, for measurement: the benchmarks and ``benchmarks/run_lfw.py``.
+"""The measuring harness: both roles in one process, for the benchmarks and ``benchmarks/run_lfw.py`` only.
 
 A real deployment keeps :class:`~cryptoface.encrypted.protocol.Client` and
 :class:`~cryptoface.encrypted.protocol.Server` on different machines.  To
-*measure* encrypted verification, :class:`LocalSession` holds both, runs one
+*measure* encrypted verification, :class:`MeasuringHarness` holds both, runs one
 pair as the protocol does (the first face enrolled offline, the second
 verified online, the client learning only the blinded decision) and then,
-because it also holds the secret key, decrypts the probe's normalised
+because it also holds the secret key, decrypts the probe's normalized
 embedding to report its error against the fused plaintext model.  Nothing in
-the server path sees that decryption.
+the server path sees that decryption: no module of the protocol, the network or
+the matching imports this one (``tests/test_architecture.py`` checks it), and a
+:class:`Server` never holds a reference to a harness.  Never deploy it.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class PairResult:
                 "bootstraps": self.bootstraps, "upload_bytes": self.upload_bytes, "answer_bytes": self.answer_bytes}
 
 
-class LocalSession:
-    """A client and a server in one process (measurement only: see the module docstring)."""
+class MeasuringHarness:
+    """A client and a server in one process, to measure one pair at a time (never a deployment: see the
+    module docstring)."""
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, *, workers: int | None = None,
                  dataset: str = "lfw", fold: int | None = None, seed: bytes | None = None):
@@ -68,9 +71,9 @@ class LocalSession:
         self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold)
         self.setup_seconds["server_plan"] = time.perf_counter() - t0
         self.client = Client(params, seed=seed)
-        self.request = self.server.key_request()
+        self.key_plan = self.server.key_plan()
         t0 = time.perf_counter()
-        keys = self.client.evaluation_keys(self.request)
+        keys = self.client.evaluation_keys(self.key_plan)
         self.setup_seconds["keygen"] = time.perf_counter() - t0
         self.key_bytes = {name: len(blob) for name, blob in keys.items()}
         t0 = time.perf_counter()
@@ -111,9 +114,9 @@ class LocalSession:
         got = np.real(self._encoder.decode(self._decryptor.decrypt(emb)))[:self.model.embedding_dim]
         tau, poly = self.model.thresholds[self.dataset].for_fold(self.fold)
         e = self.model.embed(np.stack([second, first]))
-        want = poly.normalise(e[:1])[0]
+        want = poly.normalize(e[:1])[0]
         rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
-        margin = float(np.sum((poly.normalise(e[:1]) - poly.normalise(e[1:])) ** 2) - tau)
+        margin = float(np.sum((poly.normalize(e[:1]) - poly.normalize(e[1:])) ** 2) - tau)
         return PairResult(
             decision_encrypted=bool(decision), decision_plaintext=bool(margin < 0), plaintext_margin=margin,
             embedding_error_bits=-math.log2(rel) if rel > 0 else 64.0,

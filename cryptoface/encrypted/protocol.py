@@ -6,14 +6,15 @@ server's public description of what it needs).  A session::
 
     server = Server(model, params)                       # model file + public parameters
     client = Client(params)                              # secret key stays here
-    server.install_keys(client.evaluation_keys(server.key_request()))
+    server.install_keys(client.evaluation_keys(server.key_plan()))
     server.enroll("alice", client.encrypt_face(face_a, server.public_info()))      # offline
     answer = server.verify(client.encrypt_face(probe, server.public_info()), "alice")
     same = client.decide(answer)                         # only the sign is learned
 
 The server runs each patch group's chain (placing bootstraps by the plan) in
 its own worker process (forked after the keys are installed, so the workers
-share them), sums the groups, normalises, and matches.  It accepts a bootstrapper: the real
+share them), sums the groups, normalizes, and matches (the tail layers of
+:mod:`.matching`, planned like the network).  It accepts a bootstrapper: the real
 :class:`fhe_ckks.bootstrap.Bootstrapper` (public keys only) or, only when
 ``testing=True``, the :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper`
 double, which holds a secret key and so must never be used otherwise.
@@ -21,7 +22,6 @@ double, which holds a secret key and so must never be used otherwise.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -39,39 +39,19 @@ from fhe_ckks.ckks.evaluator import Evaluator
 from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, SecurityError, ShapeError
 from fhe_ckks.nn.layout import TensorLayout
 from fhe_ckks.nn.planner import EncryptedModel, Plan
+from fhe_ckks.rlwe.keyplan import KeyPlan
 from fhe_ckks.rlwe.keys import KeyGenerator, SecretKey
 from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
 from ..errors import ModelError
 from ..model import FusedPatchCNN
-from .matching import MATCH_DEPTH, NORMALISE_DEPTH, match_score, normalise, scaled_coefficients, sum_steps
+from .matching import Match, Normalize, scaled_coefficients
 from .network import PatchGroup, build_group, group_patches
 
-
-@dataclass
-class KeyRequest:
-    """The evaluation keys a server's plan needs, and nothing more.
-
-    ``levels[step]`` is the highest level at which the plan rotates by ``step``; a key
-    generated for that level only carries the primes it needs (a key for the last
-    layers is a fraction of a top-level key).
-    """
-
-    rotations: list[int]
-    relinearisation: bool = True
-    conjugation: bool = False
-    levels: dict[int, int] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps({"rotations": self.rotations, "relinearisation": self.relinearisation,
-                           "conjugation": self.conjugation, "levels": {str(k): v for k, v in self.levels.items()}})
-
-    @classmethod
-    def from_json(cls, text: str) -> "KeyRequest":
-        d = json.loads(text)
-        return cls([int(s) for s in d["rotations"]], bool(d["relinearisation"]), bool(d["conjugation"]),
-                   {int(k): int(v) for k, v in d.get("levels", {}).items()})
+#: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, levelled (29 levels at
+#: 2^38: 23 for a patch network, 4 for the 1/sqrt normalization, 2 for matching), so no bootstrap at all.
+DEFAULT_PRESET = "N16_QP1762_L29_S38"
 
 
 @dataclass
@@ -107,30 +87,37 @@ class Server:
                                          for g in group_patches(model, params.slots, patches_per_ciphertext)]
         self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper) for g in self.groups]
         self.plans: list[Plan] = [m.plan for m in self.models]
+        # the tail: normalization, then matching against a template; any bootstrap goes before it
+        self.normalize = Normalize(model.embedding_dim, self.norm_coefficients)
+        self.matcher = Match(model.embedding_dim, self.tau)
+        self.tail = EncryptedModel([self.normalize], min(p.output_level for p in self.plans), bootstrapper,
+                                   reserve=self.matcher.depth())
         self.gallery: dict[str, Ciphertext] = {}
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
         self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
-    # ---- what the client needs to know -------------------------------------------------
+    # ---- what the client needs to know, and what evaluation costs -------------------------
 
-    def key_request(self) -> KeyRequest:
-        """Every rotation step of the plan, each with the highest level it is used at."""
-        levels: dict[int, int] = {}
+    def key_plan(self) -> KeyPlan:
+        """Every evaluation key of the plan: each rotation step with the highest level it is used at."""
+        return KeyPlan.merge([*(m.key_plan() for m in self.models), self.tail.key_plan(),
+                              self.matcher.key_plan(self.tail.plan.output_level)])
 
-        def need(steps, level):
-            for step in steps:
-                levels[step] = max(levels.get(step, -1), level)
-
-        for m in self.models:
-            for step, lvl in m.key_levels().items():
-                need((step,), lvl)
-        end = min(m.plan.output_level for m in self.models)
-        if end < NORMALISE_DEPTH + MATCH_DEPTH and self.bootstrapper is not None:
-            end = self.bootstrapper.output_level
-        need(sum_steps(self.model.embedding_dim), end)
-        return KeyRequest(sorted(levels), levels=levels)
+    def costs(self) -> dict[str, Any]:
+        """What one encrypted face costs, read off the plan (nothing is encrypted): per patch group its
+        patches, depth, key switches, bootstraps and plaintext diagonals with the same per layer; the
+        tail's (normalization, matching); and the Galois keys of the whole key plan."""
+        groups = [{"patches": list(g.patches), "depth": m.plan.depth, "key_switches": m.plan.key_switches,
+                   "bootstraps": m.plan.bootstraps, "diagonals": m.diagonal_count, "galois_keys": len(m.key_plan()),
+                   "layers": m.layer_costs()} for g, m in zip(self.groups, self.models)]
+        return {"groups": groups,
+                "tail": {"depth": self.tail.plan.depth + self.matcher.depth(),
+                         "key_switches": self.tail.plan.key_switches + self.matcher.key_switches(),
+                         "bootstraps": self.tail.plan.bootstraps},
+                "galois_keys_network": len(KeyPlan.merge(m.key_plan() for m in self.models)),
+                "galois_keys": len(self.key_plan())}
 
     def public_info(self) -> dict[str, Any]:
         return {"model": self.model.name, "input_size": self.model.input_size, "patch_size": self.model.patch_size,
@@ -153,7 +140,7 @@ class Server:
         return self.evaluator
 
     def embed(self, face: Sequence[bytes | Ciphertext]) -> Ciphertext:
-        """Encrypted, normalised embedding of one encrypted face (one ciphertext per patch group)."""
+        """Encrypted, normalized embedding of one encrypted face (one ciphertext per patch group)."""
         ev = self._ev()
         if len(face) != len(self.groups):
             raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group), got {len(face)}")
@@ -171,20 +158,12 @@ class Server:
         for i, (out, seconds) in enumerate(self._run_groups(cts)):
             for name, sec in seconds.items():
                 self.stats.seconds[f"group {i}: {name}"] = sec
-            self.stats.key_switches += self.plans[i].counts["key_switches"]
-            self.stats.bootstraps += self.plans[i].bootstraps
             total = out if total is None else ev.add(total, out)
         self.stats.seconds["network"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if total.level < NORMALISE_DEPTH + MATCH_DEPTH:
-            if self.bootstrapper is None:
-                raise LevelError(f"{total.level} levels left, normalising and matching need "
-                                 f"{NORMALISE_DEPTH + MATCH_DEPTH}; give the server a bootstrapper")
-            total = self.bootstrapper.bootstrap(total)
-            self.stats.bootstraps += 1
-        out = normalise(ev, total, self.model.embedding_dim, self.norm_coefficients)
-        self.stats.seconds["normalise"] = time.perf_counter() - t0
-        self.stats.key_switches += 2 + len(sum_steps(self.model.embedding_dim))
+        out = self.tail.run(ev, self.encoder, total, self.stats.seconds)
+        for plan in (*self.plans, self.tail.plan):
+            self.stats.key_switches += plan.key_switches
+            self.stats.bootstraps += plan.bootstraps
         return out
 
     def _run_group(self, i: int, ct: Ciphertext) -> tuple[Ciphertext, dict[str, float]]:
@@ -232,9 +211,9 @@ class Server:
 
     def _answer(self, probe: Ciphertext, template: Ciphertext) -> bytes:
         t0 = time.perf_counter()
-        out = match_score(self._ev(), self.encoder, probe, template, self.model.embedding_dim, self.tau)
+        out = self.matcher.forward(self._ev(), self.encoder, probe, template)
         self.stats.seconds["match"] = time.perf_counter() - t0
-        self.stats.key_switches += 1 + len(sum_steps(self.model.embedding_dim))
+        self.stats.key_switches += self.matcher.key_switches()
         return serialize.dump(out)
 
 
@@ -262,17 +241,16 @@ class Client:
     def secret_key(self) -> SecretKey:
         return self._keygen.secret_key
 
-    def evaluation_keys(self, request: KeyRequest) -> dict[str, bytes]:
-        """The relinearisation key and the requested Galois keys, each only up to the level it is used at."""
-        by_level: dict[int | None, list[int]] = {}
-        for step in request.rotations:
-            by_level.setdefault(request.levels.get(step), []).append(step)
-        galois = None
-        for level, steps in sorted(by_level.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-            galois = self._keygen.galois_keys(steps, max_level=level, into=galois)
-        if galois is None or request.conjugation:
-            galois = self._keygen.galois_keys([], conjugate=request.conjugation, into=galois)
-        return {"relin": serialize.dump(self._keygen.relin_key()), "galois": serialize.dump(galois)}
+    def evaluation_keys(self, plan: KeyPlan) -> dict[str, bytes]:
+        """The relinearization key and the Galois keys of a server's plan, each only up to the level it is
+        used at (the plan is validated against the parameters first)."""
+        if not isinstance(plan, KeyPlan):
+            raise ShapeError(f"expected a KeyPlan, got {type(plan).__name__}")
+        keys = self._keygen.evaluation_keys(plan)
+        out = {"galois": serialize.dump(keys.galois)}
+        if keys.relin is not None:
+            out["relin"] = serialize.dump(keys.relin)
+        return out
 
     def encrypt_face(self, image: np.ndarray, info: dict[str, Any]) -> list[bytes]:
         """One aligned, preprocessed face ``(3, S, S)`` in [-1, 1] -> one ciphertext per patch group."""

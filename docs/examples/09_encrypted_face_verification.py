@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data
-from cryptoface.encrypted.protocol import Client, KeyRequest, Server
+from cryptoface.encrypted import DEFAULT_PRESET, Client, Server
+from fhe_ckks.rlwe.keyplan import KeyPlan
 from cryptoface.model import FusedBlock, FusedPatchCNN, FusedPatchNet, fit_thresholds, load_model, poly_distances
 from fhe_ckks import presets
 
@@ -52,23 +53,24 @@ def main(toy: bool, pair: int) -> None:
     meta = json.loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]
     folds = np.array([p["fold"] for p in meta])
     model = toy_model(sample, folds) if toy else load_model(DEFAULT_MODEL)
-    params = presets.get("INSECURE_N12_QP900_L18_S40" if toy else "N16_QP1762_L29_S38", allow_insecure=toy)
+    params = presets.get("INSECURE_N12_QP900_L18_S40" if toy else DEFAULT_PRESET, allow_insecure=toy)
     first, second = sample.pair(pair, model.input_size)
     names = [f"{meta[pair][k][0]} #{meta[pair][k][1]}" for k in ("first", "second")]
 
     section("1. Server: model and plan (no keys yet)")
     t0 = time.perf_counter()
     server = Server(model, params)
-    request = server.key_request()
-    print(f"{model.name}: {model.num_patches} patch networks in {len(server.groups)} ciphertext(s) of "
-          f"{params.slots} slots; {server.plans[0].counts['key_switches']} key switches and depth "
-          f"{server.groups[0].depth()} per group; asks for {len(request.rotations)} Galois keys "
+    plan = server.key_plan()
+    costs = server.costs()
+    print(f"{model.name}: {model.num_patches} patch networks in {len(costs['groups'])} ciphertext(s) of "
+          f"{params.slots} slots; {costs['groups'][0]['key_switches']} key switches and depth "
+          f"{costs['groups'][0]['depth']} per group; asks for {len(plan)} Galois keys "
           f"({time.perf_counter() - t0:.1f} s)")
 
-    section("2. Client: keys for exactly that request")
+    section("2. Client: keys for exactly that plan")
     t0 = time.perf_counter()
     client = Client(params)
-    keys = client.evaluation_keys(KeyRequest.from_json(request.to_json()))
+    keys = client.evaluation_keys(KeyPlan.from_json(plan.to_json()))     # it crosses the wire as JSON
     print(f"{sum(len(v) for v in keys.values()) / 1e9:.2f} GB of evaluation keys "
           f"({time.perf_counter() - t0:.1f} s); the secret key stays here")
     server.install_keys(keys)
@@ -91,7 +93,7 @@ def main(toy: bool, pair: int) -> None:
     section("5. The same decision in plaintext (the fused numpy model)")
     e = model.embed(np.stack([second, first]))
     tau, poly = model.thresholds["lfw"].for_fold(None)
-    d = float(np.sum((poly.normalise(e[:1]) - poly.normalise(e[1:])) ** 2))
+    d = float(np.sum((poly.normalize(e[:1]) - poly.normalize(e[1:])) ** 2))
     print(f"plaintext distance {d:.4f} vs tau {tau:.4f}: {'same' if d < tau else 'not the same'}; "
           f"encrypted decision {'equals' if (d < tau) == same else 'DIFFERS FROM'} it")
 

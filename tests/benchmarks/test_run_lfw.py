@@ -40,10 +40,10 @@ def run(script, toy_file, out: Path, *extra: str) -> int:
 
 def test_two_encrypted_pairs_report_and_resume(toy_file, tmp_path, monkeypatch):
     script = load_script()
-    from cryptoface.encrypted import session as session_mod
+    from cryptoface.encrypted import measuring
 
     # interrupt the first run after one pair
-    real = session_mod.LocalSession.verify_pair
+    real = measuring.MeasuringHarness.verify_pair
     calls = {"n": 0}
 
     def flaky(self, a, b):
@@ -52,7 +52,7 @@ def test_two_encrypted_pairs_report_and_resume(toy_file, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, a, b)
 
-    monkeypatch.setattr(session_mod.LocalSession, "verify_pair", flaky)
+    monkeypatch.setattr(measuring.MeasuringHarness, "verify_pair", flaky)
     with pytest.raises(KeyboardInterrupt):
         run(script, toy_file, tmp_path, "--pairs", "0:1,5:6")
     lines = (tmp_path / "pairs.jsonl").read_text().splitlines()

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from cryptoface.encrypted.protocol import Client, KeyRequest, Server
+from cryptoface.encrypted import Client, Server
 from cryptoface.errors import ModelError
 from cryptoface.model import decisions
 from fhe_ckks import presets, serialize
@@ -15,6 +15,7 @@ from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor
 from fhe_ckks.errors import LevelError, SecurityError, ShapeError
+from fhe_ckks.rlwe.keyplan import KeyPlan
 from fhe_ckks.rlwe.keys import SecretKey
 
 from .toy_model import toy_model
@@ -31,8 +32,8 @@ def session(preset: str, with_sk_bootstrapper: bool = False, per_ct: int | None 
     boot = SecretKeyBootstrapper(params, client.secret_key) if with_sk_bootstrapper else None
     server = Server(model, params, bootstrapper=boot, patches_per_ciphertext=per_ct, testing=with_sk_bootstrapper,
                     workers=workers)
-    request = KeyRequest.from_json(server.key_request().to_json())      # it crosses the wire as JSON
-    server.install_keys(client.evaluation_keys(request))
+    plan = KeyPlan.from_json(server.key_plan().to_json())      # it crosses the wire as JSON
+    server.install_keys(client.evaluation_keys(plan))
     return params, model, client, server
 
 
@@ -45,7 +46,7 @@ def test_encrypted_embedding_matches_the_fused_model():
     x = faces(1)
     ct = server.embed(client.encrypt_face(x[0], server.public_info()))
     got = np.real(Encoder(params).decode(Decryptor(params, client.secret_key).decrypt(ct)))[:model.embedding_dim]
-    want = model.norm.normalise(model.embed(x))[0]
+    want = model.norm.normalize(model.embed(x))[0]
     err = np.max(np.abs(got - want)) / np.max(np.abs(want))
     assert err < 2**-12, f"relative error 2^{np.log2(err):.1f}"
     assert server.stats.bootstraps == 0 and server.stats.key_switches > 0
@@ -63,7 +64,7 @@ def test_verification_decisions_equal_plaintext():
         for name, ref in (("a", x[0]), ("b", x[1])):
             e = model.embed(np.stack([probe, ref]))
             want = decisions(model, e[:1], e[1:], "lfw", [None])[0]
-            d = np.sum((model.norm.normalise(e[:1]) - model.norm.normalise(e[1:])) ** 2)
+            d = np.sum((model.norm.normalize(e[:1]) - model.norm.normalize(e[1:])) ** 2)
             if abs(d - tau) > 1e-6 * max(1.0, tau):       # not on the threshold itself
                 assert client.decide(answers[name]) == want
             assert client.score(answers[name]) == pytest.approx(0.0, abs=17 * abs(d - tau) + 1e-3)
@@ -79,7 +80,7 @@ def test_patch_groups_in_forked_processes_give_the_same_embedding():
         ct = server.embed(client.encrypt_face(x[0], server.public_info()))
         got.append(np.real(Encoder(params).decode(Decryptor(params, client.secret_key).decrypt(ct))))
         assert any(k.startswith("group 1: ") for k in server.stats.seconds)
-    want = model.norm.normalise(model.embed(x))[0]
+    want = model.norm.normalize(model.embed(x))[0]
     assert np.max(np.abs(got[0] - got[1])) < 2**-20 * np.max(np.abs(want))
 
 
@@ -97,14 +98,16 @@ def test_plan_places_bootstraps_with_the_secret_key_double():
 
 def test_keys_follow_the_plan_and_its_levels():
     params, model, client, server = session(LEVELLED)
-    request = server.key_request()
-    assert set(request.rotations) == set(request.levels)
-    assert max(request.levels.values()) == params.max_level          # conv0 rotates at the top
-    assert min(request.levels.values()) < params.max_level - 5       # the head and the matching far below
-    galois = serialize.load(client.evaluation_keys(request)["galois"], params)
+    plan = server.key_plan()
+    assert plan.relinearization and not plan.conjugation and plan.encapsulation_weight is None
+    assert all(0 <= level <= params.max_level for level in plan.rotations.values())
+    assert max(plan.rotations.values()) == params.max_level          # conv0 rotates at the top
+    assert min(plan.rotations.values()) < params.max_level - 5       # the head and the matching far below
+    galois = serialize.load(client.evaluation_keys(plan)["galois"], params)
     from fhe_ckks.rlwe.keys import galois_element
 
-    for step, level in request.levels.items():
+    assert len(galois.keys) == len(plan)
+    for step, level in plan.rotations.items():
         assert galois.keys[galois_element(step, params.log_n)].max_level == level
 
 

@@ -30,6 +30,6 @@ def toy_model(seed: int = 0, embedding_dim: int = 8) -> FusedPatchCNN:
     e = model.embed(x)
     y = np.sum(e ** 2, axis=1)
     model.norm = NormPolynomial.fit(y)
-    d = np.sum((model.norm.normalise(e[0::2]) - model.norm.normalise(e[1::2])) ** 2, axis=1)
+    d = np.sum((model.norm.normalize(e[0::2]) - model.norm.normalize(e[1::2])) ** 2, axis=1)
     model.thresholds["lfw"] = Threshold(float(np.median(d)), model.norm)
     return model
