@@ -230,6 +230,5 @@ class LinearTransform:
             prev = g
         if prev:
             acc = evaluator.rotate(acc, prev)
-        out = evaluator.rescale(acc)
-        out.scale = target_scale  # exact up to float rounding: ct.scale * (target q / ct.scale) / q
-        return out
+        # exact up to float rounding: ct.scale * (target q / ct.scale) / q
+        return evaluator.rescale(acc).with_metadata(scale=target_scale)
