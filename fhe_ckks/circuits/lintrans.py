@@ -38,7 +38,8 @@ import numpy as np
 
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.encoder import Encoder
-from ..ckks.evaluator import Evaluator, PlainDot
+from ..ckks.dot import PlainDot
+from ..ckks.evaluator import Evaluator
 from ..errors import LevelError, ParameterError, ShapeError
 
 __all__ = ["LinearTransform", "diagonals_of", "matrix_of"]
@@ -75,7 +76,7 @@ def _horner_rotations(giants) -> list[int]:
 
 
 def _best_baby_step(offsets: list[int], period: int) -> int:
-    """The power-of-two baby size n1 that minimises ``key switches + Galois keys / 4``.
+    """The power-of-two baby size n1 that minimizes ``key switches + Galois keys / 4``.
 
     Key switches: ``|{k mod n1} - {0}| + |{k - k mod n1} - {0}|`` (babies hoisted, giants
     Horner-chained); Galois keys: the babies and the gaps between consecutive giants.  Keys

@@ -5,6 +5,8 @@ RNS variant (Cheon, Han, Kim, Kim, Song, SAC 2018).
 * :class:`Encryptor` / :class:`Decryptor`: public- or secret-key encryption,
   decryption with optional noise flooding.
 * :class:`Evaluator`: arithmetic, rescaling, rotations, from public keys only.
+* :mod:`~fhe_ckks.ckks.dot`: the lazily reduced sums behind
+  ``Evaluator.plain_dot`` and ``Evaluator.linear_combination``.
 """
 
 from .ciphertext import Ciphertext, Plaintext

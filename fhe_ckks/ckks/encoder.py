@@ -23,7 +23,7 @@ Integer conversion: coefficients are rounded in float64 (exact below 2^53,
 relative error 2^-53 above), converted to int64 when below 2^62 and to
 Python integers otherwise, then reduced modulo each prime.  Decoding composes
 only as many primes as the value can need (``log2 Delta + 64`` bits), so a
-decode costs a few vectorised big-integer operations per coefficient,
+decode costs a few vectorized big-integer operations per coefficient,
 whatever the level.
 """
 
@@ -195,7 +195,7 @@ class Encoder:
         Sparse packing makes the polynomial ``m(X) = m'(X^gap)`` with ``m'`` of degree < N / gap
         (gap = N / (2 slots)), and the bit-reversed NTT of m is the NTT of m' at size N / gap (root
         ``psi^gap``) with each value repeated gap times.  So a vector of period P costs NTTs of size
-        2P instead of N, and :class:`~fhe_ckks.ckks.evaluator.PlainDot` multiplies by it without
+        2P instead of N, and :class:`~fhe_ckks.ckks.dot.PlainDot` multiplies by it without
         expanding it.  No input checks (callers: :meth:`encode` and the linear transforms).
         """
         p = self.params

@@ -26,6 +26,12 @@ Costs (N = 2^16, level l, K special primes, dnum digits): add O(lN);
 plaintext multiplication O(lN); ciphertext multiplication 4 products plus
 one key switch; rotation one key switch plus a permutation; ``k`` hoisted
 rotations share one decomposition (the most expensive step).
+
+Neighbours: the lazily reduced sums (:class:`~fhe_ckks.ckks.dot.PlainDot`,
+the body of :meth:`Evaluator.linear_combination`) are in
+:mod:`fhe_ckks.ckks.dot`; key switching is
+:class:`~fhe_ckks.rlwe.keyswitch.KeySwitcher`; the exact rescale is
+:meth:`fhe_ckks.ring.Ring.rescale`.
 """
 
 from __future__ import annotations
@@ -34,15 +40,15 @@ import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from numba.typed import List as NumbaList
 
-from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError, ShapeError
+from ..errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError, SecurityError
 from ..ring.automorphism import automorphism_ntt, conjugation_element, galois_element
-from ..ring.modarith import dot_rows_wide
 from ..rlwe.keys import GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.keyswitch import KeySwitcher
 from ..rlwe.params import Parameters
+from . import dot
 from .ciphertext import Ciphertext, Plaintext
+from .dot import PlainDot
 
 __all__ = ["Evaluator"]
 
@@ -58,13 +64,16 @@ class Evaluator:
         galois_keys: Galois keys (needed by rotations and conjugation).
         scale_tolerance: largest relative scale difference :meth:`add`
             accepts (default 2^-32).
+
+    Raises:
+        SecurityError: when handed a secret key.
     """
 
     def __init__(self, params: Parameters, relin_key: SwitchingKey | None = None,
                  galois_keys: GaloisKeys | None = None, *, scale_tolerance: float = 2.0**-32):
         for key in (relin_key, galois_keys):
             if isinstance(key, SecretKey):
-                raise TypeError("an Evaluator never holds a secret key")
+                raise SecurityError("an Evaluator never holds a secret key")
         if relin_key is not None and (not isinstance(relin_key, SwitchingKey) or relin_key.kind != "relin"):
             raise ParameterError("relin_key must be a relinearization SwitchingKey")
         if galois_keys is not None and not isinstance(galois_keys, GaloisKeys):
@@ -161,9 +170,7 @@ class Evaluator:
         factor = int(round(scale * q / ct.scale))
         if factor < 2**20:
             raise ScaleMismatchError(f"scale ratio too small to correct precisely (factor {factor})")
-        out = self.rescale(self.mul_int(top, factor))
-        out.scale = ct.scale * factor / q
-        return out
+        return self.rescale(self.mul_int(top, factor)).with_metadata(scale=ct.scale * factor / q)
 
     def align(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """Bring the higher operand down to the other's level *and scale*
@@ -289,31 +296,10 @@ class Evaluator:
         of the ``a_i`` and at ``scale``: constant i is the integer
         ``round(c_i scale / a_i.scale)``, so terms of any levels and scales
         add up exactly.  One lazily reduced pass over the inputs (no dropped
-        or scaled copies); ``scale`` should be about ``q_level`` times the
-        wanted scale after the rescale that follows."""
-        if not terms:
-            raise ParameterError("an empty linear combination")
-        for a, c in terms:
-            self._check(a)
-            if np.iscomplexobj(c) or not np.isfinite(float(c)):
-                raise ParameterError(f"linear_combination takes finite real constants, got {c!r}")
-        size = terms[0][0].size
-        if any(a.size != size for a, _ in terms):
-            raise ShapeError("the terms of a linear combination share one size")
-        low = min(a.level for a, _ in terms)
-        moduli = self.params.q_primes[: low + 1]
-        out = None
-        for start in range(0, len(terms), PlainDot.MAX_TERMS):
-            chunk = terms[start:start + PlainDot.MAX_TERMS]
-            consts = [np.array(self._residues(int(round(float(c) * scale / a.scale)), moduli),
-                               dtype=np.uint64).reshape(-1, 1) for a, c in chunk]
-            data = np.empty((size, low + 1, self.params.n), dtype=np.uint64)
-            dot_rows_wide(NumbaList([a.data for a, _ in chunk]), NumbaList(consts), self.params.log_n,
-                          self.params.moduli_qp[: low + 1], self.params.ring_qp.barrett_ratios[: low + 1], data)
-            part = Ciphertext(data, float(scale), terms[0][0].slots, terms[0][0].key_id,
-                              terms[0][0].params_fingerprint)
-            out = part if out is None else self.add(out, part)
-        return out
+        or scaled copies, see :func:`fhe_ckks.ckks.dot.linear_combination`);
+        ``scale`` should be about ``q_level`` times the wanted scale after the
+        rescale that follows."""
+        return dot.linear_combination(self, terms, scale)
 
     def mul_by_i(self, a: Ciphertext, power: int = 1) -> Ciphertext:
         """``i^power * a``, exactly: multiplication by the monomial
@@ -337,7 +323,7 @@ class Evaluator:
         m = np.ascontiguousarray(pt.poly[: a.level + 1])
         return self._new(np.stack([self._ring.mul(c, m, check=False) for c in a.data]), a.scale * pt.scale, a)
 
-    def plain_dot(self, like: Ciphertext) -> "PlainDot":
+    def plain_dot(self, like: Ciphertext) -> PlainDot:
         """An accumulator for ``sum_i ct_i * pt_i`` over ciphertexts at ``like``'s level and scale:
         the products are added in 128 bits and reduced once (see :class:`PlainDot`)."""
         self._check(like)
@@ -478,64 +464,3 @@ class Evaluator:
     def rotation_steps_for_sum(count: int) -> list[int]:
         """The rotation steps :meth:`rotate_and_sum` needs."""
         return [1 << i for i in range(max(0, count.bit_length() - 1))]
-
-
-class PlainDot:
-    """``sum_i ct_i * pt_i`` with lazy reduction: the workhorse of a linear transform's inner sums.
-
-    :meth:`add` only collects the terms; :meth:`result` computes the whole sum
-    in one pass (:func:`fhe_ckks.ring.modarith.dot_rows_wide`): one
-    multiply-accumulate per coefficient and term into 128-bit accumulators
-    that stay in cache, one reduction per output coefficient, no temporary
-    ciphertexts.  A plaintext may be given compact (``poly`` with
-    ``N / repeat`` columns standing for ``repeat`` copies of each value, as
-    :meth:`~fhe_ckks.ckks.Encoder.encode_compact` returns for a sparse
-    vector; all terms then share one ``repeat``).  At most 32 terms (the
-    accumulator's headroom for 61-bit primes).
-    """
-
-    MAX_TERMS = 32
-
-    def __init__(self, evaluator: Evaluator, like: Ciphertext):
-        self.evaluator, self.like = evaluator, like
-        self._cts: list[np.ndarray] = []
-        self._pts: list[np.ndarray] = []
-        self._shift: int | None = None
-        self.pt_scale: float | None = None
-
-    @property
-    def terms(self) -> int:
-        return len(self._cts)
-
-    def add(self, ct: Ciphertext, poly: np.ndarray | Plaintext, scale: float | None = None, repeat: int = 1) -> None:
-        ev = self.evaluator
-        ev._check(ct)
-        if isinstance(poly, Plaintext):
-            if poly.params_fingerprint != ev.params.fingerprint:
-                raise KeyMismatchError("plaintext of other parameters")
-            poly, scale, repeat = poly.poly, poly.scale, 1
-        if ct.data.shape != self.like.data.shape or not ev._same_scale(ct.scale, self.like.scale):
-            raise ScaleMismatchError("terms of a plain dot product share one level, size and scale")
-        if scale is None or (self.pt_scale is not None and not ev._same_scale(scale, self.pt_scale)):
-            raise ScaleMismatchError("the plaintexts of a dot product share one scale")
-        rows = ct.level + 1
-        shift = int(repeat).bit_length() - 1
-        if repeat < 1 or repeat & (repeat - 1) or poly.shape[0] < rows or poly.shape[1] << shift != ev.params.n \
-                or (self._shift is not None and shift != self._shift):
-            raise ShapeError(f"plaintext of shape {poly.shape} (repeat {repeat}) for a ciphertext at level {ct.level}")
-        if self.terms >= self.MAX_TERMS:
-            raise ParameterError(f"a PlainDot takes at most {self.MAX_TERMS} terms")
-        self._cts.append(ct.data)
-        self._pts.append(np.ascontiguousarray(poly, dtype=np.uint64))
-        self._shift = shift
-        self.pt_scale = float(scale)
-
-    def result(self) -> Ciphertext:
-        if not self.terms:
-            raise ParameterError("an empty dot product")
-        p = self.evaluator.params
-        rows = self.like.level + 1
-        out = np.empty(self.like.data.shape, dtype=np.uint64)
-        dot_rows_wide(NumbaList(self._cts), NumbaList(self._pts), self._shift, p.moduli_qp[:rows],
-                      p.ring_qp.barrett_ratios[:rows], out)
-        return self.evaluator._new(out, self.like.scale * self.pt_scale, self.like)

@@ -6,7 +6,9 @@ The lowest layer of the library; it knows nothing about keys or encodings.
   LLVM ``i128`` high-half intrinsic.
 * :mod:`~fhe_ckks.ring.primes`: NTT-friendly primes, primitive roots.
 * :mod:`~fhe_ckks.ring.ntt`: negacyclic NTT with Harvey lazy butterflies.
-* :mod:`~fhe_ckks.ring.rns`: CRT, fast basis conversion, ModDown, rescale.
+* :mod:`~fhe_ckks.ring.rns`: RNS bases, CRT, fast basis conversion, ModUp.
+* :mod:`~fhe_ckks.ring.scaling`: division with rounding, ModDown and the
+  exact rescale.
 * :mod:`~fhe_ckks.ring.automorphism`: ``X -> X^g`` in both domains.
 * :mod:`~fhe_ckks.ring.sampling`: SHAKE-256 stream and samplers.
 * :mod:`~fhe_ckks.ring.ring`: :class:`Ring`, which ties them together.
@@ -20,8 +22,9 @@ from .ntt import NTTTables
 from .parallel import get_num_threads, set_num_threads
 from .primes import nearest_ntt_primes, ntt_primes, primitive_root_2n
 from .ring import Ring
-from .rns import BasisConverter, ModDown, ModUp, Rescaler, RNSBasis
+from .rns import BasisConverter, ModUp, RNSBasis
 from .sampling import Shake256Stream, fresh_seed
+from .scaling import ModDown, Rescaler
 
 __all__ = [
     "Ring",

@@ -242,7 +242,7 @@ class NTTTables:
             fwd = np.array(powers, dtype=object)[rev]
             inv = np.array(ipowers, dtype=object)[rev]
             self.psi_rev[k] = fwd
-            self.psi_rev_shoup[k] = (fwd << 64) // q  # shoup_precompute, vectorised
+            self.psi_rev_shoup[k] = (fwd << 64) // q  # shoup_precompute, vectorized
             self.ipsi_rev[k] = inv
             self.ipsi_rev_shoup[k] = (inv << 64) // q
             n_inv = pow(n, -1, q)

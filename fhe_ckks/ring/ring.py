@@ -23,7 +23,8 @@ from .checks import check_poly_array, check_reduced
 from .modarith import U64, barrett_precompute, mul_barrett, mul_shoup, njit, shoup_precompute
 from .ntt import NTTTables
 from .primes import check_log_n
-from .rns import Rescaler, RNSBasis
+from .rns import RNSBasis
+from .scaling import Rescaler
 from .sampling import (
     Shake256Stream,
     centered_binomial,

@@ -41,7 +41,8 @@ import numpy as np
 from ..errors import KeyMismatchError, LevelError
 from ..ring.modarith import U64, barrett_precompute, mac_wide, njit, reduce_barrett_wide
 from ..ring.parallel import run_chunks
-from ..ring.rns import BasisConverter, ModDown, RNSBasis
+from ..ring.rns import BasisConverter, RNSBasis
+from ..ring.scaling import ModDown
 from .keys import SwitchingKey
 from .params import Parameters
 

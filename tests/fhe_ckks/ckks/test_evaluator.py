@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from fhe_ckks import Evaluator, KeyGenerator
 from fhe_ckks.ckks import precision_bits
-from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError
+from fhe_ckks.errors import (KeyMismatchError, LevelError, MissingKeyError, ParameterError, ScaleMismatchError,
+                             SecurityError)
 from tests.ckks_context import ROTATIONS, context
 
 NAMES = ["INSECURE_N10_QP380_L5_S40", "INSECURE_N12_QP520_L7_S40"]
@@ -195,7 +196,7 @@ def test_scale_mismatch_raises(rng):
 
 def test_evaluator_refuses_a_secret_key():
     ctx = context(NAMES[0])
-    with pytest.raises(TypeError):
+    with pytest.raises(SecurityError):
         Evaluator(ctx.params, ctx.keygen.secret_key)
 
 
