@@ -191,7 +191,7 @@ def encrypted_pairs(model, params, ds: Dataset, chosen: list[int], args, config:
     return [done[i] for i in chosen], setup
 
 
-def summarise_pairs(recs: list[dict]) -> dict:
+def summarize_pairs(recs: list[dict]) -> dict:
     if not recs:
         return {"pairs": 0}
 
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
             config = hashlib.sha256(json.dumps([model_hash, params.fingerprint.hex(), ds.name, ds.origin,
                                                 args.fold]).encode()).hexdigest()[:16]
             recs, setup = encrypted_pairs(model, params, ds, chosen[ds.name], args, config, out_dir, progress)
-            entry["encrypted"] = {**summarise_pairs(recs), "setup": setup, "config": config,
+            entry["encrypted"] = {**summarize_pairs(recs), "setup": setup, "config": config,
                                   "pair_records": [{k: r[k] for k in ("pair", "same", "decision_encrypted",
                                                                       "decision_plaintext", "embedding_error_bits")}
                                                    for r in recs]}

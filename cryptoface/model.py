@@ -22,7 +22,7 @@ per patch network ``p{i}``
 
 The embedding is the sum of the patch networks' outputs.  The manifest also
 holds the input specification, the quadratic approximation of
-``1/sqrt(||x||^2)`` used for encrypted L2 normalisation, and verification
+``1/sqrt(||x||^2)`` used for encrypted L2 normalization, and verification
 thresholds per dataset and fold.
 """
 
@@ -127,8 +127,8 @@ class NormPolynomial:
         """Least squares on the relative error ``sqrt(y) p(y) - 1`` over the observed ``y`` (top ``trim`` dropped).
 
         The original interpolates 1/sqrt through three points (mean and
-        mean +- std); minimising the relative error over the data is what
-        matters for distances between normalised embeddings.
+        mean +- std); minimizing the relative error over the data is what
+        matters for distances between normalized embeddings.
         """
         y = np.asarray(squared_norms, dtype=np.float64)
         y = np.sort(y[np.isfinite(y) & (y > 0)])
@@ -147,7 +147,7 @@ class NormPolynomial:
 
 @dataclass
 class Threshold:
-    """Decision rule ``||p(x) - p(y)||^2 < tau`` (polynomially normalised embeddings) for one dataset."""
+    """Decision rule ``||p(x) - p(y)||^2 < tau`` (polynomially normalized embeddings) for one dataset."""
 
     tau: float
     norm: NormPolynomial
@@ -300,7 +300,7 @@ def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.n
                    degree: int = 2) -> Threshold:
     """Fit, for each fold, the 1/sqrt polynomial and tau on the other folds; and both on all folds.
 
-    ``distance_fn(p, a, b)`` gives squared distances of ``a`` and ``b`` normalised with polynomial ``p``.
+    ``distance_fn(p, a, b)`` gives squared distances of ``a`` and ``b`` normalized with polynomial ``p``.
     """
     from .verification import best_threshold
 
@@ -325,7 +325,7 @@ def poly_distances(poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.nda
 
 def decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, dataset: str,
               folds: Sequence[int | None]) -> np.ndarray:
-    """Plaintext decisions (True = same) with the model's polynomial normalisation and thresholds."""
+    """Plaintext decisions (True = same) with the model's polynomial normalization and thresholds."""
     if dataset not in model.thresholds:
         raise ModelError(f"model {model.name} has no threshold for {dataset!r} (has {sorted(model.thresholds)})")
     th = model.thresholds[dataset]

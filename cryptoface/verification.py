@@ -1,9 +1,9 @@
 """Face-verification metrics: k-fold accuracy with per-fold thresholds, ROC curves and plots.
 
 The protocol is the standard one (LFW View 2 and the InsightFace ``.bin``
-sets): for each fold, the threshold on the distance that maximises accuracy on
+sets): for each fold, the threshold on the distance that maximizes accuracy on
 the other folds is applied to that fold; the reported accuracy is the mean
-over folds.  Distances are squared L2 distances between normalised embeddings
+over folds.  Distances are squared L2 distances between normalized embeddings
 (smaller = same person), so "same" is predicted when ``distance < threshold``.
 """
 
@@ -30,7 +30,7 @@ def squared_distances(a: np.ndarray, b: np.ndarray, normalize: bool = True) -> n
 
 
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
-    """Threshold maximising accuracy of ``distance < t`` (midpoint between neighbours), and that accuracy."""
+    """Threshold maximizing accuracy of ``distance < t`` (midpoint between neighbours), and that accuracy."""
     d = np.asarray(distances, dtype=np.float64)
     y = np.asarray(issame, dtype=bool)
     if d.shape != y.shape or d.size == 0:
@@ -131,7 +131,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: s
     return path
 
 
-def summarise(per_dataset: Mapping[str, KFoldResult]) -> dict:
+def summarize(per_dataset: Mapping[str, KFoldResult]) -> dict:
     accs = [r.accuracy for r in per_dataset.values()]
     return {"datasets": {k: v.as_dict() for k, v in per_dataset.items()},
             "mean_accuracy": float(np.mean(accs)) if accs else float("nan")}

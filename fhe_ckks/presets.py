@@ -46,7 +46,7 @@ LITERALS: dict[str, ParametersLiteral] = {
     # primes of 40 bits chosen so that the scales track 2^40 over all 29
     # levels; 7 special primes of 60 bits (420 bits >= one digit of 10 x 40),
     # dnum = 3.  Depth 29 = 23 for a patch network, 4 for the polynomial
-    # 1/sqrt normalisation, 2 for matching: no bootstrapping at all.
+    # 1/sqrt normalization, 2 for matching: no bootstrapping at all.
     "N16_QP1640_L29_S40": ParametersLiteral(
         log_n=16, log_q=(60,) + (40,) * 29, log_p=(60,) * 7, log_scale=40, digits=3,
         name="N16_QP1640_L29_S40"),

@@ -79,8 +79,7 @@ class MeasuringHarness:
         t0 = time.perf_counter()
         self.server.install_keys(keys)
         self.setup_seconds["install_keys"] = time.perf_counter() - t0
-        ev = self.server.evaluator
-        self.server_key_bytes = ev.relin_key.nbytes + ev.galois_keys.nbytes
+        self.server_key_bytes = self.server.key_memory_bytes()
         self._encoder, self._decryptor = Encoder(params), Decryptor(params, self.client.secret_key)
 
     def verify_pair(self, first: np.ndarray, second: np.ndarray,

@@ -2,7 +2,7 @@
 
 Patches are grouped (``patches_per_ciphertext``, default: as many as fit the
 largest activation into the slots); a group's patch networks share every
-rotation, relinearisation and bootstrap, and their different weights simply
+rotation, relinearization and bootstrap, and their different weights simply
 sit in different slots of the same plaintexts.  Per group the chain is::
 
     conv0 -> [HerPN, (conv1 -> HerPN -> conv2) + shortcut] x 5 -> HerPN -> head

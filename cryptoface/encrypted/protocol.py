@@ -132,6 +132,13 @@ class Server:
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         self.evaluator = Evaluator(self.params, relin, galois)
 
+    def key_memory_bytes(self) -> int:
+        """Memory of the installed evaluation keys (both halves expanded), 0 before :meth:`install_keys`."""
+        ev = self.evaluator
+        if ev is None:
+            return 0
+        return sum(k.nbytes for k in (ev.relin_key, ev.galois_keys) if k is not None)
+
     # ---- evaluation ----------------------------------------------------------------------
 
     def _ev(self) -> Evaluator:

@@ -6,9 +6,9 @@ The module and parameter names follow the original CryptoFace repository
 :mod:`cryptoface.training.checkpoint`.  Unlike the original, nothing here
 needs CUDA: patches are processed one after another on any device.
 
-HerPN (Hermite polynomial normalisation) replaces ReLU + BN by a learned
+HerPN (Hermite polynomial normalization) replaces ReLU + BN by a learned
 combination of the first three probabilists' Hermite polynomials, each
-batch-normalised::
+batch-normalized::
 
     herpn(x) = w * ( bn0(1)/sqrt(2 pi) + bn1(x)/2 + bn2((x^2 - 1)/sqrt 2)/sqrt(4 pi) ) + b
 
@@ -118,7 +118,7 @@ class PatchCNN(nn.Module):
         self.linear = nn.Linear(n * dim, embedding_dim)
         self.bn = nn.BatchNorm1d(embedding_dim, affine=False)
         self.jigsaw = nn.Linear(dim, n)
-        self.apply(_initialise)
+        self.apply(_initialize)
 
     @property
     def num_patches(self) -> int:
@@ -145,7 +145,7 @@ class PatchCNN(nn.Module):
         return self.forward(x)[0]
 
 
-def _initialise(m: nn.Module) -> None:
+def _initialize(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.Linear)):
         nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if m.bias is not None:

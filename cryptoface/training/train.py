@@ -151,7 +151,7 @@ def teacher_embeddings(cfg: dict, images: facedata.ImageList, out_dir: Path) -> 
 
 def pair_distances(model: PatchCNN, vs: facedata.VerificationSet, device: torch.device, folds=None,
                    batch_size: int = 128):
-    """``(pairs, embeddings, squared distances of the normalised embeddings)`` for the pairs in ``folds``."""
+    """``(pairs, embeddings, squared distances of the normalized embeddings)`` for the pairs in ``folds``."""
     from ..verification import pairs_in_folds, squared_distances
 
     pairs = pairs_in_folds(vs.folds, folds)
@@ -237,7 +237,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> Path:
 
         model.load_state_dict(backbone_state(torch.load(cfg["model"]["init"], map_location=device,
                                                         weights_only=False)))
-        log.info("initialised from %s", cfg["model"]["init"])
+        log.info("initialized from %s", cfg["model"]["init"])
     penalty = ActivationPenalty(model, cfg["loss"].get("activation_bound"))
     head = None
     if kind in ("arcface", "both"):

@@ -396,16 +396,16 @@ class BootstrapPlan:
             raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
         gap = params.slots // n
         sub_sum = tuple(n << k for k in range(int(math.log2(gap))))
-        normaliser = gap * config.evalmod.normaliser
+        normalizer = gap * config.evalmod.normalizer
         top = params.max_level
         levels = dict(top_level=top, stc_level=top - config.cts_budget - config.evalmod.depth(),
                       ephemeral_weight=config.ephemeral_weight)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
         if not config.packed:
-            cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normaliser),
+            cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normalizer),
                                  factor_on_last=True)
             return cls(n, sub_sum, tuple(cts), None, None, tuple(stc), **levels)
-        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normaliser, factor_on_last=True)
+        cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / normalizer, factor_on_last=True)
         period = 2 * n
         first = np.arange(period) < n
         # y = Re(w) on [0, n), Im(w) on [n, 2n): y = D1 w + D2 conj(w).

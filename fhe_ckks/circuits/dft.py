@@ -16,7 +16,7 @@ bit reversal is never evaluated:
 With a *level budget* b the ``log2 n`` stages are merged into b groups; each
 group is one :class:`~fhe_ckks.circuits.lintrans.LinearTransform` (one level)
 whose number of diagonals grows as ``2^(stages + 1) - 1``.  More levels mean
-fewer rotations.  Constant factors (the bootstrapping normalisations) are
+fewer rotations.  Constant factors (the bootstrapping normalizations) are
 folded into the first group, so they cost nothing.
 """
 

@@ -7,8 +7,8 @@ EUROCRYPT 2018; Han & Ki, CT-RSA 2020)::
 
     e ~ sin(2 pi x) / (2 pi)        (exact at integers, error (2 pi)^2 e^3 / 6)
 
-evaluated in three named steps on the normalised input ``y = x / (K + 1)``
-(the normalisation is folded into CoeffsToSlots for free):
+evaluated in three named steps on the normalized input ``y = x / (K + 1)``
+(the normalization is folded into CoeffsToSlots for free):
 
 1. :meth:`EvalMod.cosine`: a Chebyshev interpolant of
    ``cos(2 pi ((K + 1) y - 1/4) / 2^r)`` on [-1, 1] (the argument is divided
@@ -69,7 +69,7 @@ class EvalMod:
             raise ParameterError(f"fit must be 'chebyshev' or 'remez', got {self.fit!r}")
 
     @property
-    def normaliser(self) -> float:
+    def normalizer(self) -> float:
         """``K + 1``: CoeffsToSlots divides by it so that y lies in [-1, 1]."""
         return float(self.k_bound + 1)
 
@@ -78,7 +78,7 @@ class EvalMod:
         an odd function: its even Chebyshev coefficients (zero up to rounding)
         are set to exactly zero, so that the evaluation skips them."""
         scale = 2 * math.pi / 2**self.double_angles
-        kk = self.normaliser
+        kk = self.normalizer
         odd = self.double_angles == 0
 
         def fn(y):
@@ -99,8 +99,8 @@ class EvalMod:
         return self.cosine_polynomial().depth(needs_affine=False) + self.double_angles + (2 if self.arcsine else 0)
 
     def evaluate_plain(self, x) -> np.ndarray:
-        """The plaintext twin: ``2 pi e`` for ``x = I + e`` (x unnormalised)."""
-        y = np.asarray(x, dtype=np.float64) / self.normaliser
+        """The plaintext twin: ``2 pi e`` for ``x = I + e`` (x unnormalized)."""
+        y = np.asarray(x, dtype=np.float64) / self.normalizer
         c = self.cosine_polynomial().evaluate_plain(y)
         for _ in range(self.double_angles):
             c = 2 * c * c - 1

@@ -252,7 +252,7 @@ class ChannelScale(SlotLinear):
 
 
 class Quadratic(Layer):
-    """Per-channel monic quadratic ``x^2 + a1 x + a0`` (a fused HerPN); one level, one relinearisation.
+    """Per-channel monic quadratic ``x^2 + a1 x + a0`` (a fused HerPN); one level, one relinearization.
 
     ``x^2`` (ciphertext square) and ``a1 x`` (plaintext product, ``a1`` encoded
     at the input's scale) both land on ``scale^2 / q`` after one rescale, so

@@ -57,7 +57,7 @@ class ModelFile:
 
 
 def write_model_file(path: str | os.PathLike, schema: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Path:
-    """Write ``tensors`` and ``schema`` (JSON-serialisable) to ``path`` atomically."""
+    """Write ``tensors`` and ``schema`` (JSON-serializable) to ``path`` atomically."""
     path = Path(path)
     entries = {}
     arrays = {}

@@ -55,10 +55,10 @@ def test_each_step_matches_its_plaintext_model(slots, rng):
     sub[::gap] = t[::gap] * gap
     np.testing.assert_allclose(ts, sub, atol=1e-6)
 
-    w = boot.coeffs_to_slots(summed)  # the coefficients, bit-reversed, normalised
+    w = boot.coeffs_to_slots(summed)  # the coefficients, bit-reversed, normalized
     assert summed.level - w.level == boot.config.cts_budget
     u = ts[0: params.slots: gap] + 1j * ts[params.slots:: gap]
-    want = u[bit_reverse_indices(int(np.log2(n)))] / (2 * gap * boot.config.evalmod.normaliser)
+    want = u[bit_reverse_indices(int(np.log2(n)))] / (2 * gap * boot.config.evalmod.normalizer)
     got = enc.decode(dec.decrypt(w), n)
     assert precision_bits(want, got) >= 22
 

@@ -76,7 +76,7 @@ def test_homomorphic_evalmod_matches_its_plaintext_twin(rng):
     ctx = context("INSECURE_BOOT_N12_QP1235_H32")
     em = EvalMod()
     x = rng.integers(-12, 13, ctx.params.slots) + rng.uniform(-2**-6, 2**-6, ctx.params.slots)
-    ct = ctx.encrypt(x / em.normaliser)
+    ct = ctx.encrypt(x / em.normalizer)
     out = em.evaluate(ctx.evaluator, ct)
     assert ct.level - out.level == em.depth()
     # Absolute error: the input's noise (2^-41 here) amplified by the slope of

@@ -42,7 +42,7 @@ def test_transform_matches_matrix_vector_product(seed, period, ndiag):
     assert precision_bits(want, ctx.decrypt(out, slots=period)) >= ctx.bits(slack=4 + np.log2(len(diags)))
 
 
-def test_baby_step_choice_minimises_rotations(rng):
+def test_baby_step_choice_minimizes_rotations(rng):
     offsets = [0, 1, 2, 3, 512, 513, 514, 515, 1024, 1025, 1026, 1027]
     lt = LinearTransform({k: np.ones(2048) for k in offsets}, 2048)
     assert lt.key_switches() == 5  # babies 1, 2, 3 and giants 512, 1024
