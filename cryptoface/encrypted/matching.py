@@ -46,6 +46,12 @@ def period_of(dim: int) -> int:
     return 1 << max(0, (dim - 1).bit_length())
 
 
+def _dimension(dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ModelError(f"an embedding dimension is an int >= 1, got {dim!r}")
+    return dim
+
+
 def sum_steps(dim: int) -> list[int]:
     return Evaluator.rotation_steps_for_sum(period_of(dim))
 
@@ -90,7 +96,7 @@ class Normalize(_SumOfSquares, Layer):
     def __init__(self, dim: int, coefficients, name: str = "normalize"):
         if len(coefficients) != 3:
             raise ModelError("the encrypted normalization evaluates a quadratic polynomial")
-        self.dim, self.name = int(dim), name
+        self.dim, self.name = _dimension(dim), name
         self.coefficients = [float(c) for c in coefficients]
         self.in_layout = self.out_layout = TensorLayout.vector(1, self.dim)
 
@@ -138,7 +144,7 @@ class Match(_SumOfSquares):
     relinearizations = 1     # the square of the difference
 
     def __init__(self, dim: int, tau: float, name: str = "match"):
-        self.dim, self.tau, self.name = int(dim), float(tau), name
+        self.dim, self.tau, self.name = _dimension(dim), float(tau), name
 
     def depth(self) -> int:
         return 2     # the square of the difference; the blinding mask

@@ -20,7 +20,7 @@ from typing import Protocol, Sequence
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
-from ..errors import LevelError
+from ..errors import LevelError, ParameterError
 from ..rlwe.keyplan import KeyPlan
 from .layers import Layer
 
@@ -75,6 +75,14 @@ class Plan:
 def plan_bootstraps(layers: Sequence[Layer], start_level: int, output_level_after_bootstrap: int | None,
                     reserve: int = 0) -> Plan:
     """Greedy placement; ``reserve`` levels must remain after the last layer (bootstrapping again if needed)."""
+    for name, value in (("start_level", start_level), ("reserve", reserve)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ParameterError(f"{name} must be an int >= 0, got {value!r}")
+    depths = [layer.depth() for layer in layers]
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
+        raise ParameterError(f"layer depths must be ints >= 0, got {depths}")
+    if not depths and reserve > start_level:
+        raise LevelError(f"an empty chain at level {start_level} cannot keep {reserve} levels in reserve")
     level, before, after = start_level, [], []
     for i, layer in enumerate(list(layers)):
         need = layer.depth() + (reserve if i == len(layers) - 1 else 0)

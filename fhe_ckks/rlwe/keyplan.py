@@ -25,6 +25,7 @@ plan cannot ask for keys the parameters cannot have, or for unbounded work.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,7 +45,14 @@ MAX_JSON_BYTES = 1 << 20
 
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise SerializationError("a key plan's JSON repeats a field or a rotation step")
+    return dict(pairs)
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,13 @@ class KeyPlan:
     encapsulation_weight: int | None = None
 
     def __post_init__(self):
-        rot = dict(self.rotations)
-        for step, level in rot.items():
+        if not isinstance(self.rotations, Mapping):
+            raise ParameterError(f"rotations map steps to levels, got a {type(self.rotations).__name__}")
+        rot = {}
+        for step, level in self.rotations.items():
             if not _is_int(step) or not _is_int(level) or level < 0:
                 raise ParameterError(f"a key plan maps int rotation steps to levels >= 0, got {step!r}: {level!r}")
+            rot[int(step)] = int(level)
         if not isinstance(self.relinearization, bool) or not isinstance(self.conjugation, bool):
             raise ParameterError("relinearization and conjugation are booleans")
         w = self.encapsulation_weight
@@ -76,13 +87,13 @@ class KeyPlan:
 
     @classmethod
     def rotations_at(cls, steps, level: int, **flags) -> KeyPlan:
-        """Every step in ``steps`` used up to ``level``."""
-        return cls({int(s): int(level) for s in steps}, **flags)
+        """Every step in ``steps`` (integers) used up to ``level``."""
+        return cls({s: level for s in steps}, **flags)
 
     def union(self, other: KeyPlan) -> KeyPlan:
         """Everything either plan needs: a step shared by both is kept at the higher level."""
         if not isinstance(other, KeyPlan):
-            return NotImplemented
+            raise ParameterError(f"a key plan unites with a key plan, not a {type(other).__name__}")
         rot = dict(self.rotations)
         for step, level in other.rotations.items():
             rot[step] = max(rot.get(step, -1), level)
@@ -92,7 +103,8 @@ class KeyPlan:
         return KeyPlan(rot, self.relinearization or other.relinearization, self.conjugation or other.conjugation,
                        a if a is not None else b)
 
-    __or__ = union
+    def __or__(self, other: KeyPlan) -> KeyPlan:
+        return self.union(other) if isinstance(other, KeyPlan) else NotImplemented
 
     @classmethod
     def merge(cls, plans) -> KeyPlan:
@@ -173,10 +185,11 @@ class KeyPlan:
         """Parse :meth:`to_json`'s output; anything else raises :class:`~fhe_ckks.errors.SerializationError`."""
         if not isinstance(text, (str, bytes, bytearray)):
             raise SerializationError(f"a key plan is JSON text, got {type(text).__name__}")
-        if len(text) > MAX_JSON_BYTES:
-            raise SerializationError(f"a key plan of {len(text)} bytes exceeds {MAX_JSON_BYTES}")
+        size = len(text.encode("utf-8", "replace")) if isinstance(text, str) else len(text)
+        if size > MAX_JSON_BYTES:
+            raise SerializationError(f"a key plan of {size} bytes exceeds {MAX_JSON_BYTES}")
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_no_duplicates)
         except (ValueError, RecursionError) as exc:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise SerializationError(f"unreadable key plan: {type(exc).__name__}") from None
         if not isinstance(d, dict) or set(d) != {"rotations", "relinearization", "conjugation",
