@@ -22,8 +22,7 @@ double, which holds a secret key and so must never be used otherwise.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -36,16 +35,26 @@ from fhe_ckks.ckks.ciphertext import Ciphertext
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor, Encryptor
 from fhe_ckks.ckks.evaluator import Evaluator
-from fhe_ckks.errors import KeyMismatchError, LevelError, MissingKeyError, SecurityError, ShapeError
+from fhe_ckks.errors import (
+    KeyMismatchError,
+    LevelError,
+    MissingKeyError,
+    ScaleMismatchError,
+    SecurityError,
+    SerializationError,
+    ShapeError,
+)
 from fhe_ckks.nn.layout import TensorLayout
 from fhe_ckks.nn.planner import EncryptedModel, Plan
+from fhe_ckks.ring.automorphism import galois_element
 from fhe_ckks.rlwe.keyplan import KeyPlan
-from fhe_ckks.rlwe.keys import KeyGenerator, SecretKey
+from fhe_ckks.rlwe.keys import GaloisKeys, KeyGenerator, SecretKey, SwitchingKey
 from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
 from ..errors import ModelError
 from ..model import FusedPatchCNN
+from .backends import LocalBackend
 from .matching import Match, Normalize, scaled_coefficients
 from .network import PatchGroup, build_group, group_patches
 
@@ -54,9 +63,14 @@ from .network import PatchGroup, build_group, group_patches
 DEFAULT_PRESET = "N16_QP1762_L29_S38"
 
 
+#: Answers leave the server at level 0 and its standard scale, the full slot count, the blinded score in slot 0:
+#: the client refuses anything else before decrypting.
+ANSWER_LEVEL = 0
+
+
 @dataclass
 class Stats:
-    """Operation counts and timings of the server's last evaluation."""
+    """Operation counts and timings of one call (the server keeps the last completed call's as ``stats``)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     key_switches: int = 0
@@ -67,15 +81,21 @@ class Stats:
 
 
 class Server:
-    """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt."""
+    """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt.
+
+    Safe to call from several threads: calls that evaluate or change the gallery run one at a time
+    (a lock; the patch groups of one call still run in parallel, in the backend's workers), and each
+    call counts its own :class:`Stats`.
+    """
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
-                 testing: bool = False, workers: int | None = None):
+                 testing: bool = False, workers: int | None = None, backend: LocalBackend | None = None):
         """``dataset`` and ``fold`` pick the decision rule: the 1/sqrt polynomial and threshold fitted for that
         dataset (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
         ``workers``: processes for the patch groups (default: one per core, at most one per group; 1 runs
-        them in this process)."""
+        them in this process); ``backend``: where the patch groups run (default: a
+        :class:`~cryptoface.encrypted.backends.LocalBackend` with ``workers``)."""
         if isinstance(bootstrapper, SecretKeyBootstrapper) and not testing:
             raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with testing=True")
         if dataset not in model.thresholds:
@@ -96,7 +116,9 @@ class Server:
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
-        self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+        self.backend = LocalBackend(workers) if backend is None else backend
+        self.workers = self.backend.workers
+        self._lock = threading.RLock()
 
     # ---- what the client needs to know, and what evaluation costs -------------------------
 
@@ -124,13 +146,30 @@ class Server:
                 "groups": [g.patches for g in self.groups], "params": self.params.fingerprint.hex()}
 
     def install_keys(self, keys: dict[str, bytes]) -> None:
-        relin = serialize.load(keys["relin"], self.params)
-        galois = serialize.load(keys["galois"], self.params)
+        """Install the client's evaluation keys: ``{"relin": blob, "galois": blob}`` in the serialized format.
+
+        Refuses (typed, before changing anything) a secret key, blobs of the wrong kind or in the wrong
+        place, keys of other parameters, and a key set that does not cover :meth:`key_plan`.
+        """
+        if not isinstance(keys, dict) or set(keys) != {"relin", "galois"}:
+            raise SerializationError("evaluation keys are a dict with exactly the entries 'relin' and 'galois'")
+        relin, galois = (serialize.load(keys[name], self.params) for name in ("relin", "galois"))
         if isinstance(relin, SecretKey) or isinstance(galois, SecretKey):
             raise SecurityError("a server never takes a secret key")
+        if not isinstance(relin, SwitchingKey) or relin.kind != "relin":
+            raise SerializationError(f"the 'relin' entry holds a {type(relin).__name__}, not a relinearization key")
+        if not isinstance(galois, GaloisKeys):
+            raise SerializationError(f"the 'galois' entry holds a {type(galois).__name__}, not Galois keys")
+        evaluator = Evaluator(self.params, relin, galois)
+        missing = [step for step, level in self.key_plan().rotations.items()
+                   if (g := galois_element(step, self.params.log_n)) not in galois or galois[g].max_level < level]
+        if missing:
+            raise MissingKeyError(f"the Galois keys do not cover the plan: rotations {missing[:8]} are missing "
+                                  "or too shallow")
         for key in (relin, *galois.keys.values()):
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
-        self.evaluator = Evaluator(self.params, relin, galois)
+        with self._lock:
+            self.evaluator = evaluator
 
     def key_memory_bytes(self) -> int:
         """Memory of the installed evaluation keys (both halves expanded), 0 before :meth:`install_keys`."""
@@ -146,92 +185,84 @@ class Server:
             raise MissingKeyError("install the client's evaluation keys first")
         return self.evaluator
 
-    def embed(self, face: Sequence[bytes | Ciphertext]) -> Ciphertext:
-        """Encrypted, normalized embedding of one encrypted face (one ciphertext per patch group)."""
-        ev = self._ev()
-        if len(face) != len(self.groups):
-            raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group), got {len(face)}")
-        self.stats = Stats()
+    def _face(self, face: Sequence[bytes | Ciphertext], ev: Evaluator) -> list[Ciphertext]:
+        """One fresh ciphertext per patch group, each checked (parameters, key, level, slots, size)."""
+        if isinstance(face, (bytes, bytearray, str)) or not isinstance(face, Sequence) \
+                or len(face) != len(self.groups):
+            raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group)")
         cts = []
         for blob in face:
             ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
             if not isinstance(ct, Ciphertext):
                 raise ShapeError("a face is a list of ciphertexts")
+            if ct.params_fingerprint != self.params.fingerprint or ct.key_id != ev.key_id:
+                raise KeyMismatchError("a face ciphertext of other parameters or another key")
             if ct.level < self.params.max_level:
                 raise LevelError(f"a fresh face ciphertext is at level {self.params.max_level}, got {ct.level}")
+            if ct.size != 2 or ct.slots != self.params.slots:
+                raise ShapeError(f"a face ciphertext has size 2 and {self.params.slots} slots")
             cts.append(ct)
-        t0 = time.perf_counter()
-        total = None
-        for i, (out, seconds) in enumerate(self._run_groups(cts)):
-            for name, sec in seconds.items():
-                self.stats.seconds[f"group {i}: {name}"] = sec
-            total = out if total is None else ev.add(total, out)
-        self.stats.seconds["network"] = time.perf_counter() - t0
-        out = self.tail.run(ev, self.encoder, total, self.stats.seconds)
-        for plan in (*self.plans, self.tail.plan):
-            self.stats.key_switches += plan.key_switches
-            self.stats.bootstraps += plan.bootstraps
-        return out
+        return cts
 
-    def _run_group(self, i: int, ct: Ciphertext) -> tuple[Ciphertext, dict[str, float]]:
-        seconds: dict[str, float] = {}
-        out = self.models[i].run(self._ev(), self.encoder, ct, seconds)
-        return out, seconds
+    def embed(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> Ciphertext:
+        """Encrypted, normalized embedding of one encrypted face (one ciphertext per patch group).
 
-    def _run_groups(self, cts: list[Ciphertext]) -> list[tuple[Ciphertext, dict[str, float]]]:
-        """Each patch group's chain; in ``workers`` forked processes when there are several groups.
+        ``stats``: the call's counts and timings are added there (a fresh :class:`Stats` by default); the
+        server keeps them as :attr:`stats` once the call completes."""
+        stats = Stats() if stats is None else stats
+        with self._lock:
+            ev = self._ev()
+            cts = self._face(face, ev)
+            t0 = time.perf_counter()
+            total = None
+            for i, res in enumerate(self.backend.run_groups(self.models, ev, self.encoder, cts)):
+                for name, sec in res.seconds.items():
+                    stats.seconds[f"group {i}: {name}"] = sec
+                total = res.ciphertext if total is None else ev.add(total, res.ciphertext)
+            stats.seconds["network"] = time.perf_counter() - t0
+            out = self.tail.run(ev, self.encoder, total, stats.seconds)
+            for plan in (*self.plans, self.tail.plan):
+                stats.key_switches += plan.key_switches
+                stats.bootstraps += plan.bootstraps
+            self.stats = stats
+            return out
 
-        The children are forked after the keys are installed, so they share the parent's
-        evaluation keys and plaintext diagonals (copy-on-write, read only) instead of copying
-        them; each sends back its group's output ciphertext in the serialized format.
-        """
-        workers = min(self.workers, len(cts))
-        if workers <= 1 or "fork" not in mp.get_all_start_methods():
-            return [self._run_group(i, ct) for i, ct in enumerate(cts)]
-        global _FORKED_SERVER
-        _FORKED_SERVER = self
-        try:
-            with mp.get_context("fork").Pool(workers) as pool:
-                results = pool.starmap(_group_in_child, [(i, serialize.dump(ct)) for i, ct in enumerate(cts)],
-                                       chunksize=1)
-        finally:
-            _FORKED_SERVER = None
-        return [(serialize.load(blob, self.params), seconds) for blob, seconds in results]
+    def enroll(self, name: str, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> None:
+        template = self.embed(face, stats)
+        with self._lock:
+            self.gallery[name] = template
 
-    def enroll(self, name: str, face: Sequence[bytes | Ciphertext]) -> None:
-        self.gallery[name] = self.embed(face)
+    def verify(self, face: Sequence[bytes | Ciphertext], name: str, stats: Stats | None = None) -> bytes:
+        self._template(name)
+        stats = Stats() if stats is None else stats
+        return self.match(self.embed(face, stats), name, stats)
 
-    def verify(self, face: Sequence[bytes | Ciphertext], name: str) -> bytes:
-        if name not in self.gallery:
-            raise KeyError(f"no template enrolled as {name!r}")
-        return self.match(self.embed(face), name)
-
-    def match(self, probe: Ciphertext, name: str) -> bytes:
+    def match(self, probe: Ciphertext, name: str, stats: Stats | None = None) -> bytes:
         """The blinded answer for an already embedded probe (:meth:`embed`) against one template."""
-        if name not in self.gallery:
-            raise KeyError(f"no template enrolled as {name!r}")
-        return self._answer(probe, self.gallery[name])
+        return self._answer(probe, self._template(name), Stats() if stats is None else stats)
 
-    def identify(self, face: Sequence[bytes | Ciphertext]) -> dict[str, bytes]:
-        probe = self.embed(face)
-        return {name: self._answer(probe, tpl) for name, tpl in self.gallery.items()}
+    def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> dict[str, bytes]:
+        stats = Stats() if stats is None else stats
+        probe = self.embed(face, stats)
+        with self._lock:
+            gallery = dict(self.gallery)
+        return {name: self._answer(probe, tpl, stats) for name, tpl in gallery.items()}
 
-    def _answer(self, probe: Ciphertext, template: Ciphertext) -> bytes:
-        t0 = time.perf_counter()
-        out = self.matcher.forward(self._ev(), self.encoder, probe, template)
-        self.stats.seconds["match"] = time.perf_counter() - t0
-        self.stats.key_switches += self.matcher.key_switches()
-        return serialize.dump(out)
+    def _template(self, name: str) -> Ciphertext:
+        with self._lock:
+            if name not in self.gallery:
+                raise KeyError(f"no template enrolled as {name!r}")
+            return self.gallery[name]
 
-
-_FORKED_SERVER: "Server | None" = None
-
-
-def _group_in_child(i: int, blob: bytes) -> tuple[bytes, dict[str, float]]:
-    server = _FORKED_SERVER
-    assert server is not None, "runs only in a child forked by Server._run_groups"
-    out, seconds = server._run_group(i, serialize.load(blob, server.params))
-    return serialize.dump(out), seconds
+    def _answer(self, probe: Ciphertext, template: Ciphertext, stats: Stats) -> bytes:
+        with self._lock:
+            ev = self._ev()
+            t0 = time.perf_counter()
+            out = ev.bring_to(self.matcher.forward(ev, self.encoder, probe, template), ANSWER_LEVEL)
+            stats.seconds["match"] = stats.seconds.get("match", 0.0) + time.perf_counter() - t0
+            stats.key_switches += self.matcher.key_switches()
+            self.stats = stats
+            return serialize.dump(out)
 
 
 class Client:
@@ -276,8 +307,26 @@ class Client:
         return out
 
     def score(self, answer: bytes) -> float:
+        """The blinded score in slot 0 of a server's answer, after checking the answer against the
+        protocol (:data:`ANSWER_LEVEL`, its standard scale, the full slot count, size 2, this client's
+        key); the decryption is noise-flooded and only slot 0 is read."""
         ct = serialize.load(answer, self.params)
-        return float(np.real(self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20))[0]))
+        if not isinstance(ct, Ciphertext):
+            raise SecurityError(f"an answer is a ciphertext, got a {type(ct).__name__}")
+        if ct.key_id != self._keygen.secret_key.key_id:
+            raise KeyMismatchError("the answer is encrypted under another key")
+        if ct.level != ANSWER_LEVEL or ct.size != 2 or ct.slots != self.params.slots:
+            raise SecurityError(f"an answer is a size-2 ciphertext at level {ANSWER_LEVEL} with "
+                                f"{self.params.slots} slots; got size {ct.size}, level {ct.level}, "
+                                f"{ct.slots} slots")
+        standard = self.params.scale_at(ANSWER_LEVEL)
+        # the server's arithmetic lands on the standard scale up to float rounding; a ciphertext dropped
+        # from another level without rescaling is off by the chain's drift (2^-22 on a toy chain)
+        if not abs(ct.scale / standard - 1.0) <= 2.0**-32:
+            raise ScaleMismatchError(f"an answer has the standard scale 2^{np.log2(standard):.3f} of level "
+                                     f"{ANSWER_LEVEL}; got 2^{np.log2(ct.scale):.3f}")
+        values = self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20))
+        return float(np.real(values[0]))
 
     def decide(self, answer: bytes) -> bool:
         """True = the same person (the blinded score is negative)."""

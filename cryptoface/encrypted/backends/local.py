@@ -1,0 +1,128 @@
+"""The local backend: the patch groups of one face in forked worker processes on this machine.
+
+Each group's chain runs in a child forked for that call only, after the
+evaluation keys are installed, so every child shares the parent's keys and
+plaintext diagonals (copy-on-write, read only) instead of copying them.  The
+child receives its chain, evaluator and input through the fork itself (no
+pickling and no module-level state: two servers, or two threads each with
+their own server, never see each other's models), and sends back its
+group's output ciphertext in the serialized format through a pipe.
+
+A child that dies or raises is reported as a :class:`WorkerError` naming the
+group; nothing is returned half-computed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Sequence
+
+from fhe_ckks import serialize
+from fhe_ckks.ckks.ciphertext import Ciphertext
+from fhe_ckks.ckks.encoder import Encoder
+from fhe_ckks.ckks.evaluator import Evaluator
+from fhe_ckks.nn.planner import EncryptedModel
+
+from fhe_ckks.errors import FheError
+
+from ...errors import CryptoFaceError
+
+__all__ = ["GroupResult", "LocalBackend", "WorkerError"]
+
+
+class WorkerError(CryptoFaceError, RuntimeError):
+    """A worker process failed or died while evaluating a patch group."""
+
+
+@dataclass
+class GroupResult:
+    """One patch group's output and the wall time of each of its layers (and bootstraps)."""
+
+    ciphertext: Ciphertext
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _run(model: EncryptedModel, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> GroupResult:
+    seconds: dict[str, float] = {}
+    out = model.run(evaluator, encoder, ct, seconds)
+    return GroupResult(out, seconds)
+
+
+def _child(model: EncryptedModel, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext, conn: Connection) -> None:
+    """The body of one forked worker: evaluate, send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
+    try:
+        res = _run(model, evaluator, encoder, ct)
+        conn.send(("ok", serialize.dump(res.ciphertext), res.seconds))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it typed
+        text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+        try:
+            conn.send(("error", exc if isinstance(exc, (FheError, CryptoFaceError)) else None, text))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
+            conn.send(("error", None, text))
+    finally:
+        conn.close()
+
+
+class LocalBackend:
+    """Runs patch groups on this machine: in this process (``workers=1``, or where ``fork`` is unavailable)
+    or in up to ``workers`` forked processes at a time (default: one per core)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+
+    def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
+                   cts: Sequence[Ciphertext]) -> list[GroupResult]:
+        """Group i's chain ``models[i]`` on ``cts[i]``; results in group order."""
+        workers = min(self.workers, len(cts))
+        if workers <= 1 or "fork" not in mp.get_all_start_methods():
+            return [_run(m, evaluator, encoder, ct) for m, ct in zip(models, cts)]
+        ctx = mp.get_context("fork")
+        results: list[GroupResult | None] = [None] * len(cts)
+        pending = list(range(len(cts)))
+        running: dict[Connection, tuple[int, mp.process.BaseProcess]] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < workers:
+                    i = pending.pop(0)
+                    recv, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_child, args=(models[i], evaluator, encoder, cts[i], send),
+                                       name=f"patch-group-{i}", daemon=True)
+                    proc.start()
+                    send.close()
+                    running[recv] = (i, proc)
+                for conn in wait(list(running)):
+                    i, proc = running.pop(conn)
+                    results[i] = self._receive(conn, proc, i, evaluator)
+        finally:
+            for conn, (_, proc) in running.items():      # only after a failure: stop the other workers
+                proc.kill()
+                proc.join()
+                conn.close()
+        return results
+
+    @staticmethod
+    def _receive(conn: Connection, proc, i: int, evaluator: Evaluator) -> GroupResult:
+        """Group i's result from its worker: the project's own errors are raised as they were raised
+        in the child, anything else (or a dead worker) as a :class:`WorkerError`."""
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        finally:
+            conn.close()
+        proc.join()
+        if message is None:
+            raise WorkerError(f"the worker of patch group {i} died (exit code {proc.exitcode})")
+        if message[0] != "ok":
+            _, exc, text = message
+            if exc is not None:
+                raise exc
+            raise WorkerError(f"patch group {i} failed in its worker: {text}")
+        _, blob, seconds = message
+        return GroupResult(serialize.load(blob, evaluator.params), dict(seconds))
