@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import KeyMismatchError, LevelError, ParameterError
-from ..ring import Shake256Stream, fresh_seed
+from ..ring import SecretStream
 from ..ring.sampling import discrete_gaussian, rounded_gaussian, ternary
 from ..rlwe.keys import PublicKey, SecretKey, signed_to_ntt
 from ..rlwe.params import Parameters
@@ -52,14 +52,17 @@ class Encryptor:
         key: a :class:`PublicKey` (anyone) or a :class:`SecretKey` (the key
             holder; seeded ciphertexts of half the size).
         seed: 32 bytes for reproducible encryption randomness (tests only);
-            by default the OS CSPRNG seeds it.
+            by default the OS CSPRNG seeds it.  Either way the randomness is
+            a :class:`~fhe_ckks.ring.SecretStream`: an encryptor inherited by
+            a forked child reseeds there, so no two processes ever encrypt
+            with the same randomness.
     """
 
     def __init__(self, params: Parameters, key: PublicKey | SecretKey, seed: bytes | None = None):
         _check_key(params, key, (PublicKey, SecretKey), "PublicKey or SecretKey")
         self.params = params
         self.key = key
-        self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.encrypt")
+        self._stream = SecretStream(seed, b"fhe_ckks.encrypt")
 
     def _error(self, rows: int) -> np.ndarray:
         return signed_to_ntt(self.params, discrete_gaussian(self._stream, self.params.n, self.params.sigma), rows)
@@ -87,13 +90,21 @@ class Encryptor:
 
 
 class Decryptor:
-    """Decrypts ciphertexts with the secret key (client side only)."""
+    """Decrypts ciphertexts with the secret key (client side only).
+
+    Args:
+        params: the parameters.
+        secret_key: the :class:`SecretKey`.
+        seed: 32 bytes for reproducible flooding noise (tests only); by
+            default the OS CSPRNG seeds it.  The noise is a
+            :class:`~fhe_ckks.ring.SecretStream`, reseeded in a forked child.
+    """
 
     def __init__(self, params: Parameters, secret_key: SecretKey, seed: bytes | None = None):
         _check_key(params, secret_key, (SecretKey,), "SecretKey")
         self.params = params
         self.secret_key = secret_key
-        self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.flood")
+        self._stream = SecretStream(seed, b"fhe_ckks.flood")
 
     def decrypt(self, ct: Ciphertext, flooding_bits: float | None = None) -> Plaintext:
         """``c0 + c1*s (+ c2*s^2)`` as a plaintext, optionally flooded."""

@@ -10,7 +10,8 @@ The lowest layer of the library; it knows nothing about keys or encodings.
 * :mod:`~fhe_ckks.ring.scaling`: division with rounding, ModDown and the
   exact rescale.
 * :mod:`~fhe_ckks.ring.automorphism`: ``X -> X^g`` in both domains.
-* :mod:`~fhe_ckks.ring.sampling`: SHAKE-256 stream and samplers.
+* :mod:`~fhe_ckks.ring.sampling`: SHAKE-256 streams (public expansion,
+  fork-safe secret stream) and samplers.
 * :mod:`~fhe_ckks.ring.ring`: :class:`Ring`, which ties them together.
 
 Importing this package compiles nothing: every kernel is compiled on first
@@ -23,7 +24,7 @@ from .parallel import get_num_threads, set_num_threads
 from .primes import nearest_ntt_primes, ntt_primes, primitive_root_2n
 from .ring import Ring
 from .rns import BasisConverter, ModUp, RNSBasis
-from .sampling import Shake256Stream, fresh_seed
+from .sampling import SecretStream, Shake256Stream, fresh_seed
 from .scaling import ModDown, Rescaler
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ModDown",
     "Rescaler",
     "Shake256Stream",
+    "SecretStream",
     "fresh_seed",
     "ntt_primes",
     "nearest_ntt_primes",

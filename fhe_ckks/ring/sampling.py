@@ -1,16 +1,24 @@
-"""Randomness for RLWE: a SHAKE-256 keystream and the samplers built on it.
+"""Randomness for RLWE: SHAKE-256 keystreams and the samplers built on them.
 
-All randomness of the library comes from :class:`Shake256Stream`, a
-deterministic keystream expanded from a 32-byte seed with SHAKE-256 in counter
-mode (block i is ``SHAKE-256(domain || 0x00 || seed || i)``).  Two uses:
+All randomness of the library is SHAKE-256 in counter mode over a 32-byte
+seed (block i is ``SHAKE-256(domain || 0x00 || seed || i)``), in one of two
+kinds of stream that the API keeps apart:
 
-* **Public uniform polynomials** (the ``a`` half of keys and of symmetric
-  ciphertexts) are expanded from a seed that is stored instead of the
-  polynomial, halving the size of keys and fresh ciphertexts.  Anyone can
-  re-expand them: the seed is public.
-* **Secret material** (secret keys, errors, encryption randomness) is expanded
-  from a seed drawn from the OS CSPRNG (:func:`fresh_seed`).  Tests may pass a
-  fixed seed to get reproducible keys; nothing on a default path does.
+* :class:`Shake256Stream`, the **public expansion**: the ``a`` half of keys
+  and of symmetric ciphertexts is expanded from a seed that is stored instead
+  of the polynomial, halving the size of keys and fresh ciphertexts.  Anyone
+  can re-expand it: the seed is public, and the expansion is a pure function
+  of it, the same in every process (a forked server worker re-expands keys
+  and must get the very same polynomial).
+* :class:`SecretStream`, the **secret stream**: secret keys, errors,
+  encryption randomness, flooding noise, and the public seeds those draw
+  (a fresh key's or ciphertext's seed).  Its seed comes from the OS CSPRNG
+  (:func:`fresh_seed`); tests may pass a fixed one for reproducible keys,
+  nothing on a default path does.  It is never shared by two processes: in a
+  forked child (or in a copy made by ``copy``/``pickle``) it reseeds before
+  its next read, from fresh OS entropy, the pid and its current state, so a
+  child never repeats its parent's or a sibling's output.  Within one
+  process it is bit-identical to the :class:`Shake256Stream` of its seed.
 
 Samplers (each returns int64 coefficients or reduced residues):
 
@@ -34,6 +42,7 @@ security note.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from functools import lru_cache
 
@@ -45,6 +54,7 @@ __all__ = [
     "SEED_BYTES",
     "fresh_seed",
     "Shake256Stream",
+    "SecretStream",
     "uniform_mod",
     "ternary",
     "hamming_ternary",
@@ -66,10 +76,17 @@ def fresh_seed() -> bytes:
 class Shake256Stream:
     """Deterministic keystream: SHAKE-256 in counter mode.
 
+    The same seed and domain give the same bytes in every process, forked or
+    not: use it to expand *public* seeds.  Secrets are drawn from a
+    :class:`SecretStream`.
+
     Args:
-        seed: 32 bytes (public for uniform polynomials, secret otherwise).
+        seed: 32 bytes.
         domain: a label separating independent uses of the same seed.
     """
+
+    #: Whether the stream reseeds in a forked child (see :class:`SecretStream`).
+    secret = False
 
     def __init__(self, seed: bytes, domain: bytes = b""):
         if not isinstance(seed, (bytes, bytearray)) or len(seed) != SEED_BYTES:
@@ -77,7 +94,12 @@ class Shake256Stream:
                                  f"{len(seed) if hasattr(seed, '__len__') else '?'}")
         if not isinstance(domain, (bytes, bytearray)) or b"\x00" in domain:
             raise ParameterError("the domain label must be bytes without NUL")
-        self._prefix = bytes(domain) + b"\x00" + bytes(seed)
+        self._domain = bytes(domain)
+        self._rekey(bytes(seed))
+
+    def _rekey(self, seed: bytes) -> None:
+        """Restart the stream at block 0 of ``seed`` (same domain)."""
+        self._prefix = self._domain + b"\x00" + seed
         self._counter = 0
         self._buffer = b""
 
@@ -101,6 +123,70 @@ class Shake256Stream:
     def uint8(self, count: int) -> np.ndarray:
         """``count`` uniform bytes."""
         return np.frombuffer(self.read(count), dtype=np.uint8).copy()
+
+
+# Bumped in every forked child (os.register_at_fork), so that a secret stream
+# notices a fork even where the child's pid equals the pid it last saw (a
+# grandchild given its dead grandparent's pid).  The pid check covers forks
+# that bypass Python's fork hooks (fork() called from C).
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _process_mark() -> tuple[int, int]:
+    """Which process (and which fork of it) this is."""
+    return os.getpid(), _fork_generation
+
+
+class SecretStream(Shake256Stream):
+    """Keystream for secret material and fresh randomness, never shared by
+    two processes.
+
+    In the process that made it (and as long as it is not copied) it is the
+    :class:`Shake256Stream` of its seed, bit for bit: a fixed test seed stays
+    reproducible.  In a forked child, or in a copy made by ``copy`` or
+    ``pickle``, it first reseeds: the new seed is SHAKE-256 of 32 fresh bytes
+    from the OS CSPRNG, the pid and the current state, and the stream restarts
+    from it (same domain).
+
+    Args:
+        seed: 32 secret bytes; by default (None) :func:`fresh_seed`.
+        domain: a label separating independent uses of the same seed.
+    """
+
+    secret = True
+
+    def __init__(self, seed: bytes | None = None, domain: bytes = b""):
+        super().__init__(fresh_seed() if seed is None else seed, domain)
+        self._mark = _process_mark()
+
+    def read(self, nbytes: int) -> bytes:
+        """The next ``nbytes`` bytes of the stream (reseeded first if this is
+        not the process, or the object, that last read it)."""
+        if self._mark != _process_mark():
+            self._reseed()
+        return super().read(nbytes)
+
+    def _reseed(self) -> None:
+        mark = _process_mark()
+        state = self._prefix + self._counter.to_bytes(8, "little") + len(self._buffer).to_bytes(4, "little")
+        seed = hashlib.shake_256(b"fhe_ckks.reseed\x00" + fresh_seed() + mark[0].to_bytes(8, "little")
+                                 + state).digest(SEED_BYTES)
+        self._rekey(seed)
+        self._mark = mark
+
+    def __setstate__(self, state: dict) -> None:
+        # A copy (copy.copy, deepcopy, pickle) must not continue the original.
+        self.__dict__.update(state)
+        self._mark = None
 
 
 def _check_n(n: int) -> int:

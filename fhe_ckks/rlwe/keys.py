@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ParameterError
-from ..ring import Ring, Shake256Stream, fresh_seed
+from ..ring import Ring, SecretStream, Shake256Stream
 from ..ring.automorphism import check_galois_element, conjugation_element, galois_element, ntt_permutation
 from ..ring.sampling import discrete_gaussian, hamming_ternary, ternary, uniform_mod
 from .keyplan import KeyPlan
@@ -62,7 +62,8 @@ def signed_to_ntt(params: Parameters, coeffs: np.ndarray, rows: int) -> np.ndarr
 
 def _uniform_qp(params: Parameters, seed: bytes, domain: bytes, rows) -> np.ndarray:
     """Uniform NTT values over the first ``rows`` table rows (an int) or over
-    the given table rows (a sequence)."""
+    the given table rows (a sequence), expanded from the public ``seed``: the
+    same in every process, forked or not."""
     moduli = params.moduli_qp[:rows] if isinstance(rows, (int, np.integer)) else \
         params.moduli_qp[np.asarray(rows, dtype=np.int64)]
     return uniform_mod(Shake256Stream(seed, domain), moduli, params.n)
@@ -242,7 +243,10 @@ class KeyGenerator:
     Args:
         params: the parameters.
         seed: 32 secret bytes to derive every secret (tests only); by
-            default they come from the OS CSPRNG.
+            default they come from the OS CSPRNG.  The stream is a
+            :class:`~fhe_ckks.ring.SecretStream`: reproducible in this
+            process, reseeded in a forked child, so that two children never
+            make the same key.
 
     Attributes:
         secret_key: the :class:`SecretKey` (keep it on the client).
@@ -252,7 +256,7 @@ class KeyGenerator:
         if not isinstance(params, Parameters):
             raise ParameterError(f"expected Parameters, got {type(params).__name__}")
         self.params = params
-        self._stream = Shake256Stream(fresh_seed() if seed is None else seed, b"fhe_ckks.keygen")
+        self._stream = SecretStream(seed, b"fhe_ckks.keygen")
         self._key_id = secrets.token_bytes(16) if seed is None else self._stream.read(16)
         rows = len(params.q_primes) + len(params.p_primes)
         if params.hamming_weight is None:
@@ -265,7 +269,8 @@ class KeyGenerator:
 
     def _public_seed(self) -> bytes:
         # Public seeds come from the secret stream too, so a fixed test seed
-        # makes every key reproducible; they are revealed with the key.
+        # makes every key reproducible (and a forked child draws its own);
+        # they are revealed with the key.
         return self._stream.read(32)
 
     def _error_ntt(self, rows: int) -> np.ndarray:
