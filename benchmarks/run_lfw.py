@@ -17,11 +17,19 @@ For each dataset:
 
 Output in ``--output`` (default ``./lfw_results``), appended and never overwritten: ``pairs.jsonl`` (one line per
 finished pair: a re-run with the same model, preset, dataset and rule skips them, so an interrupted run resumes;
-a torn last line is ignored), ``results.jsonl`` (one record per run, with the machine, git revision and preset),
-``summary.md`` (a table laid out like the paper's), and ``roc_<run>.png`` / ``latency_<run>.png``.
+a torn last line is ignored, and a malformed record is ignored with a warning and its pair encrypted again),
+``results.jsonl`` (one record per run, with the machine, git revision and preset), ``summary.md`` (a table laid
+out like the paper's), and ``roc_<run>.png`` / ``latency_<run>.png``.
 
-Bad input (missing files, unknown dataset or preset, a model the preset cannot hold, pairs out of range) ends
-with one line naming the problem and exit status 2, before anything is written.
+Bad input ends with one line naming the problem and exit status 2, before any expensive work and before anything
+is written: an output folder that cannot be made or written to (checked first, with a probe file that is
+removed again) or whose ``pairs.jsonl`` / ``results.jsonl`` / ``summary.md`` is not a regular file; a missing or
+unreadable model; an unknown dataset or preset; a preset too small (slots) or too shallow (levels) for the model;
+a pairs file that is not strict UTF-8 LFW format, or one fold only; a missing, unreadable or undecodable image or
+one that is not an aligned 112x112 crop, in any pair (every image's header is read up front); pairs out of range.
+An image whose header is sound but whose pixels do not decode is found when it is used: its pair is left out of
+the plaintext figures and, if chosen, recorded in ``pairs.jsonl`` as failed with the reason (a re-run tries it
+again); the run goes on.
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +61,7 @@ from fhe_ckks.errors import FheError  # noqa: E402
 
 log = logging.getLogger("run_lfw")
 DEFAULT_PAIRS = "0:1,5:6"           # in the shipped sample: the first genuine and the first impostor pair
+APPENDED = ("pairs.jsonl", "results.jsonl", "summary.md")   # the files of --output every run appends to
 
 
 class UsageError(Exception):
@@ -62,6 +73,9 @@ class Dataset:
     name: str
     pairs: data.VerificationSet
     origin: str
+    chosen: list[int] = field(default_factory=list)      # pairs to encrypt
+    config: str = ""                                      # what pairs.jsonl records of this run are keyed by
+    done: dict[int, dict] = field(default_factory=dict)  # pairs finished by earlier runs (pairs.jsonl)
 
 
 def parse_pairs(text: str, count: int) -> list[int]:
@@ -107,46 +121,131 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------- plaintext
 
 
-def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool) -> tuple[dict, dict]:
+def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool) -> tuple[dict, dict, dict[int, str]]:
+    """The figures over every pair whose images decode, the ROC curves, and ``{pair: reason}`` for the others
+    (left out, listed under ``failed_pairs``)."""
     from tqdm import tqdm
 
     n = len(ds.pairs)
-    emb = np.empty((2 * n, model.embedding_dim))
+    parts, kept, failed = [], [], {}
     chunk = 64
     for start in tqdm(range(0, n, chunk), desc=f"{ds.name}: plaintext", unit="chunk", disable=not progress):
-        idx = range(start, min(n, start + chunk))
-        emb[2 * start:2 * idx.stop] = model.embed(ds.pairs.images(model.input_size, idx))
-    a, b, same, folds = emb[0::2], emb[1::2], ds.pairs.issame, ds.pairs.folds
+        x, ok, bad = ds.pairs.decodable_images(model.input_size, range(start, min(n, start + chunk)))
+        if ok:
+            parts.append(model.embed(x))
+        kept += ok
+        failed.update(bad)
+    for i, why in failed.items():
+        log.warning("%s: pair %d left out of the plaintext figures: %s", ds.name, i, why)
+    out: dict = {"pairs": len(kept)}
+    if failed:
+        out["failed_pairs"] = [{"pair": i, "reason": why} for i, why in sorted(failed.items())]
+    emb = np.concatenate(parts) if parts else np.empty((0, model.embedding_dim))
+    a, b, same, folds = emb[0::2], emb[1::2], ds.pairs.issame[kept], ds.pairs.folds[kept]
+    if len(set(folds.tolist())) < 2:
+        out["error"] = f"{len(failed)} of {n} pairs do not decode; the others cover fewer than two folds"
+        log.error("%s: no plaintext figures: %s", ds.name, out["error"])
+        return out, {}, failed
     exact = verification.squared_distances(a, b)
     th = model.thresholds.get(ds.name)
-    out = {"pairs": n, "plaintext": verification.kfold_accuracy(exact, same, folds).as_dict()}
+    out["plaintext"] = verification.kfold_accuracy(exact, same, folds).as_dict()
     curves = {"exact L2 norm": verification.roc(exact, same)}
     if th is not None:
         poly = poly_distances(th.norm, a, b)
         out["poly_norm"] = verification.kfold_accuracy(poly, same, folds).as_dict()
-        rule = decisions(model, a, b, ds.name, [fold] * n if fold is not None else folds.tolist())
+        rule = decisions(model, a, b, ds.name, [fold] * len(kept) if fold is not None else folds.tolist())
         out["fused_rule"] = {"accuracy": float(np.mean(rule == same)),
                              "note": "the model's exported polynomial and per-fold tau (what the server computes)"}
         curves["polynomial 1/sqrt norm"] = verification.roc(poly, same)
     out["auc"] = {k: v[2] for k, v in curves.items()}
-    return out, curves
+    return out, curves, failed
 
 
 # ---------------------------------------------------------------------------- encrypted
 
 
-def read_done(path: Path, config: str) -> dict[int, dict]:
-    """Finished pairs of this configuration; lines that do not parse (a torn write) are ignored."""
+def _finite(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _count(v) -> bool:
+    return type(v) is int and 0 <= v < 2**63
+
+
+def _seconds(*required: str):
+    def check(v) -> bool:
+        return (isinstance(v, dict) and all(k in v for k in required)
+                and all(isinstance(k, str) and _finite(x) and x >= 0 for k, x in v.items()))
+    return check
+
+
+#: What a finished pair's record in pairs.jsonl must hold (what the summary, the plots and the report read).
+RECORD_FIELDS = {
+    "pair": _count, "same": lambda v: type(v) is bool, "fold": _count,
+    "decision_encrypted": lambda v: type(v) is bool, "decision_plaintext": lambda v: type(v) is bool,
+    "agrees": lambda v: type(v) is bool, "plaintext_margin": _finite, "embedding_error_bits": _finite,
+    "enrollment_seconds": _seconds("encrypt", "embed"),
+    "verification_seconds": _seconds("encrypt", "embed", "match", "decrypt", "total"),
+    "layer_seconds": _seconds(), "key_switches": _count, "bootstraps": _count,
+    "peak_memory_gb": lambda v: v is None or (_finite(v) and v >= 0), "complete": lambda v: v is True,
+}
+
+
+def record_problem(rec: dict, issame: np.ndarray) -> str | None:
+    """Why ``rec`` (a record of this configuration) is not a finished pair of this dataset; None if it is."""
+    for key, ok in RECORD_FIELDS.items():
+        if key not in rec:
+            return f"field '{key}' is missing"
+        if not ok(rec[key]):
+            return f"field '{key}' has a bad value ({json.dumps(rec[key], default=repr)[:40]})"
+    if rec["pair"] >= len(issame):
+        return f"field 'pair' is {rec['pair']}, the dataset has pairs 0..{len(issame) - 1}"
+    if rec["same"] != bool(issame[rec["pair"]]):
+        return f"field 'same' disagrees with the dataset's label of pair {rec['pair']}"
+    if rec["agrees"] != (rec["decision_encrypted"] == rec["decision_plaintext"]):
+        return "field 'agrees' contradicts the two decisions"
+    return None
+
+
+def read_done(path: Path, config: str, issame: np.ndarray) -> dict[int, dict]:
+    """Finished pairs of this configuration in ``pairs.jsonl`` (the last sound record of each pair).
+
+    Ignored quietly: records of other configurations, failed pairs (a re-run tries them again) and lines that
+    are not JSON (torn writes of interrupted runs; counted at INFO). Ignored with a warning naming the line,
+    the pair then being encrypted again: a record of this configuration that does not hold a finished pair
+    (:func:`record_problem`: a field missing, of the wrong type, not finite, a pair that does not exist or
+    whose label disagrees), a JSON line that is not a record, and a line that is not UTF-8."""
     done: dict[int, dict] = {}
     if not path.exists():
         return done
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+    torn, bad = 0, []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
             continue
-        if isinstance(rec, dict) and rec.get("config") == config and rec.get("complete") is True:
-            done[int(rec["pair"])] = rec
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append((number, "not UTF-8"))
+            continue
+        except (ValueError, RecursionError):
+            torn += 1
+            continue
+        if not isinstance(rec, dict):
+            bad.append((number, "not a JSON object"))
+            continue
+        if rec.get("config") != config or rec.get("failed") is True:
+            continue
+        why = record_problem(rec, issame)
+        if why:
+            bad.append((number, why))
+        else:
+            done[rec["pair"]] = rec
+    if torn:
+        log.info("%s: %d line(s) that are not JSON (torn writes) ignored", path, torn)
+    for number, why in bad[:10]:
+        log.warning("%s line %d: %s; ignored (its pair is encrypted again)", path, number, why)
+    if len(bad) > 10:
+        log.warning("%s: %d more malformed line(s) ignored", path, len(bad) - 10)
     return done
 
 
@@ -160,27 +259,44 @@ def append_line(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def encrypted_pairs(model, params, ds: Dataset, chosen: list[int], args, config: str, out_dir: Path,
-                    progress: bool) -> tuple[list[dict], dict]:
+def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: bool,
+                    undecodable: dict[int, str]) -> tuple[list[dict], dict]:
+    """The records of ``ds.chosen``: finished by an earlier run, encrypted now, or failed (an image that does
+    not decode: ``undecodable`` from the plaintext stage, or found here; recorded with its reason)."""
     from tqdm import tqdm
 
     from cryptoface.encrypted.measuring import MeasuringHarness
 
     pairs_file = out_dir / "pairs.jsonl"
-    done = read_done(pairs_file, config)
-    todo = [i for i in chosen if i not in done]
+    done, failed = ds.done, {}
+
+    def fail(i: int, reason: str) -> None:
+        failed[i] = {"config": ds.config, "dataset": ds.name, "pair": i, "same": bool(ds.pairs.issame[i]),
+                     "fold": int(ds.pairs.folds[i]), "failed": True, "reason": reason,
+                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
+        append_line(pairs_file, failed[i])
+        log.warning("%s: pair %d failed: %s", ds.name, i, reason)
+
+    for i in ds.chosen:
+        if i not in done and i in undecodable:
+            fail(i, undecodable[i])
+    todo = [i for i in ds.chosen if i not in done and i not in failed]
     setup: dict = {}
     if todo:
         log.info("%s: %d pair(s) to encrypt (%d already done); generating keys at %s", ds.name, len(todo),
-                 len(chosen) - len(todo), params.literal.name)
+                 len(ds.chosen) - len(todo) - len(failed), params.literal.name)
         session = MeasuringHarness(model, params, workers=args.workers, dataset=ds.name, fold=args.fold)
         setup = {"seconds": session.setup_seconds, "key_bytes": session.key_bytes,
                  "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.key_plan)}
         for i in tqdm(todo, desc=f"{ds.name}: encrypted pairs", unit="pair", disable=not progress):
-            faces = ds.pairs.pair(i, model.input_size)
+            try:
+                faces = ds.pairs.images(model.input_size, [i])
+            except CryptoFaceError as exc:            # changed since the plaintext stage read it
+                fail(i, str(exc))
+                continue
             with TreeMemory() as mem:
                 res = session.verify_pair(faces[0], faces[1])
-            rec = {"config": config, "dataset": ds.name, "pair": i, "same": bool(ds.pairs.issame[i]),
+            rec = {"config": ds.config, "dataset": ds.name, "pair": i, "same": bool(ds.pairs.issame[i]),
                    "fold": int(ds.pairs.folds[i]), **res.as_dict(), "peak_memory_gb": mem.peak_gb,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
             append_line(pairs_file, rec)
@@ -188,25 +304,38 @@ def encrypted_pairs(model, params, ds: Dataset, chosen: list[int], args, config:
             log.info("pair %d: encrypted %s, plaintext %s, truth %s, error 2^-%.1f, verification %.1f s", i,
                      res.decision_encrypted, res.decision_plaintext, rec["same"], res.embedding_error_bits,
                      res.verification_seconds["total"])
-    return [done[i] for i in chosen], setup
+    return [done[i] if i in done else failed[i] for i in ds.chosen], setup
+
+
+def pair_record(rec: dict) -> dict:
+    """A pair's line in the run's record: its decisions and error, or why it failed."""
+    if rec.get("failed"):
+        return {k: rec[k] for k in ("pair", "same", "failed", "reason")}
+    return {k: rec[k] for k in ("pair", "same", "decision_encrypted", "decision_plaintext", "embedding_error_bits")}
 
 
 def summarize_pairs(recs: list[dict]) -> dict:
+    """Figures over the finished pairs (``pairs``); failed pairs are counted apart (``failed``) with their
+    reasons, and are no decisions."""
+    failed = [{"pair": r["pair"], "reason": r["reason"]} for r in recs if r.get("failed")]
+    recs = [r for r in recs if not r.get("failed")]
+    head: dict = {"pairs": len(recs), "failed": len(failed), **({"failed_pairs": failed} if failed else {})}
     if not recs:
-        return {"pairs": 0}
+        return head
 
     def mean(path):
         return float(np.mean([r[path[0]][path[1]] for r in recs]))
 
+    stages = [k for k in recs[0]["verification_seconds"] if all(k in r["verification_seconds"] for r in recs)]
     return {
-        "pairs": len(recs),
+        **head,
         "decisions_correct": sum(r["decision_encrypted"] == r["same"] for r in recs),
         "agree_with_plaintext": sum(r["agrees"] for r in recs),
         "embedding_error_bits_min": min(r["embedding_error_bits"] for r in recs),
         "enrollment_seconds_mean": mean(("enrollment_seconds", "embed")) + mean(("enrollment_seconds", "encrypt")),
         "verification_seconds_mean": mean(("verification_seconds", "total")),
         "verification_stage_seconds_mean": {k: float(np.mean([r["verification_seconds"][k] for r in recs]))
-                                            for k in recs[0]["verification_seconds"]},
+                                            for k in stages},
         "key_switches_per_verification": recs[0]["key_switches"],
         "bootstraps_per_verification": recs[0]["bootstraps"],
         "peak_memory_gb": max((r["peak_memory_gb"] or 0) for r in recs),
@@ -257,15 +386,17 @@ def markdown(record: dict) -> str:
     for name, ds in record["datasets"].items():
         p, e = ds["plaintext"], ds.get("encrypted", {"pairs": 0})
         poly = ds["plaintext"].get("poly_norm", {}).get("accuracy")
+        plain = p.get("plaintext", {}).get("accuracy")
         enc = (f"{e['decisions_correct']}/{e['pairs']} correct, {e['agree_with_plaintext']}/{e['pairs']} = "
-               f"plaintext" if e["pairs"] else "not run")
+               f"plaintext" if e["pairs"] else "not run") + (f", {e['failed']} failed" if e.get("failed") else "")
+        left_out = f", {len(p['failed_pairs'])} failed" if p.get("failed_pairs") else ""
         lat = f"{e['verification_seconds_mean']:.0f} s" if e["pairs"] else "-"
         mem = f"{e['peak_memory_gb']:.1f} GB" if e["pairs"] else "-"
         boots = e.get("bootstraps_per_verification", "-")
         lines.append(f"| CryptoFace (this implementation) | {record['model']['input_size']}x"
                      f"{record['model']['input_size']} | {record['model']['name']} | "
-                     f"{record['model']['parameters'] / 1e6:.2f}M | {boots} | {name} ({p['pairs']} pairs) | "
-                     f"{100 * p['plaintext']['accuracy']:.2f} / "
+                     f"{record['model']['parameters'] / 1e6:.2f}M | {boots} | {name} ({p['pairs']} pairs{left_out}) | "
+                     f"{'-' if plain is None else f'{100 * plain:.2f}'} / "
                      f"{'-' if poly is None else f'{100 * poly:.2f}'} / {enc} | {lat} | {mem} |")
     lines.append("")
     return "\n".join(lines) + "\n"
@@ -289,23 +420,84 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def check_output(out: Path) -> None:
+    """``--output`` is a folder, or can be made, and this process can create files in it (a probe file,
+    removed again); the files every run appends to are regular files it can append to.  Leaves nothing
+    behind: folders made for the probe are removed again (the run makes them when it writes)."""
+    made: list[Path] = []
+    probe = None
+    try:
+        missing, existing = [], out
+        while not (existing.exists() or existing.is_symlink()) and existing.parent != existing:
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "" if existing == out else f" ({existing} is not a folder)"
+            raise UsageError(f"--output {out}: not a folder{where}")
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        handle, probe = tempfile.mkstemp(prefix=".run_lfw-probe-", dir=out)
+        with os.fdopen(handle, "wb") as f:
+            f.write(b"run_lfw")
+        for name in APPENDED:
+            path = out / name
+            if path.exists() or path.is_symlink():
+                if not path.is_file():
+                    raise UsageError(f"--output {out}: {name} is not a regular file")
+                with open(path, "ab"), open(path, "rb"):
+                    pass
+    except OSError as exc:
+        raise UsageError(f"--output {out}: not writable ({exc.strerror or exc})") from None
+    finally:
+        if probe is not None:
+            os.unlink(probe)
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) -> None:
+    """The preset must hold the whole levelled chain, as :class:`~cryptoface.encrypted.protocol.Server` plans
+    it without a bootstrapper (this script never bootstraps): a patch network, then the normalization and the
+    matching; read off the model's shapes, without building the network's slot matrices."""
+    from cryptoface.encrypted.matching import Match, Normalize, scaled_coefficients
+    from cryptoface.encrypted.network import patch_network_depth
+
+    tau, norm = model.thresholds[dataset].for_fold(fold)
+    network = patch_network_depth(model)
+    normalize = Normalize(model.embedding_dim, scaled_coefficients(norm)[1]).depth()
+    match = Match(model.embedding_dim, tau).depth()
+    need = network + normalize + match
+    if need > params.max_level:
+        raise UsageError(f"--preset {params.literal.name}: {params.max_level} levels, model {model.name} needs "
+                         f"{need} ({network} for a patch network, {normalize} for the normalization, {match} for "
+                         f"matching; this script does not bootstrap)")
+
+
 def prepare(args):
-    """Everything that can fail on bad input, before anything is written."""
+    """Everything that can fail on bad input, before anything is written or computed at length."""
+    check_output(args.output)
     if not args.model.is_file():
         raise UsageError(f"--model {args.model}: no such file")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     model = load_model(args.model)
     try:
         params = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_"))
     except FheError as exc:
         raise UsageError(f"--preset: {exc}") from None
     datasets = open_datasets(args)
-    chosen = {}
     for ds in datasets:
-        chosen[ds.name] = [] if args.plaintext_only else parse_pairs(args.pairs, len(ds.pairs))
+        if len(set(ds.pairs.folds.tolist())) < 2:
+            raise UsageError(f"{ds.name} ({ds.origin}): {len(ds.pairs)} pairs in "
+                             f"{'no' if not len(ds.pairs) else 'one'} fold; k-fold accuracy needs two or more")
+        ds.chosen = [] if args.plaintext_only else parse_pairs(args.pairs, len(ds.pairs))
         if not args.plaintext_only and ds.name not in model.thresholds:
             raise UsageError(f"model {model.name} has no decision rule for {ds.name}: export it with {ds.name} "
                              f"verification data, or use --plaintext-only")
-        ds.pairs.images(model.input_size, [0])   # decodes one pair: aligned 112x112 crops, or a clear error
     if args.fold is not None and not args.plaintext_only:
         for ds in datasets:
             if args.fold not in model.thresholds[ds.name].per_fold:
@@ -315,24 +507,31 @@ def prepare(args):
         from cryptoface.encrypted.network import group_patches
 
         group_patches(model, params.slots)       # raises if the preset cannot hold one patch network
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be at least 1")
-    return model, params, datasets, chosen
+        for ds in datasets:
+            check_depth(model, params, ds.name, args.fold)
+    for ds in datasets:
+        ds.pairs.check()                         # every image's header: there, readable, an aligned 112x112 crop
+    model_hash = file_sha256(args.model)
+    for ds in datasets:
+        if ds.chosen:
+            ds.config = hashlib.sha256(json.dumps([model_hash, params.fingerprint.hex(), ds.name, ds.origin,
+                                                   args.fold]).encode()).hexdigest()[:16]
+            ds.done = read_done(args.output / "pairs.jsonl", ds.config, ds.pairs.issame)
+    return model, params, datasets, model_hash
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     try:
-        model, params, datasets, chosen = prepare(args)
+        model, params, datasets, model_hash = prepare(args)
     except (UsageError, CryptoFaceError, FheError, OSError) as exc:
-        print(f"run_lfw: error: {exc}", file=sys.stderr)
+        print(f"run_lfw: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     progress = not args.no_progress
     out_dir = args.output
     out_dir.mkdir(parents=True, exist_ok=True)
     run = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    model_hash = file_sha256(args.model)
     record = {"benchmark": "run_lfw", "run": run, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "machine": machine(), "git_revision": git_revision(),
               "model": {"name": model.name, "file": str(args.model), "sha256": model_hash,
@@ -343,20 +542,17 @@ def main(argv=None) -> int:
     roc_curves = {}
     all_recs = []
     for ds in datasets:
-        figures, curves = plaintext_figures(model, ds, args.fold, progress)
+        figures, curves, undecodable = plaintext_figures(model, ds, args.fold, progress)
         roc_curves.update({f"{ds.name}: {k}": v for k, v in curves.items()})
-        log.info("%s: plaintext %.4f, poly norm %s over %d pairs", ds.name, figures["plaintext"]["accuracy"],
-                 f"{figures['poly_norm']['accuracy']:.4f}" if "poly_norm" in figures else "-", len(ds.pairs))
+        if "plaintext" in figures:
+            log.info("%s: plaintext %.4f, poly norm %s over %d pairs", ds.name, figures["plaintext"]["accuracy"],
+                     f"{figures['poly_norm']['accuracy']:.4f}" if "poly_norm" in figures else "-", figures["pairs"])
         entry = {"origin": ds.origin, "plaintext": figures}
-        if chosen[ds.name]:
-            config = hashlib.sha256(json.dumps([model_hash, params.fingerprint.hex(), ds.name, ds.origin,
-                                                args.fold]).encode()).hexdigest()[:16]
-            recs, setup = encrypted_pairs(model, params, ds, chosen[ds.name], args, config, out_dir, progress)
-            entry["encrypted"] = {**summarize_pairs(recs), "setup": setup, "config": config,
-                                  "pair_records": [{k: r[k] for k in ("pair", "same", "decision_encrypted",
-                                                                      "decision_plaintext", "embedding_error_bits")}
-                                                   for r in recs]}
-            all_recs += recs
+        if ds.chosen:
+            recs, setup = encrypted_pairs(model, params, ds, args, out_dir, progress, undecodable)
+            entry["encrypted"] = {**summarize_pairs(recs), "setup": setup, "config": ds.config,
+                                  "pair_records": [pair_record(r) for r in recs]}
+            all_recs += [r for r in recs if not r.get("failed")]
         record["datasets"][ds.name] = entry
     record["plots"] = {"roc": str(verification.plot_roc(roc_curves, out_dir / f"roc_{run}.png",
                                                         title=f"{model.name}: ROC (plaintext)"))}

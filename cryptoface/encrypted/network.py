@@ -127,3 +127,25 @@ def group_patches(model: FusedPatchCNN, slots: int, per_ciphertext: int | None =
     if k < 1 or k > fit:
         raise ModelError(f"{k} patches per ciphertext do not fit {slots} slots ({per_patch} per patch)")
     return [list(range(i, min(i + k, model.num_patches))) for i in range(0, model.num_patches, k)]
+
+
+def patch_network_depth(model: FusedPatchCNN) -> int:
+    """Levels the chain of :func:`build_group` consumes, from the model's shapes alone (no slot matrix is
+    built, so it costs microseconds where building the real model's groups takes seconds).
+
+    Every slot matrix (a convolution, a channel scale, the pooling head) and every HerPN quadratic costs
+    one level; a block is its first HerPN and a residual as deep as its deeper branch (conv, HerPN, conv),
+    the shallower branch being brought down for at most one level more.  Refuses, like
+    :func:`build_group`, a stride other than 1 or 2 and an identity shortcut that would change the shape.
+    """
+    slot_matrix = quadratic = 1
+    body = slot_matrix + quadratic + slot_matrix
+    shortcut = slot_matrix
+    residual = max(body, shortcut + (shortcut < body))
+    blocks = model.nets[0].blocks
+    for j, block in enumerate(blocks):
+        if block.stride not in (1, 2):
+            raise ModelError(f"block {j}: stride {block.stride} is not supported")
+        if block.shortcut_weight is None and (block.stride, block.weight1.shape[0]) != (1, block.a1.shape[0]):
+            raise ModelError(f"block {j}: an identity shortcut cannot change shape")
+    return slot_matrix + len(blocks) * (quadratic + residual) + quadratic + slot_matrix
