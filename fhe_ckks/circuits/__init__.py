@@ -9,3 +9,7 @@
 from .polynomial import ChebyshevPolynomial, LevelSimulator, cached_fit, chebyshev_interpolant, remez_minimax
 
 __all__ = ["ChebyshevPolynomial", "LevelSimulator", "chebyshev_interpolant", "remez_minimax", "cached_fit"]
+
+from .sign import CompositeSign, SignStage, sign_minimax  # noqa: E402  (composite minimax sign, comparison)
+
+__all__ += ["CompositeSign", "SignStage", "sign_minimax"]
