@@ -23,7 +23,10 @@ per patch network ``p{i}``
 The embedding is the sum of the patch networks' outputs.  The manifest also
 holds the input specification, the quadratic approximation of
 ``1/sqrt(||x||^2)`` used for encrypted L2 normalization, and verification
-thresholds per dataset and fold.
+thresholds per dataset and fold.  :func:`load_model` returns a model only when the file's checksums hold (one
+covers the whole manifest, decision rules included: format version 2 of :mod:`fhe_ckks.nn.modelfile`) and every
+field, tensor shape and threshold is consistent with the declared topology; :func:`save_model` runs the same
+checks before it writes.
 """
 
 from __future__ import annotations
@@ -119,8 +122,40 @@ class NormPolynomial:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NormPolynomial":
-        return cls([float(c) for c in d["coefficients"]], float(d["lo"]), float(d["hi"]),
-                   float(d.get("max_relative_error", float("nan"))))
+        """The polynomial :meth:`as_dict` wrote, finite and not identically 0 on its range; any other content raises
+        :class:`ModelError`."""
+        d = _fields(d, _NORM_FIELDS, "normalization polynomial")
+        if d["kind"] != "inverse_sqrt_polynomial":
+            raise ModelError(f"unknown normalization {d['kind']!r:.40}")
+        coeffs = d["coefficients"]
+        if not isinstance(coeffs, list) or not 1 <= len(coeffs) <= MAX_NORM_COEFFICIENTS:
+            raise ModelError(f"a normalization polynomial has 1 to {MAX_NORM_COEFFICIENTS} coefficients")
+        lo, hi = _real(d["lo"], "its lower end"), _real(d["hi"], "its upper end")
+        if not 0 < lo < hi:
+            raise ModelError(f"a normalization polynomial's range [{lo}, {hi}] must satisfy 0 < lo < hi")
+        error = _real(d["max_relative_error"], "its relative error")
+        if error < 0:
+            raise ModelError(f"a relative error cannot be negative ({error})")
+        poly = cls([_real(c, "a coefficient") for c in coeffs], lo, hi, error)
+        if not 0 < poly.max_output_norm() < np.inf:
+            raise ModelError("the normalization polynomial vanishes or overflows on its range")
+        return poly
+
+    def max_output_norm(self) -> float:
+        """``max sqrt(y) |p(y)|`` over ``[lo, hi]``: the largest norm of a normalized embedding whose squared norm
+        lies in the fitted range (``t p(t^2)`` is a polynomial in ``t = sqrt(y)``: its end points and critical
+        points, with a grid as a guard against inexact roots)."""
+        odd = np.zeros(2 * len(self.coefficients))
+        odd[1::2] = self.coefficients
+        f = np.polynomial.Polynomial(odd)
+        a, b = np.sqrt(self.lo), np.sqrt(self.hi)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # absurd coefficients give inf
+            try:                                    # the critical points do not move when f is scaled
+                roots = (f / np.max(np.abs(odd))).deriv().roots() if np.any(odd) else np.array([])
+            except np.linalg.LinAlgError:
+                roots = np.array([])
+            inside = roots[(np.abs(roots.imag) < 1e-9) & (roots.real > a) & (roots.real < b)].real
+            return float(np.max(np.abs(f(np.concatenate([np.linspace(a, b, 257), inside])))))
 
     @classmethod
     def fit(cls, squared_norms: np.ndarray, degree: int = 2, trim: float = 0.01) -> "NormPolynomial":
@@ -165,9 +200,17 @@ class Threshold:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Threshold":
-        per_fold = {int(k): (float(v["tau"]), NormPolynomial.from_dict(v["norm"]))
-                    for k, v in d.get("per_fold", {}).items()}
-        return cls(float(d["tau"]), NormPolynomial.from_dict(d["norm"]), per_fold, float(d.get("accuracy", "nan")))
+        """The rule :meth:`as_dict` wrote: each tau in ``(0, 4 M^2]`` for ``M`` the largest norm its polynomial
+        gives an embedding of the fitted range (beyond it every such pair would match); else :class:`ModelError`."""
+        d = _fields(d, _THRESHOLD_FIELDS, "threshold")
+        accuracy = _real(d["accuracy"], "accuracy")
+        if not 0 <= accuracy <= 1:
+            raise ModelError(f"accuracy {accuracy} outside [0, 1]")
+        if not isinstance(d["per_fold"], dict):
+            raise ModelError("per_fold must map folds to rules")
+        per_fold = {_fold(k): _rule(_fields(v, _FOLD_FIELDS, f"fold {k}")) for k, v in d["per_fold"].items()}
+        tau, norm = _rule(d)
+        return cls(tau, norm, per_fold, accuracy)
 
 
 @dataclass
@@ -254,46 +297,193 @@ def save_model(model: FusedPatchCNN, path: str | os.PathLike) -> Path:
         "thresholds": {k: v.as_dict() for k, v in model.thresholds.items()},
         "info": model.info,
     }
+    _model_from(schema, tensors)        # what load_model would refuse is not written
     return write_model_file(path, schema, tensors)
 
 
 def load_model(path: str | os.PathLike) -> FusedPatchCNN:
-    """Read a ``.model.npz``; a damaged or foreign file raises :class:`ModelError` naming it."""
+    """Read a ``.model.npz``: its checksums, then every manifest field, every tensor's shape against the topology
+    the manifest declares, and the decision rules; a damaged, foreign or inconsistent file raises
+    :class:`ModelError` naming it."""
+    where = getattr(path, "name", path)
     try:
         mf = read_model_file(path)
     except SerializationError as exc:
         raise ModelError(str(exc)) from exc
-    s = mf.schema
-    if s.get("schema") != SCHEMA:
-        raise ModelError(f"{path}: not a CryptoFace model file (schema {s.get('schema')!r})")
-    if s.get("schema_version") != SCHEMA_VERSION:
-        raise ModelError(f"{path}: model schema version {s.get('schema_version')!r}, this code reads {SCHEMA_VERSION}")
     try:
-        topo = s["topology"]
-        t = mf.tensors
-        nets = []
-        for i in range(int(topo["num_patches"])):
-            blocks = []
-            for j, spec in enumerate(topo["blocks"]):
-                pre = f"p{i}.b{j}"
-                conv_short = spec["shortcut"] == "conv"
-                blocks.append(FusedBlock(
-                    t[f"{pre}.a1"], t[f"{pre}.a0"], t[f"{pre}.weight1"], int(spec["stride"]), t[f"{pre}.b1"],
-                    t[f"{pre}.b0"], t[f"{pre}.weight2"],
-                    shortcut_scale=None if conv_short else t[f"{pre}.shortcut.scale"],
-                    shortcut_weight=t[f"{pre}.shortcut.weight"] if conv_short else None,
-                    shortcut_bias=t[f"{pre}.shortcut.bias"] if conv_short else None))
-            nets.append(FusedPatchNet(t[f"p{i}.conv0.weight"], blocks, t[f"p{i}.pool.a1"], t[f"p{i}.pool.a0"],
-                                      t[f"p{i}.head.weight"], t[f"p{i}.head.bias"], tuple(topo["pool_output"])))
-        model = FusedPatchCNN(int(s["input"]["size"]), int(topo["patch_size"]), nets,
-                              None if s.get("norm") is None else NormPolynomial.from_dict(s["norm"]),
-                              {k: Threshold.from_dict(v) for k, v in s.get("thresholds", {}).items()},
-                              s.get("info", {}), s.get("name", Path(path).name))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: model file is incomplete ({exc!r})") from exc
-    if model.grid * model.grid != model.num_patches or model.grid * model.patch_size != model.input_size:
-        raise ModelError(f"{path}: {model.num_patches} patches do not tile a {model.input_size} input")
-    return model
+        return _model_from(mf.schema, mf.tensors)
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- checking a manifest
+
+_SCHEMA_FIELDS = {"schema", "schema_version", "name", "input", "topology", "norm", "thresholds", "info"}
+_INPUT_FIELDS = {"size", "channels", "color", "layout", "alignment", "normalisation", "range"}
+_TOPOLOGY_FIELDS = {"arch", "patch_size", "num_patches", "grid", "conv0", "blocks", "pool_output", "embedding_dim"}
+_BLOCK_FIELDS = {"in", "out", "stride", "shortcut"}
+_NORM_FIELDS = {"kind", "coefficients", "lo", "hi", "max_relative_error"}
+_THRESHOLD_FIELDS = {"tau", "norm", "accuracy", "per_fold"}
+_FOLD_FIELDS = {"tau", "norm"}
+#: A normalization polynomial of higher degree is refused (the encrypted side evaluates a quadratic).
+MAX_NORM_COEFFICIENTS = 16
+
+
+def _fields(d, expected: set[str], what: str) -> Mapping[str, Any]:
+    """``d``, a dict with exactly the ``expected`` fields."""
+    if not isinstance(d, dict) or set(d) != expected:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ModelError(f"{what}: expected the fields {sorted(expected)}, got {got}")
+    return d
+
+
+def _int(value, what: str, lo: int = 1) -> int:
+    if type(value) is not int or value < lo:
+        raise ModelError(f"{what} must be an int >= {lo}, got {value!r:.40}")
+    return value
+
+
+def _real(value, what: str) -> float:
+    """A finite float (as :meth:`NormPolynomial.as_dict` and :meth:`Threshold.as_dict` write them)."""
+    if not isinstance(value, float) or not np.isfinite(value):
+        raise ModelError(f"{what} must be a finite float, got {value!r:.40}")
+    return float(value)
+
+
+def _fold(key: str) -> int:
+    try:
+        fold = int(key)
+    except ValueError:
+        fold = None
+    if fold is None or str(fold) != key:
+        raise ModelError(f"fold {key!r:.40} is not an integer")
+    return fold
+
+
+def _rule(d: Mapping[str, Any]) -> tuple[float, NormPolynomial]:
+    """``(tau, polynomial)`` with ``0 < tau <= 4 M^2`` (see :meth:`Threshold.from_dict`)."""
+    norm = NormPolynomial.from_dict(d["norm"])
+    tau = _real(d["tau"], "tau")
+    bound = 4 * norm.max_output_norm() ** 2
+    if not 0 < tau <= bound * (1 + 1e-9):
+        raise ModelError(f"tau {tau} outside (0, {bound:.6g}]: no pair, or every pair, of the polynomial's range "
+                         "would match")
+    return tau, norm
+
+
+def _check_input(spec) -> int:
+    """The input size; the image format must be the one :mod:`cryptoface.data` produces."""
+    spec = _fields(spec, _INPUT_FIELDS, "input")
+    if (spec["channels"], spec["color"], spec["layout"]) != (3, "RGB", "CHW") or type(spec["channels"]) is not int:
+        raise ModelError(f"input {spec['channels']!r:.20} {spec['color']!r:.20} {spec['layout']!r:.20}: "
+                         "this code feeds 3-channel RGB images in CHW layout")
+    if not isinstance(spec["alignment"], str) or not isinstance(spec["normalisation"], str):
+        raise ModelError("input alignment and normalisation are descriptions (strings)")
+    rng = spec["range"]
+    if not isinstance(rng, list) or len(rng) != 2 or not _real(rng[0], "input range") < _real(rng[1], "input range"):
+        raise ModelError(f"input range {rng!r:.40} is not [lo, hi]")
+    return _int(spec["size"], "input size")
+
+
+def _check_topology(topo, size: int) -> Mapping[str, Any]:
+    """Patches that tile the input, blocks that chain (a scale shortcut keeps channels and resolution), and a
+    pooling grid that divides the trunk's output."""
+    topo = _fields(topo, _TOPOLOGY_FIELDS, "topology")
+    if topo["arch"] != "cryptofacenet":
+        raise ModelError(f"unknown architecture {topo['arch']!r:.40}")
+    patch = _int(topo["patch_size"], "patch_size")
+    grid = size // patch
+    if size % patch or _int(topo["grid"], "grid") != grid or _int(topo["num_patches"], "num_patches") != grid * grid:
+        raise ModelError(f"{topo['num_patches']!r:.20} patches of {patch} (grid {topo['grid']!r:.20}) do not tile a "
+                         f"{size} input")
+    conv0 = _fields(topo["conv0"], {"in", "out"}, "conv0")
+    if conv0["in"] != 3 or type(conv0["in"]) is not int:
+        raise ModelError(f"conv0 takes the 3 input channels, not {conv0['in']!r:.20}")
+    channels, side = _int(conv0["out"], "conv0 channels"), patch
+    if not isinstance(topo["blocks"], list):
+        raise ModelError("blocks must be a list")
+    for j, block in enumerate(topo["blocks"]):
+        block = _fields(block, _BLOCK_FIELDS, f"block {j}")
+        stride, short = block["stride"], block["shortcut"]
+        if _int(block["in"], f"block {j} input channels") != channels or stride not in (1, 2) \
+                or type(stride) is not int or short not in ("scale", "conv"):
+            raise ModelError(f"block {j} ({block['in']!r:.20} channels, stride {stride!r:.20}, shortcut "
+                             f"{short!r:.20}) does not follow {channels} channels with stride 1 or 2 and a "
+                             "scale or conv shortcut")
+        channels = _int(block["out"], f"block {j} output channels")
+        if short == "scale" and (stride != 1 or channels != block["in"]):
+            raise ModelError(f"block {j}: a scale shortcut keeps channels and resolution")
+        side = (side - 1) // stride + 1
+    pool = topo["pool_output"]
+    if not isinstance(pool, list) or len(pool) != 2 or any(type(p) is not int or p < 1 or side % p for p in pool):
+        raise ModelError(f"pool_output {pool!r:.40} does not divide the trunk's {side}x{side} output")
+    _int(topo["embedding_dim"], "embedding_dim")
+    return topo
+
+
+def _net_shapes(topo: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The tensors of one patch network (names after ``p<i>.``) with the shapes the topology gives them."""
+    channels = topo["conv0"]["out"]
+    out: dict[str, tuple[int, ...]] = {"conv0.weight": (channels, 3, 3, 3)}
+    for j, block in enumerate(topo["blocks"]):
+        cin, cout = block["in"], block["out"]
+        out.update({f"b{j}.a1": (cin,), f"b{j}.a0": (cin,), f"b{j}.weight1": (cout, cin, 3, 3), f"b{j}.b1": (cout,),
+                    f"b{j}.b0": (cout,), f"b{j}.weight2": (cout, cout, 3, 3)})
+        if block["shortcut"] == "conv":
+            out.update({f"b{j}.shortcut.weight": (cout, cin, 1, 1), f"b{j}.shortcut.bias": (cout,)})
+        else:
+            out[f"b{j}.shortcut.scale"] = (cin,)
+        channels = cout
+    ph, pw = topo["pool_output"]
+    dim = topo["embedding_dim"]
+    out.update({"pool.a1": (channels,), "pool.a0": (channels,), "head.weight": (dim, channels * ph * pw),
+                "head.bias": (dim,)})
+    return out
+
+
+def _check_tensors(topo: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
+    """Exactly the tensors of the topology, float64, each of its shape."""
+    per_net = _net_shapes(topo)
+    if len(tensors) != topo["num_patches"] * len(per_net):
+        raise ModelError(f"{len(tensors)} tensors, the topology has {topo['num_patches'] * len(per_net)}")
+    shapes = {f"p{i}.{k}": v for i in range(topo["num_patches"]) for k, v in per_net.items()}
+    if set(tensors) != set(shapes):
+        raise ModelError(f"tensors and topology disagree on {sorted(set(tensors) ^ set(shapes))[:5]}")
+    for name, shape in shapes.items():
+        if tensors[name].shape != shape or tensors[name].dtype != np.float64:
+            raise ModelError(f"tensor {name} is {tensors[name].dtype}{list(tensors[name].shape)}, the topology "
+                             f"says float64{list(shape)}")
+
+
+def _model_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedPatchCNN:
+    """The model a schema and its tensors describe, every field checked (see :func:`load_model`)."""
+    s = _fields(s, _SCHEMA_FIELDS, "model schema")
+    if s["schema"] != SCHEMA:
+        raise ModelError(f"not a CryptoFace model file (schema {s['schema']!r:.40})")
+    if type(s["schema_version"]) is not int or s["schema_version"] != SCHEMA_VERSION:
+        raise ModelError(f"model schema version {s['schema_version']!r:.20}, this code reads {SCHEMA_VERSION}")
+    if not isinstance(s["name"], str) or not isinstance(s["info"], dict) or not isinstance(s["thresholds"], dict):
+        raise ModelError("name must be a string, info and thresholds dicts")
+    size = _check_input(s["input"])
+    topo = _check_topology(s["topology"], size)
+    _check_tensors(topo, t)
+    nets = []
+    for i in range(topo["num_patches"]):
+        blocks = []
+        for j, spec in enumerate(topo["blocks"]):
+            pre = f"p{i}.b{j}"
+            conv_short = spec["shortcut"] == "conv"
+            blocks.append(FusedBlock(
+                t[f"{pre}.a1"], t[f"{pre}.a0"], t[f"{pre}.weight1"], spec["stride"], t[f"{pre}.b1"],
+                t[f"{pre}.b0"], t[f"{pre}.weight2"],
+                shortcut_scale=None if conv_short else t[f"{pre}.shortcut.scale"],
+                shortcut_weight=t[f"{pre}.shortcut.weight"] if conv_short else None,
+                shortcut_bias=t[f"{pre}.shortcut.bias"] if conv_short else None))
+        nets.append(FusedPatchNet(t[f"p{i}.conv0.weight"], blocks, t[f"p{i}.pool.a1"], t[f"p{i}.pool.a0"],
+                                  t[f"p{i}.head.weight"], t[f"p{i}.head.bias"], tuple(topo["pool_output"])))
+    norm = None if s["norm"] is None else NormPolynomial.from_dict(s["norm"])
+    thresholds = {k: Threshold.from_dict(v) for k, v in s["thresholds"].items()}
+    return FusedPatchCNN(size, topo["patch_size"], nets, norm, thresholds, s["info"], s["name"])
 
 
 def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray, folds: np.ndarray,

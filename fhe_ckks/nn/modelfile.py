@@ -3,17 +3,30 @@
 This is the only way weights cross from a training framework to the encrypted
 side.  The format is deliberately plain:
 
-* every tensor is an ordinary ``.npz`` member (float64 or float32, C order);
+* every tensor is an ordinary ``.npz`` member (float64, float32, int64 or
+  int32, C order, finite);
 * the member ``__manifest__`` holds UTF-8 JSON as a ``uint8`` array, so the file
   loads with ``numpy.load(path, allow_pickle=False)`` and nothing else;
 * the manifest names the format and its version, carries the caller's
-  ``schema`` (what the tensors mean, e.g. a network topology), and lists each
-  tensor with its shape, dtype and SHA-256, so a truncated or edited file is
-  refused with :class:`~fhe_ckks.errors.SerializationError` instead of being
-  half-read.
+  ``schema`` (what the tensors mean, e.g. a network topology, thresholds), and
+  lists each tensor with its shape, dtype and SHA-256;
+* the member ``__checksum__`` (format version 2) is the SHA-256 of the
+  manifest's bytes (32 ``uint8``), so the checksum covers the schema and,
+  through the tensor digests, every array.
 
-Writes go to a temporary file in the same folder and are renamed into place,
-so a reader never sees a partial file.
+A truncated or edited file is refused with
+:class:`~fhe_ckks.errors.SerializationError` instead of being half-read.  The
+checksums detect accidents and careless edits, not a forger: whoever can write
+the file can recompute them (authenticity needs a signature over the file, or a
+trusted channel).  Version-1 files, whose manifest no checksum covers, are
+refused with a message asking for a re-export.
+
+The reader never unpickles: it opens the zip itself (at most ``MAX_BYTES``
+decompressed, each member's CRC-32 checked), and reads each ``.npy`` header
+before its data, so a member of another dtype (an object array), of another
+layout, or whose header's shape does not match its bytes is refused before an
+array is made of it.  Writes go to a temporary file in the
+same folder and are renamed into place, so a reader never sees a partial file.
 """
 
 from __future__ import annotations
@@ -21,21 +34,33 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
 from ..errors import SerializationError
 
 FORMAT = "fhe_ckks.nn.modelfile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_KEY = "__manifest__"
+CHECKSUM_KEY = "__checksum__"
 _DTYPES = {"float64", "float32", "int64", "int32"}
+_MANIFEST_FIELDS = {"format", "format_version", "schema", "tensors"}
+_ENTRY_FIELDS = {"shape", "dtype", "sha256"}
+#: Most bytes a model file may hold once decompressed (a guard against zip bombs).
+MAX_BYTES = 1 << 30
+#: What reading a damaged zip (a bad CRC or length, an unsupported zip feature) or a crafted ``.npy`` header
+#: can raise, besides SerializationError.
+_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, RecursionError,
+                NotImplementedError, SyntaxError, tokenize.TokenError)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -62,13 +87,12 @@ def write_model_file(path: str | os.PathLike, schema: Mapping[str, Any], tensors
     entries = {}
     arrays = {}
     for name, value in tensors.items():
-        if not isinstance(name, str) or not name or name == MANIFEST_KEY or "/" in name:
+        if not isinstance(name, str) or not name or name in (MANIFEST_KEY, CHECKSUM_KEY) or "/" in name:
             raise SerializationError(f"bad tensor name {name!r}")
         array = np.ascontiguousarray(value)
         if array.dtype.name not in _DTYPES:
             raise SerializationError(f"tensor {name!r} has dtype {array.dtype}; allowed: {sorted(_DTYPES)}")
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            raise SerializationError(f"tensor {name!r} holds non-finite values")
+        _check_finite(array, name)
         arrays[name] = array
         entries[name] = {"shape": list(array.shape), "dtype": array.dtype.name, "sha256": _digest(array)}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema": dict(schema), "tensors": entries}
@@ -77,6 +101,7 @@ def write_model_file(path: str | os.PathLike, schema: Mapping[str, Any], tensors
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"schema is not plain JSON: {exc}") from exc
     arrays[MANIFEST_KEY] = np.frombuffer(blob, dtype=np.uint8)
+    arrays[CHECKSUM_KEY] = np.frombuffer(hashlib.sha256(blob).digest(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -93,40 +118,105 @@ def write_model_file(path: str | os.PathLike, schema: Mapping[str, Any], tensors
     return path
 
 
-def read_model_file(path: str | os.PathLike | io.BytesIO) -> ModelFile:
-    """Read and verify a model file; any damage raises :class:`SerializationError`."""
+def read_model_file(path: str | os.PathLike | BinaryIO) -> ModelFile:
+    """Read and verify a model file; any damage raises :class:`SerializationError` naming it."""
     name = getattr(path, "name", path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            members = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise SerializationError(f"{name}: no such model file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise SerializationError(f"{name}: not a readable model file ({exc})") from exc
+    members = _read_members(path, name)
     blob = members.pop(MANIFEST_KEY, None)
+    checksum = members.pop(CHECKSUM_KEY, None)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise SerializationError(f"{name}: no manifest")
-    try:
-        manifest = json.loads(blob.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SerializationError(f"{name}: manifest is not JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise SerializationError(f"{name}: not a {FORMAT} file")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise SerializationError(f"{name}: format version {manifest.get('format_version')!r}, "
-                                 f"this reader knows {FORMAT_VERSION}")
-    entries = manifest.get("tensors")
+    manifest = _parse_manifest(blob, name)
+    if checksum is None or checksum.dtype != np.uint8 or checksum.tobytes() != hashlib.sha256(blob).digest():
+        raise SerializationError(f"{name}: the manifest fails its checksum (edited or damaged)")
+    entries = manifest["tensors"]
     if not isinstance(entries, dict) or set(entries) != set(members):
-        missing = sorted(set(entries or {}) ^ set(members))
+        missing = sorted(set(entries if isinstance(entries, dict) else {}) ^ set(members))
         raise SerializationError(f"{name}: tensors and manifest disagree on {missing[:5]}")
     for key, entry in entries.items():
         array = members[key]
-        if list(array.shape) != entry.get("shape") or array.dtype.name != entry.get("dtype"):
+        if not isinstance(entry, dict) or set(entry) != _ENTRY_FIELDS or not isinstance(entry["shape"], list) \
+                or not all(type(d) is int for d in entry["shape"]):
+            raise SerializationError(f"{name}: malformed manifest entry for tensor {key!r}")
+        if array.dtype.name not in _DTYPES:
+            raise SerializationError(f"{name}: tensor {key!r} has dtype {array.dtype}; allowed: {sorted(_DTYPES)}")
+        if list(array.shape) != entry["shape"] or array.dtype.name != entry["dtype"]:
             raise SerializationError(f"{name}: tensor {key!r} is {array.dtype}{list(array.shape)}, "
-                                     f"manifest says {entry.get('dtype')}{entry.get('shape')}")
-        if _digest(array) != entry.get("sha256"):
+                                     f"manifest says {entry['dtype']}{entry['shape']}")
+        if _digest(array) != entry["sha256"]:
             raise SerializationError(f"{name}: tensor {key!r} fails its checksum")
-    schema = manifest.get("schema")
+        _check_finite(array, f"{name}: tensor {key}")
+    schema = manifest["schema"]
     if not isinstance(schema, dict):
         raise SerializationError(f"{name}: manifest has no schema")
     return ModelFile(schema=schema, tensors=members)
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise SerializationError(f"{what} holds non-finite values")
+
+
+def _parse_manifest(blob: np.ndarray, name) -> dict[str, Any]:
+    """The manifest's JSON, of this format and version (a version-1 file is refused with a clear message)."""
+    try:
+        manifest = json.loads(blob.tobytes().decode())
+    except (ValueError, RecursionError) as exc:       # bad UTF-8 or JSON, a huge number, nesting too deep
+        raise SerializationError(f"{name}: manifest is not JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise SerializationError(f"{name}: not a {FORMAT} file")
+    version = manifest.get("format_version")
+    if type(version) is int and version == 1:
+        raise SerializationError(f"{name}: format version 1, whose manifest no checksum covers; re-export the "
+                                 f"model (or read it with an older release and write it again) to get version "
+                                 f"{FORMAT_VERSION}")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise SerializationError(f"{name}: format version {version!r}, this reader knows {FORMAT_VERSION}")
+    if set(manifest) != _MANIFEST_FIELDS:
+        raise SerializationError(f"{name}: manifest fields {sorted(manifest)}, expected {sorted(_MANIFEST_FIELDS)}")
+    return manifest
+
+
+def _read_members(source, name) -> dict[str, np.ndarray]:
+    """Every ``<key>.npy`` member of the zip as an array; a damaged or foreign archive raises SerializationError."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            infos = archive.infolist()
+            if sum(info.file_size for info in infos) > MAX_BYTES:
+                raise SerializationError(f"{name}: more than {MAX_BYTES} bytes once decompressed")
+            members = {}
+            for info in infos:
+                key = info.filename[:-4]
+                if not info.filename.endswith(".npy") or key in members:
+                    raise SerializationError(f"{name}: unexpected member {info.filename!r}")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+                    raise SerializationError(f"{name}: member {info.filename!r} is encrypted or compressed "
+                                             "with an unsupported method")
+                raw = archive.read(info)            # whole, so that its CRC-32 is checked before it is parsed
+                members[key] = _parse_npy(raw, f"{name}: member {info.filename!r}")
+            return members
+    except FileNotFoundError:
+        raise SerializationError(f"{name}: no such model file") from None
+    except SerializationError:
+        raise
+    except _READ_ERRORS as exc:
+        raise SerializationError(f"{name}: not a readable model file ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_npy(raw: bytes, what: str) -> np.ndarray:
+    """One ``.npy`` member: its header checked (a tensor dtype, C order, a shape its bytes fill exactly) before
+    an array is made of its data."""
+    member = io.BytesIO(raw)
+    version = np.lib.format.read_magic(member)
+    if version not in ((1, 0), (2, 0)):
+        raise SerializationError(f"{what}: .npy version {version} is not supported")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(member)
+    if dtype.name not in _DTYPES and dtype.name != "uint8" or dtype.hasobject or fortran_order:
+        raise SerializationError(f"{what}: dtype {dtype}{' in Fortran order' if fortran_order else ''} is not a "
+                                 "model tensor's")
+    start = member.tell()
+    if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize != len(raw) - start:
+        raise SerializationError(f"{what}: its header's shape {shape} does not match its {len(raw) - start} bytes")
+    return np.frombuffer(bytearray(raw[start:]), dtype=dtype).astype(dtype.newbyteorder("="), copy=False) \
+        .reshape(shape)

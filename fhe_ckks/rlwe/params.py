@@ -101,8 +101,10 @@ class ParametersLiteral:
     name: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "log_q", tuple(self.log_q))
-        object.__setattr__(self, "log_p", tuple(self.log_p))
+        # Lists (as JSON gives them) become tuples; anything else is left for from_literal to refuse.
+        for name in ("log_q", "log_p"):
+            if isinstance(getattr(self, name), (list, tuple, range)):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,19 +151,20 @@ class Parameters:
         if not isinstance(lit, ParametersLiteral):
             raise ParameterError(f"expected a ParametersLiteral, got {type(lit).__name__}")
         log_n = check_log_n(lit.log_n)
+        _check_literal_types(lit)
         if not lit.log_q:
             raise ParameterError("log_q needs at least one prime")
         for b in (*lit.log_q, *lit.log_p):
-            if isinstance(b, bool) or not isinstance(b, int) or not log_n + 2 <= b <= 61:
+            if not log_n + 2 <= b <= 61:
                 raise ParameterError(f"prime size {b!r} must be an int in [{log_n + 2}, 61]")
-        if isinstance(lit.log_scale, bool) or not isinstance(lit.log_scale, int) or not 1 <= lit.log_scale <= 60:
+        if not 1 <= lit.log_scale <= 60:
             raise ParameterError(f"log_scale {lit.log_scale!r} must be an int in [1, 60]")
         if lit.log_q[0] <= lit.log_scale and len(lit.log_q) > 1:
             raise ParameterError(f"q_0 ({lit.log_q[0]} bits) must exceed the scale (2^{lit.log_scale}) "
                                  "so that a message survives at level 0")
-        if lit.hamming_weight is not None and not 0 < int(lit.hamming_weight) <= (1 << log_n):
+        if lit.hamming_weight is not None and not 0 < lit.hamming_weight <= (1 << log_n):
             raise ParameterError(f"Hamming weight {lit.hamming_weight} must be in [1, N]")
-        if not 0.5 <= float(lit.sigma) <= 64:
+        if not 0.5 <= lit.sigma <= 64:
             raise ParameterError(f"sigma {lit.sigma} must be in [0.5, 64]")
 
         q_primes = _ciphertext_primes(log_n, lit.log_q, lit.log_scale)
@@ -172,7 +175,7 @@ class Parameters:
         if p_primes:
             if digits is None:
                 digits = math.ceil(len(q_primes) / len(p_primes))
-            if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= len(q_primes):
+            if not 1 <= digits <= len(q_primes):
                 raise ParameterError(f"digits {digits!r} must be in [1, {len(q_primes)}]")
             alpha = math.ceil(len(q_primes) / digits)
             big_p = math.prod(p_primes)
@@ -322,6 +325,29 @@ class Parameters:
 
     def __repr__(self) -> str:
         return f"Parameters({self.describe()})"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_literal_types(lit: ParametersLiteral) -> None:
+    """Every field of the literal has its declared type: ints (never bools) for the sizes and counts, a
+    real ``sigma`` (not NaN), a str ``name``; the ranges are checked by :meth:`Parameters.from_literal`."""
+    for name in ("log_q", "log_p"):
+        sizes = getattr(lit, name)
+        if not isinstance(sizes, tuple) or not all(_is_int(b) for b in sizes):
+            raise ParameterError(f"{name} must be a sequence of ints, got {sizes!r:.80}")
+    if not _is_int(lit.log_scale):
+        raise ParameterError(f"log_scale must be an int, got {lit.log_scale!r:.40}")
+    for name in ("hamming_weight", "digits"):
+        value = getattr(lit, name)
+        if value is not None and not _is_int(value):
+            raise ParameterError(f"{name} must be None or an int, got {value!r:.40}")
+    if not isinstance(lit.sigma, (int, float)) or isinstance(lit.sigma, bool) or not math.isfinite(lit.sigma):
+        raise ParameterError(f"sigma must be a finite real number, got {lit.sigma!r:.40}")
+    if not isinstance(lit.name, str):
+        raise ParameterError(f"name must be a str, got {type(lit.name).__name__}")
 
 
 def _run_tops(log_q: tuple[int, ...]) -> set[int]:

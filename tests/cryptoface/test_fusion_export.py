@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cryptoface.errors import FusionError, ModelError  # noqa: E402
-from cryptoface.model import NormPolynomial, load_model, save_model  # noqa: E402
+from cryptoface.model import NormPolynomial, Threshold, load_model, save_model  # noqa: E402
 from cryptoface.training.checkpoint import backbone_state, load_checkpoint  # noqa: E402
 from cryptoface.training.fusion import fuse, herpn_coefficients  # noqa: E402
 from cryptoface.training.models import HerPN, trained_looking_model  # noqa: E402
@@ -77,6 +77,19 @@ def test_export_round_trip(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(ModelError, match="bad.model.npz"):
         load_model(bad)
+
+
+def test_export_refuses_what_the_loader_would_refuse(tmp_path):
+    fused = fuse(trained_looking_model(64).state_dict(), 64, name="toy")
+    fused.norm = NormPolynomial.fit(np.random.default_rng(0).uniform(100, 400, 500))
+    for tau, accuracy in ((1e6, 0.9), (-1.0, 0.9), (0.5, float("nan"))):
+        fused.thresholds["lfw"] = Threshold(tau, fused.norm, accuracy=accuracy)
+        with pytest.raises(ModelError):
+            save_model(fused, tmp_path / "bad.model.npz")
+        assert not (tmp_path / "bad.model.npz").exists()
+    fused.thresholds["lfw"] = Threshold(0.5, fused.norm, {3: (0.75, fused.norm)}, accuracy=0.9)
+    back = load_model(save_model(fused, tmp_path / "ok.model.npz"))
+    assert back.thresholds["lfw"].tau == 0.5 and back.thresholds["lfw"].for_fold(3) == (0.75, back.norm)
 
 
 def test_original_checkpoint_layout_loads(tmp_path):

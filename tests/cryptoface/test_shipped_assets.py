@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data
+from cryptoface.errors import ModelError
 from cryptoface.model import decisions, load_model
+from fhe_ckks.nn.modelfile import CHECKSUM_KEY, MANIFEST_KEY
+from tests.fhe_ckks.nn.test_modelfile import reseal, rewrite
 
 
 def test_shipped_model_manifest():
@@ -33,3 +40,88 @@ def test_shipped_sample_is_identity_disjoint_and_verified_in_plaintext():
     assert np.isfinite(emb).all()
     acc = np.mean(decisions(model, emb[0::2], emb[1::2], "lfw", folds) == vs.issame)
     assert acc >= 0.85, f"plaintext accuracy on the shipped sample fell to {acc:.2f}"
+
+
+# ---- the model file's checks, on a copy of the shipped model ---------------------------------------
+
+
+def manifest_of(path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return json.loads(f[MANIFEST_KEY].tobytes())
+
+
+def test_shipped_model_is_format_2_with_its_original_weights_and_rules():
+    manifest = manifest_of(DEFAULT_MODEL)
+    assert manifest["format_version"] == 2
+    with np.load(DEFAULT_MODEL, allow_pickle=False) as f:
+        assert CHECKSUM_KEY in f.files
+    # re-saved through save_model from the version-1 file: same tensors (by digest), same schema
+    tensors = "".join(e["sha256"] for _, e in sorted(manifest["tensors"].items()))
+    assert hashlib.sha256(tensors.encode()).hexdigest() == \
+        "2fc8dc8531456f0ff2abc5944b09d21d45565ae9c8d12dc5da172fd8b7ea9532"
+    assert hashlib.sha256(json.dumps(manifest["schema"], sort_keys=True).encode()).hexdigest() == \
+        "de9b126a79a58792c83a94470e1eb0ca3148b749d77f2209d3599b32cfdd126d"
+    th = load_model(DEFAULT_MODEL).thresholds["lfw"]
+    assert th.tau == 1.5445096910801241 and th.per_fold[6][0] == 1.551989611407584
+
+
+@pytest.fixture
+def shipped_copy(tmp_path):
+    return Path(shutil.copy(DEFAULT_MODEL, tmp_path / "copy.model.npz"))
+
+
+def test_edits_without_the_checksum_are_refused(shipped_copy):
+    manifest = manifest_of(shipped_copy)
+    manifest["schema"]["thresholds"]["lfw"]["tau"] *= 10
+    rewrite(shipped_copy, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest, sort_keys=True).encode(), np.uint8)})
+    with pytest.raises(ModelError, match="copy.model.npz.*checksum"):
+        load_model(shipped_copy)
+
+
+def topo(**changes):
+    return lambda s: s["topology"].update(changes)
+
+
+def rule(**changes):
+    return lambda s: s["thresholds"]["lfw"].update(changes)
+
+
+def norm(**changes):
+    return lambda s: s["thresholds"]["lfw"]["norm"].update(changes)
+
+
+@pytest.mark.parametrize("edit", [
+    topo(pool_output=[1, 1]), topo(pool_output=[3, 3]), topo(pool_output=[2]), topo(patch_size=0),
+    topo(patch_size=7), topo(patch_size=16), topo(num_patches=3), topo(grid=3), topo(embedding_dim=128),
+    topo(patch_size=32.0), topo(arch="resnet"), lambda s: s["topology"]["blocks"][1].update(stride=3),
+    lambda s: s["topology"]["blocks"][0].update(shortcut="conv"), lambda s: s["topology"]["blocks"].pop(),
+    lambda s: s["topology"]["conv0"].update(out=8), lambda s: s["input"].update(size=96),
+    lambda s: s["input"].update(channels=1), rule(tau=15.445096910801241), rule(tau=float("nan")), rule(tau=-1.0),
+    rule(tau=float("inf")), rule(tau=2), rule(accuracy=2.0), norm(lo=600.0), norm(coefficients=[float("nan")] * 3),
+    norm(coefficients=[]), norm(coefficients=[1e308] * 3), norm(coefficients=[0.0]), norm(kind="bogus"), lambda s: s["thresholds"]["lfw"]["per_fold"].update(x={}),
+    lambda s: s["thresholds"]["lfw"]["per_fold"]["6"].update(tau=1e6), lambda s: s.update(name=5),
+    lambda s: s.update(schema_version=2), lambda s: s.update(extra=1), lambda s: s.pop("norm"),
+])
+def test_resealed_schemas_that_describe_no_valid_model_are_refused(shipped_copy, edit):
+    reseal(shipped_copy, manifest_edit=lambda m: edit(m["schema"]))
+    with pytest.raises(ModelError, match="copy.model.npz"):
+        load_model(shipped_copy)
+
+
+@pytest.mark.parametrize("change", ["nan", "inf", "shape", "float32", "missing", "extra"])
+def test_resealed_tensors_that_do_not_fit_the_topology_are_refused(shipped_copy, change):
+    with np.load(shipped_copy, allow_pickle=False) as f:
+        w = f["p0.b1.weight1"]
+    edits = {"nan": {"p0.b1.weight1": np.where(w == w.flat[0], np.nan, w)},
+             "inf": {"p0.b1.weight1": np.full_like(w, np.inf)}, "shape": {"p0.b1.weight1": w[:, :-1]},
+             "float32": {"p0.b1.weight1": w.astype(np.float32)}, "missing": {}, "extra": {"p0.extra": w}}
+    reseal(shipped_copy, drop=["p0.b1.weight1"] if change == "missing" else [], **edits[change])
+    with pytest.raises(ModelError, match="copy.model.npz"):
+        load_model(shipped_copy)
+
+
+def test_a_resealed_but_valid_edit_loads(shipped_copy):
+    """Documented limit (docs/training.md): the checksums catch accidents and careless edits; whoever rewrites
+    the file and its checksums makes another valid model (a signature or a trusted channel is needed)."""
+    reseal(shipped_copy, manifest_edit=lambda m: rule(tau=1.25)(m["schema"]))
+    assert load_model(shipped_copy).thresholds["lfw"].tau == 1.25

@@ -107,3 +107,22 @@ def test_a_chain_of_several_runs_restarts_its_scale_at_each_run_top():
             assert s == p.scale_at(level + 1) ** 2 / p.q_primes[level + 1]
         assert abs(math.log2(s / target)) < 0.01
     assert p.scale_at(0) == p.scale_at(1) ** 2 / p.q_primes[1]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", 5), ("name", None), ("name", b"INSECURE_TOY"), ("log_n", True), ("log_n", 10.0), ("log_n", "10"),
+    ("log_q", 60), ("log_q", "abc"), ("log_q", None), ("log_q", (60, True)), ("log_q", (60.0, 40)),
+    ("log_q", ((60,), 40)), ("log_p", (60, None)), ("log_scale", True), ("log_scale", 40.0),
+    ("hamming_weight", True), ("hamming_weight", 32.0), ("hamming_weight", "32"), ("sigma", float("nan")),
+    ("sigma", float("inf")), ("sigma", True), ("sigma", "3.2"), ("sigma", None), ("digits", True),
+    ("digits", 2.0), ("digits", "2"),
+])
+def test_literals_of_the_wrong_types_raise_parameter_errors(field, value):
+    with pytest.raises(ParameterError):
+        Parameters.from_literal(ParametersLiteral(**{**TOY.__dict__, field: value}), allow_insecure=True)
+
+
+def test_a_literal_takes_lists_and_an_int_sigma():
+    lit = ParametersLiteral(**{**TOY.__dict__, "log_q": [60, 40, 40], "log_p": [60], "sigma": 3})
+    assert lit.log_q == (60, 40, 40) and lit.log_p == (60,)
+    assert Parameters.from_literal(lit, allow_insecure=True).sigma == 3.0
