@@ -201,6 +201,10 @@ class Server:
                 raise LevelError(f"a fresh face ciphertext is at level {self.params.max_level}, got {ct.level}")
             if ct.size != 2 or ct.slots != self.params.slots:
                 raise ShapeError(f"a face ciphertext has size 2 and {self.params.slots} slots")
+            top = self.params.scale_at(self.params.max_level)
+            if not abs(ct.scale / top - 1.0) <= 2.0**-32:
+                raise ScaleMismatchError(f"a face ciphertext is encoded at the top level's scale 2^{np.log2(top):.3f}, "
+                                         f"got 2^{np.log2(ct.scale):.3f}")
             cts.append(ct)
         return cts
 

@@ -19,7 +19,7 @@ from cryptoface.encrypted.backends import LocalBackend, WorkerError
 from fhe_ckks import presets, serialize
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor
-from fhe_ckks.errors import KeyMismatchError, ScaleMismatchError, SecurityError
+from fhe_ckks.errors import KeyMismatchError, ScaleMismatchError, SecurityError, ShapeError
 
 from .test_protocol import LEVELLED, faces, session
 from .toy_model import toy_model
@@ -130,3 +130,15 @@ def test_the_client_checks_an_answer_before_decrypting():
     other = Client(params, seed=bytes(32))
     with pytest.raises(KeyMismatchError):
         other.decide(answer)
+
+
+def test_the_server_checks_a_face_before_evaluating():
+    params, model, client, server = session(LEVELLED)
+    face = [serialize.load(b, params) for b in client.encrypt_face(faces(1, seed=14)[0], server.public_info())]
+    with pytest.raises(ScaleMismatchError):
+        server.embed([ct.with_metadata(scale=ct.scale * 4) for ct in face])
+    with pytest.raises(ShapeError):
+        server.embed([ct.with_metadata(slots=params.slots // 2) for ct in face])
+    other = Client(params, seed=bytes(32))
+    with pytest.raises(KeyMismatchError):
+        server.embed(other.encrypt_face(faces(1, seed=14)[0], server.public_info()))
