@@ -11,6 +11,12 @@ class DataError(CryptoFaceError, ValueError):
     """A data file or folder is missing, corrupt, or of the wrong kind or size (the message names it)."""
 
 
+class ProbeError(DataError):
+    """A face the model cannot vouch for: its plaintext forward pass leaves the range the encrypted side
+    evaluates correctly (non-finite or overflowing activations, a squared embedding norm outside the range
+    the 1/sqrt polynomial was fitted on).  Raised by an honest client before it encrypts anything."""
+
+
 class ModelError(CryptoFaceError, ValueError):
     """A model file or checkpoint does not describe a model this code can run."""
 

@@ -31,6 +31,8 @@ checks before it writes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +41,38 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fhe_ckks.errors import SerializationError
-from fhe_ckks.nn.plain import avg_pool, conv2d, quadratic
+from fhe_ckks.nn import plain
+from fhe_ckks.nn.plain import avg_pool, conv2d
 from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 
-from .errors import ModelError
+from .errors import ModelError, ProbeError
+
+#: How far beyond the largest HerPN input seen in fitting a probe's activations may go before an honest client
+#: refuses it (:meth:`FusedPatchCNN.check_probe`): the encrypted evaluation stays exact well past it (it
+#: wraps only near q_l / scale), so the bound catches the overflowing inputs (stripes reach 1e105) without
+#: refusing merely bright or contrasty faces.
+PROBE_ACTIVATION_SLACK = 1024.0
+
+_ACTIVATION_PEAKS: contextvars.ContextVar[list | None] = contextvars.ContextVar("activation_peaks", default=None)
+
+
+def quadratic(x: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
+    """The fused HerPN ``x^2 + a1 x + a0`` (:func:`fhe_ckks.nn.plain.quadratic`), recording ``max |x|`` while
+    :func:`_recording_activation_peaks` is active in this thread or task."""
+    peaks = _ACTIVATION_PEAKS.get()
+    if peaks is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            peaks.append(float(np.max(np.abs(x))) if x.size else 0.0)
+    return plain.quadratic(x, a1, a0)
+
+
+@contextlib.contextmanager
+def _recording_activation_peaks(into: list):
+    token = _ACTIVATION_PEAKS.set(into)
+    try:
+        yield into
+    finally:
+        _ACTIVATION_PEAKS.reset(token)
 
 SCHEMA = "cryptoface.model"
 SCHEMA_VERSION = 1
@@ -255,6 +285,38 @@ class FusedPatchCNN:
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return self.patch_outputs(images).sum(axis=0)
+
+    def check_probe(self, images: np.ndarray, norm_range: tuple[float, float] | None = None,
+                    activation_slack: float = PROBE_ACTIVATION_SLACK) -> np.ndarray:
+        """The embeddings of faces this model can vouch for; :class:`~cryptoface.errors.ProbeError` otherwise.
+
+        Refused: a non-finite embedding; a HerPN input above ``activation_slack`` times the largest one
+        recorded on the fitting data (``info["activation_range"]["max"]``; far beyond it the encrypted
+        activations wrap modulo the ciphertext modulus); a squared embedding norm outside ``norm_range``
+        (the ``[lo, hi]`` of the decision rule's 1/sqrt polynomial; default: the model's "lfw" rule),
+        where the polynomial normalization is not accurate.  An honest client runs this on its own images
+        before encrypting them (the model file is public).
+        """
+        peaks: list[float] = []
+        with _recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
+            emb = self.embed(images)
+        if not np.all(np.isfinite(emb)):
+            raise ProbeError("the face's embedding is not finite (its activations overflow)")
+        recorded = self.info.get("activation_range", {}).get("max") if isinstance(self.info, dict) else None
+        peak = max(peaks) if peaks else 0.0
+        if recorded is not None and not peak <= activation_slack * float(recorded):
+            raise ProbeError(f"an activation reaches {peak:.3g}, beyond {activation_slack:g} x the largest "
+                             f"seen in fitting ({float(recorded):.3g})")
+        if norm_range is None and "lfw" in self.thresholds:
+            norm_range = (self.thresholds["lfw"].norm.lo, self.thresholds["lfw"].norm.hi)
+        if norm_range is not None:
+            lo, hi = float(norm_range[0]), float(norm_range[1])
+            y = np.sum(emb * emb, axis=1)
+            outside = ~((y >= lo) & (y <= hi))
+            if np.any(outside):
+                raise ProbeError(f"squared embedding norm {float(y[outside][0]):.4g} outside [{lo:.4g}, "
+                                 f"{hi:.4g}], where the 1/sqrt polynomial was fitted")
+        return emb
 
 
 # --------------------------------------------------------------------------- file format

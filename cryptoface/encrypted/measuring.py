@@ -70,7 +70,7 @@ class MeasuringHarness:
         t0 = time.perf_counter()
         self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold)
         self.setup_seconds["server_plan"] = time.perf_counter() - t0
-        self.client = Client(params, seed=seed)
+        self.client = Client(params, seed=seed, model=model)      # an honest client checks its faces
         self.key_plan = self.server.key_plan()
         t0 = time.perf_counter()
         keys = self.client.evaluation_keys(self.key_plan)

@@ -142,8 +142,11 @@ class Server:
                 "galois_keys": len(self.key_plan())}
 
     def public_info(self) -> dict[str, Any]:
+        """What a client needs to encrypt for this server: the model's name and sizes, the patch groups, the
+        parameter fingerprint, and the squared-norm range its decision rule normalizes accurately."""
         return {"model": self.model.name, "input_size": self.model.input_size, "patch_size": self.model.patch_size,
-                "groups": [g.patches for g in self.groups], "params": self.params.fingerprint.hex()}
+                "groups": [g.patches for g in self.groups], "params": self.params.fingerprint.hex(),
+                "norm_range": [self.norm.lo, self.norm.hi]}
 
     def install_keys(self, keys: dict[str, bytes]) -> None:
         """Install the client's evaluation keys: ``{"relin": blob, "galois": blob}`` in the serialized format.
@@ -272,8 +275,11 @@ class Server:
 class Client:
     """Owns the secret key: makes the keys a server asks for, encrypts faces, decrypts decisions."""
 
-    def __init__(self, params: Parameters, seed: bytes | None = None):
-        self.params = params
+    def __init__(self, params: Parameters, seed: bytes | None = None, model: FusedPatchCNN | None = None):
+        """``model``: the server's (public) model file; with it, :meth:`encrypt_face` first checks in
+        plaintext that the model can vouch for the face (:meth:`FusedPatchCNN.check_probe`) and refuses it
+        with :class:`~cryptoface.errors.ProbeError` otherwise, before anything is encrypted."""
+        self.params, self.model = params, model
         self._keygen = KeyGenerator(params, seed=seed)
         self._encoder = Encoder(params)
         self._encryptor = Encryptor(params, self._keygen.secret_key)      # symmetric: half the upload
@@ -302,6 +308,11 @@ class Client:
             raise ShapeError(f"the server's model takes (3, {size}, {size}) faces, got {x.shape}")
         if info["params"] != self.params.fingerprint.hex():
             raise KeyMismatchError("the server uses other parameters")
+        if self.model is not None:
+            if info["model"] != self.model.name:
+                raise ModelError(f"the server runs {info['model']!r}, this client checks faces with "
+                                 f"{self.model.name!r}")
+            self.model.check_probe(x[None], info.get("norm_range"))
         patches = split_patches(x[None], patch)[:, 0]
         out = []
         for group in info["groups"]:
