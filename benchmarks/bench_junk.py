@@ -427,11 +427,16 @@ def norm_stats(emb: np.ndarray, peaks: np.ndarray, poly: NormPolynomial, activat
 
 
 def group_figures(group: Group, emb: np.ndarray, peaks: np.ndarray, faces_emb: np.ndarray, faces_id: list[str],
-                  rules: Rules, activation_max: float | None, top: int = 3) -> dict:
-    """Each image against each real face (except those of its own person)."""
+                  rules: Rules, activation_max: float | None, refused: np.ndarray | None = None, top: int = 3) -> dict:
+    """Each image against each real face (except those of its own person).  ``refused[i]``: image i is refused
+    by the honest client's check (:meth:`FusedPatchCNN.check_probe`), so none of its comparisons is made."""
     mask = np.array([[ident is None or ident != f for f in faces_id] for ident in group.identities], dtype=bool)
     ii, kk = np.nonzero(mask.reshape(len(group), len(faces_id)))
     poly, exact = rules.accept(emb[ii], faces_emb[kk])
+    refused = np.zeros(len(group), bool) if refused is None else np.asarray(refused, bool)
+    made = ~refused[ii]
+    checked = {"refused_by_client": int(refused.sum()), "accepts_poly_checked": int(np.sum(poly & made)),
+               "accepts_exact_checked": int(np.sum(exact & made))}
     per_poly = np.bincount(ii[poly], minlength=len(group))
     per_exact = np.bincount(ii[exact], minlength=len(group))
     over = np.zeros(len(group), bool) if activation_max is None else ~(peaks <= activation_max)
@@ -440,7 +445,9 @@ def group_figures(group: Group, emb: np.ndarray, peaks: np.ndarray, faces_emb: n
     worst = [{"image": group.names[i], "accepts_poly": int(per_poly[i]), "accepts_exact": int(per_exact[i]),
               "of": int(mask[i].sum()), "squared_norm": _num(y[i])}
              for i in np.argsort(-per_poly, kind="stable")[:top] if per_poly[i] > 0]
-    return {"kind": group.kind, "images": len(group), **_rates(poly, exact),
+    return {"kind": group.kind, "images": len(group), **_rates(poly, exact), **checked,
+            "rate_poly_checked": checked["accepts_poly_checked"] / len(ii) if len(ii) else None,
+            "rate_exact_checked": checked["accepts_exact_checked"] / len(ii) if len(ii) else None,
             "images_accepted_poly": int(np.sum(per_poly > 0)), "images_accepted_exact": int(np.sum(per_exact > 0)),
             "accepts_poly_over_range": int(per_poly[over].sum()),
             "accepts_exact_over_range": int(per_exact[over].sum()),
@@ -451,13 +458,15 @@ def total_figures(groups: dict[str, dict]) -> dict:
     """Sums over groups (rates recomputed from the sums; extremes over groups)."""
     keys = ("images", "comparisons", "accepts_poly", "accepts_exact", "images_accepted_poly",
             "images_accepted_exact", "accepts_poly_over_range", "accepts_exact_over_range", "non_finite", "below_lo",
-            "above_hi", "activation_non_finite")
+            "above_hi", "activation_non_finite", "refused_by_client", "accepts_poly_checked", "accepts_exact_checked")
     out = {k: sum(g[k] for g in groups.values()) for k in keys}
     over = [g["over_activation_range"] for g in groups.values()]
     out["over_activation_range"] = None if None in over else sum(over)
     n = out["comparisons"]
     out["rate_poly"] = out["accepts_poly"] / n if n else None
     out["rate_exact"] = out["accepts_exact"] / n if n else None
+    out["rate_poly_checked"] = out["accepts_poly_checked"] / n if n else None
+    out["rate_exact_checked"] = out["accepts_exact_checked"] / n if n else None
     for key, pick in (("squared_norm_min", min), ("squared_norm_max", max), ("activation_max", max),
                       ("poly_relative_error_max", max)):
         vals = [g[key] for g in groups.values() if g[key] is not None]
@@ -539,10 +548,13 @@ def run(args) -> dict:
     j_emb, j_peaks = embed(model, [im for g in corpus for im in g.images], progress, "junk")
     t_embed = time.perf_counter() - t0
     faces_emb, faces_id = s_emb[sample.distinct], [sample.identities[i] for i in sample.distinct]
+    norm_range = (rules.poly.lo, rules.poly.hi)
+    refused = np.array([model.probe_refusal(e, float(p), norm_range) is not None for e, p in zip(j_emb, j_peaks)])
     groups, start = {}, 0
     for g in corpus:
         sl = slice(start, start + len(g))
-        groups[g.name] = group_figures(g, j_emb[sl], j_peaks[sl], faces_emb, faces_id, rules, activation_max)
+        groups[g.name] = group_figures(g, j_emb[sl], j_peaks[sl], faces_emb, faces_id, rules, activation_max,
+                                       refused[sl])
         start += len(g)
     junk = {k: v for k, v in groups.items() if v["kind"] == "junk"}
     total = total_figures(junk)
@@ -565,7 +577,7 @@ def _range(lo, hi) -> str:
 def table(record: dict) -> dict:
     """The record as aligned rows for :func:`harness.emit`."""
     head = ("images  comparisons   FAR poly  FAR exact  non-finite  <lo  >hi     squared norms      act. max  >act"
-            "  accepts of >act (poly/exact)")
+            "  accepts of >act (poly/exact)  refused  FAR after client check (poly/exact)")
     rows = {"group": head}
 
     def row(g):
@@ -575,7 +587,8 @@ def table(record: dict) -> dict:
         return (f"{g['images']:>6}  {g['comparisons']:>11}  {_pct(g['rate_poly']):>9}  {_pct(g['rate_exact']):>9}  "
                 f"{g['non_finite']:>10}  {g['below_lo']:>3}  {g['above_hi']:>3}  "
                 f"{_range(g['squared_norm_min'], g['squared_norm_max']):>18}  {act:>12}  {over:>4}  "
-                f"{g['accepts_poly_over_range']}/{g['accepts_exact_over_range']}")
+                f"{g['accepts_poly_over_range']}/{g['accepts_exact_over_range']}  {g['refused_by_client']:>7}  "
+                f"{_pct(g['rate_poly_checked'])}/{_pct(g['rate_exact_checked'])}")
 
     for name, g in record["groups"].items():
         rows[name + ("" if g["kind"] == "junk" else " (reference)")] = row(g)

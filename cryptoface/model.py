@@ -62,7 +62,7 @@ def quadratic(x: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
     peaks = _ACTIVATION_PEAKS.get()
     if peaks is not None:
         with np.errstate(invalid="ignore", over="ignore"):
-            peaks.append(float(np.max(np.abs(x))) if x.size else 0.0)
+            peaks.append(np.max(np.abs(x).reshape(x.shape[0], -1), axis=1, initial=0.0))
     return plain.quadratic(x, a1, a0)
 
 
@@ -297,26 +297,34 @@ class FusedPatchCNN:
         where the polynomial normalization is not accurate.  An honest client runs this on its own images
         before encrypting them (the model file is public).
         """
-        peaks: list[float] = []
+        peaks: list[np.ndarray] = []
         with _recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
             emb = self.embed(images)
-        if not np.all(np.isfinite(emb)):
-            raise ProbeError("the face's embedding is not finite (its activations overflow)")
+        per_image = np.max(np.stack(peaks), axis=0) if peaks else np.zeros(len(emb))
+        for e, peak in zip(emb, per_image):
+            reason = self.probe_refusal(e, float(peak), norm_range, activation_slack)
+            if reason is not None:
+                raise ProbeError(reason)
+        return emb
+
+    def probe_refusal(self, embedding: np.ndarray, activation_peak: float,
+                      norm_range: tuple[float, float] | None = None,
+                      activation_slack: float = PROBE_ACTIVATION_SLACK) -> str | None:
+        """Why :meth:`check_probe` refuses one face with this embedding and largest HerPN input, or None."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = float(np.sum(np.asarray(embedding, dtype=np.float64) ** 2))
+        if not (np.all(np.isfinite(embedding)) and np.isfinite(y)):
+            return "the face's embedding is not finite (its activations overflow)"
         recorded = self.info.get("activation_range", {}).get("max") if isinstance(self.info, dict) else None
-        peak = max(peaks) if peaks else 0.0
-        if recorded is not None and not peak <= activation_slack * float(recorded):
-            raise ProbeError(f"an activation reaches {peak:.3g}, beyond {activation_slack:g} x the largest "
-                             f"seen in fitting ({float(recorded):.3g})")
+        if recorded is not None and not activation_peak <= activation_slack * float(recorded):
+            return (f"an activation reaches {activation_peak:.3g}, beyond {activation_slack:g} x the largest seen "
+                    f"in fitting ({float(recorded):.3g})")
         if norm_range is None and "lfw" in self.thresholds:
             norm_range = (self.thresholds["lfw"].norm.lo, self.thresholds["lfw"].norm.hi)
-        if norm_range is not None:
-            lo, hi = float(norm_range[0]), float(norm_range[1])
-            y = np.sum(emb * emb, axis=1)
-            outside = ~((y >= lo) & (y <= hi))
-            if np.any(outside):
-                raise ProbeError(f"squared embedding norm {float(y[outside][0]):.4g} outside [{lo:.4g}, "
-                                 f"{hi:.4g}], where the 1/sqrt polynomial was fitted")
-        return emb
+        if norm_range is not None and not float(norm_range[0]) <= y <= float(norm_range[1]):
+            return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
+                    f"{float(norm_range[1]):.4g}], where the 1/sqrt polynomial was fitted")
+        return None
 
 
 # --------------------------------------------------------------------------- file format

@@ -128,10 +128,15 @@ def test_record_counts_add_up(bench, record, corpus, sample):
             assert 0 <= g[f"rate_{rule}"] <= 1
             assert g[f"images_accepted_{rule}"] <= g["images"]
             assert g[f"accepts_{rule}_over_range"] <= g[f"accepts_{rule}"]
+            assert g[f"accepts_{rule}_checked"] <= g[f"accepts_{rule}"]      # a refused probe is never compared
+        # the honest client refuses every non-finite embedding and every norm outside the fitted range
+        assert g["refused_by_client"] >= g["non_finite"] + g["below_lo"] + g["above_hi"]
+        assert g["refused_by_client"] <= g["images"]
         assert g["non_finite"] + g["below_lo"] + g["above_hi"] <= g["images"]
         assert sum(w["accepts_poly"] for w in g["most_accepted"]) <= g["accepts_poly"]
     total = record["junk_total"]
-    for key in ("images", "comparisons", "accepts_poly", "accepts_exact", "non_finite", "below_lo", "above_hi"):
+    for key in ("images", "comparisons", "accepts_poly", "accepts_exact", "non_finite", "below_lo", "above_hi",
+                "refused_by_client", "accepts_poly_checked", "accepts_exact_checked"):
         assert total[key] == sum(g[key] for g in groups.values() if g["kind"] == "junk")
     assert total["rate_poly"] == pytest.approx(total["accepts_poly"] / total["comparisons"])
     real = record["real"]
