@@ -1,6 +1,7 @@
 """``fhe_ckks.bootstrap``: CKKS bootstrapping (and its secret-key test double)."""
 
 from .bootstrapper import (
+    MIN_CTS_DIAGONAL_BITS,
     MIN_MESSAGE_RATIO_LOG2,
     BootstrapConfig,
     BootstrapKeys,
@@ -32,5 +33,5 @@ CONFIGS: dict[str, BootstrapConfig] = {
     "INSECURE_BOOT_N12_QP1354_L19_S40": _ENCAPSULATED,  # the same design at N = 2^12, for the tests
 }
 
-__all__ = ["CONFIGS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper",
+__all__ = ["CONFIGS", "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper",
            "SecretKeyBootstrapper", "bootstrap_key_plan", "generate_keys", "required_rotations", "rotation_levels"]

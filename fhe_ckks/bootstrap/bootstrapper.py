@@ -58,13 +58,20 @@ from ..rlwe.keyplan import KeyPlan
 from ..rlwe.keys import EncapsulationKeys, EvaluationKeys, GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.params import Parameters
 
-__all__ = ["BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper", "MIN_MESSAGE_RATIO_LOG2",
-           "bootstrap_key_plan"]
+__all__ = ["BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper", "MIN_CTS_DIAGONAL_BITS",
+           "MIN_MESSAGE_RATIO_LOG2", "bootstrap_key_plan"]
 
 #: EvalMod is correct for messages up to ``2^-MIN_MESSAGE_RATIO_LOG2 q_0``.  Every ratio in this module
 #: is written this way, as a positive r for a bound of ``2^-r q_0`` (``BootstrapConfig.message_ratio_log2``
 #: too, which must be at least this one).
 MIN_MESSAGE_RATIO_LOG2 = 5
+
+#: The fewest bits a CoeffsToSlots diagonal may be encoded with (log2 of its largest entry times its encoding
+#: scale).  Below it the rounded diagonals are noise: on a chain of 38-bit primes under a 60-bit q_0 the first
+#: stage is encoded at 2^(38 + 38 - 60) = 2^16 and, with 4 slots, carries the factor 2^-17: the integers are
+#: 0 or +-1 and the bootstrap returned 0.7 bits without complaint.  Bootstrapping needs the top of its chain in
+#: primes of about q_0's size (as ``BOOT_N16_QP1737_L24_S40``).
+MIN_CTS_DIAGONAL_BITS = 30
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,11 @@ class Bootstrapper:
         self.config = config or BootstrapConfig()
         self.plan = BootstrapPlan.build(params, self.config)
         self.slots = self.plan.slots
+        bits = self.plan.cts_diagonal_bits(params)
+        if bits < MIN_CTS_DIAGONAL_BITS:
+            raise ParameterError(f"CoeffsToSlots would encode its diagonals with {bits:.1f} bits (at least "
+                                 f"{MIN_CTS_DIAGONAL_BITS} needed): the top of this chain is too small against q_0 "
+                                 "for bootstrapping; use a chain whose top primes are about q_0's size")
         self.evaluator = Evaluator(params, relin_key, galois_keys)
         self.encoder = Encoder(params)
         if self.output_level < 0:
@@ -372,6 +384,22 @@ class BootstrapPlan:
         """Every CoeffsToSlots transform, the packed path's two last ones included."""
         extra = [self.packed_direct, self.packed_conjugate] if self.packed else []
         return [*self.coeffs_to_slots, *extra]
+
+    def cts_diagonal_bits(self, params: Parameters) -> float:
+        """The fewest bits any CoeffsToSlots diagonal is encoded with: each stage lands on the standard scale of
+        the level below it, so it encodes at ``scale_at(l - 1) * q_l / input scale`` (the raised ciphertext's
+        scale is q_0), times its largest entry (the folded 1 / (2 (K + 1) gap) included)."""
+        level, scale, bits = self.top_level, float(params.q_primes[0]), math.inf
+        stages = [[lt] for lt in self.coeffs_to_slots]
+        if self.packed:
+            stages.append([self.packed_direct, self.packed_conjugate])
+        for stage in stages:
+            target = params.scale_at(level - 1)
+            pt_scale = target * params.q_primes[level] / scale
+            largest = max(float(np.max(np.abs(d))) for lt in stage for d in lt.diagonals.values())
+            bits = min(bits, math.log2(pt_scale * largest))
+            level, scale = level - 1, target
+        return bits
 
     def key_plan(self) -> KeyPlan:
         """Bootstrapping's keys: SubSum and CoeffsToSlots rotate at the top, SlotsToCoeffs only from

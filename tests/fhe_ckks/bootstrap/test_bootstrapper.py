@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fhe_ckks import Decryptor, Encoder, Encryptor, KeyGenerator, presets
-from fhe_ckks.bootstrap import BootstrapConfig, Bootstrapper, SecretKeyBootstrapper, required_rotations
+from fhe_ckks.bootstrap import CONFIGS, BootstrapConfig, Bootstrapper, SecretKeyBootstrapper, required_rotations
 from fhe_ckks.ckks import precision_bits
 from fhe_ckks.errors import BootstrapRangeError, SecurityError
 from fhe_ckks.ring.ntt import bit_reverse_indices
@@ -252,3 +252,19 @@ def test_encapsulation_keys_are_required_and_must_match(rng):
 
     with pytest.raises(ParameterError):
         required_rotations(params, dataclasses.replace(config, message_ratio_log2=3))
+
+
+def test_a_chain_too_small_for_coeffs_to_slots_is_refused_not_bootstrapped_to_garbage():
+    # a levelled chain of 40-bit primes under a 60-bit q_0: CoeffsToSlots would encode its 4-slot diagonals
+    # at 2^(40 + 40 - 60) times 2^-17, i.e. round them to 0 or +-1 (measured: 0.7 bits, no error raised)
+    from fhe_ckks.bootstrap import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
+    from fhe_ckks.errors import ParameterError
+
+    params = presets.get("INSECURE_N12_QP900_L18_S40", allow_insecure=True)
+    config = BootstrapConfig(slots=4, packed=True, cts_budget=1, stc_budget=1)
+    assert BootstrapPlan.build(params, config).cts_diagonal_bits(params) < MIN_CTS_DIAGONAL_BITS
+    with pytest.raises(ParameterError, match="CoeffsToSlots"):
+        Bootstrapper(params, None, None, config)
+    for name, cfg in CONFIGS.items():                   # every bootstrapping preset keeps a wide margin
+        p = presets.get(name, allow_insecure=True)
+        assert BootstrapPlan.build(p, cfg).cts_diagonal_bits(p) > MIN_CTS_DIAGONAL_BITS + 10
