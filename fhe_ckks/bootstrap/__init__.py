@@ -33,5 +33,6 @@ CONFIGS: dict[str, BootstrapConfig] = {
     "INSECURE_BOOT_N12_QP1354_L19_S40": _ENCAPSULATED,  # the same design at N = 2^12, for the tests
 }
 
-__all__ = ["CONFIGS", "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper",
-           "SecretKeyBootstrapper", "bootstrap_key_plan", "generate_keys", "required_rotations", "rotation_levels"]
+__all__ = ["CONFIGS", "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys",
+           "BootstrapPlan", "Bootstrapper", "SecretKeyBootstrapper", "bootstrap_key_plan", "generate_keys",
+           "required_rotations", "rotation_levels"]
