@@ -54,7 +54,7 @@ from harness import TreeMemory, git_revision, machine  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
-from cryptoface.errors import CryptoFaceError  # noqa: E402
+from cryptoface.errors import CryptoFaceError, ProbeError  # noqa: E402
 from cryptoface.model import FusedPatchCNN, decisions, load_model, poly_distances  # noqa: E402
 from fhe_ckks import presets  # noqa: E402
 from fhe_ckks.errors import FheError  # noqa: E402
@@ -294,8 +294,12 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
             except CryptoFaceError as exc:            # changed since the plaintext stage read it
                 fail(i, str(exc))
                 continue
-            with TreeMemory() as mem:
-                res = session.verify_pair(faces[0], faces[1])
+            try:
+                with TreeMemory() as mem:
+                    res = session.verify_pair(faces[0], faces[1])
+            except ProbeError as exc:                  # the honest client refuses a face the model cannot vouch for
+                fail(i, f"refused by the client before encryption: {exc}")
+                continue
             rec = {"config": ds.config, "dataset": ds.name, "pair": i, "same": bool(ds.pairs.issame[i]),
                    "fold": int(ds.pairs.folds[i]), **res.as_dict(), "peak_memory_gb": mem.peak_gb,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}

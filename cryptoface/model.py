@@ -53,6 +53,10 @@ from .errors import ModelError, ProbeError
 #: refusing merely bright or contrasty faces.
 PROBE_ACTIVATION_SLACK = 1024.0
 
+#: How far outside the fitted squared-norm range ``[lo, hi]`` (the extremes of the fitting data, not accuracy
+#: bounds: the 1/sqrt polynomial's error grows continuously past them) a probe may fall, relatively.
+PROBE_NORM_SLACK = 2.0**-6
+
 _ACTIVATION_PEAKS: contextvars.ContextVar[list | None] = contextvars.ContextVar("activation_peaks", default=None)
 
 
@@ -321,9 +325,12 @@ class FusedPatchCNN:
                     f"in fitting ({float(recorded):.3g})")
         if norm_range is None and "lfw" in self.thresholds:
             norm_range = (self.thresholds["lfw"].norm.lo, self.thresholds["lfw"].norm.hi)
-        if norm_range is not None and not float(norm_range[0]) <= y <= float(norm_range[1]):
-            return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
-                    f"{float(norm_range[1]):.4g}], where the 1/sqrt polynomial was fitted")
+        if norm_range is not None:
+            lo, hi = float(norm_range[0]) * (1 - PROBE_NORM_SLACK), float(norm_range[1]) * (1 + PROBE_NORM_SLACK)
+            if not lo <= y <= hi:
+                return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
+                        f"{float(norm_range[1]):.4g}] (+-{100 * PROBE_NORM_SLACK:.1f} %), where the 1/sqrt "
+                        "polynomial was fitted")
         return None
 
 

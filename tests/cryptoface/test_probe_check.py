@@ -29,7 +29,7 @@ def test_the_shipped_model_vouches_for_real_faces_and_refuses_overflowing_patter
     lo, hi = model.thresholds["lfw"].norm.lo, model.thresholds["lfw"].norm.hi
     y = float(np.sum(model.embed(sample[:1]) ** 2))
     with pytest.raises(ProbeError):                   # the server's range is the one that counts
-        model.check_probe(sample[:1], norm_range=(y * 1.01, hi))
+        model.check_probe(sample[:1], norm_range=(y * 1.05, hi))
     assert lo < y < hi
 
 
