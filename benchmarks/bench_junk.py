@@ -311,21 +311,16 @@ def build_corpus(sample: Sample, size: str = "default", seed: int = 0, celeba: P
 def herpn_input_peaks(batch: int):
     """While active, ``peaks[b]`` is the largest |value| that has entered any HerPN (the fused quadratics of
     :mod:`cryptoface.model`) for image ``b`` of the batch (``inf`` once one is not finite): the quantity of the
-    model file's ``info["activation_range"]``.  Wraps the module's ``quadratic``; the arithmetic is unchanged."""
-    real = cfmodel.quadratic
+    model file's ``info["activation_range"]``, read through :func:`cryptoface.model.recording_activation_peaks`
+    (filled when the block ends)."""
     peaks = np.zeros(batch)
-
-    def spy(x, a1, a0):
-        with np.errstate(invalid="ignore"):
-            a = np.abs(x).reshape(x.shape[0], -1)
-            np.maximum(peaks, np.where(np.isfinite(a), a, np.inf).max(axis=1), out=peaks)
-        return real(x, a1, a0)
-
-    cfmodel.quadratic = spy
+    records: list[np.ndarray] = []
     try:
-        yield peaks
+        with cfmodel.recording_activation_peaks(records):
+            yield peaks
     finally:
-        cfmodel.quadratic = real
+        for seen in records:
+            np.maximum(peaks, seen, out=peaks)
 
 
 def embed(model: FusedPatchCNN, images: list[np.ndarray], progress: bool = False, desc: str = "embedding",

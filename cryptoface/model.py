@@ -61,17 +61,21 @@ _ACTIVATION_PEAKS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 
 
 def quadratic(x: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
-    """The fused HerPN ``x^2 + a1 x + a0`` (:func:`fhe_ckks.nn.plain.quadratic`), recording ``max |x|`` while
-    :func:`_recording_activation_peaks` is active in this thread or task."""
+    """The fused HerPN ``x^2 + a1 x + a0`` (:func:`fhe_ckks.nn.plain.quadratic`), recording each image's
+    ``max |x|`` (``inf`` once a value is not finite) while :func:`recording_activation_peaks` is active in this
+    thread or task."""
     peaks = _ACTIVATION_PEAKS.get()
     if peaks is not None:
         with np.errstate(invalid="ignore", over="ignore"):
-            peaks.append(np.max(np.abs(x).reshape(x.shape[0], -1), axis=1, initial=0.0))
+            a = np.abs(x).reshape(x.shape[0], -1)
+            peaks.append(np.where(np.isfinite(a), a, np.inf).max(axis=1, initial=0.0))
     return plain.quadratic(x, a1, a0)
 
 
 @contextlib.contextmanager
-def _recording_activation_peaks(into: list):
+def recording_activation_peaks(into: list):
+    """While active, every HerPN evaluated in this thread or task appends its per-image ``max |input|`` to
+    ``into`` (one array per call): the quantity of the model file's ``info["activation_range"]``."""
     token = _ACTIVATION_PEAKS.set(into)
     try:
         yield into
@@ -302,7 +306,7 @@ class FusedPatchCNN:
         before encrypting them (the model file is public).
         """
         peaks: list[np.ndarray] = []
-        with _recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
+        with recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
             emb = self.embed(images)
         per_image = np.max(np.stack(peaks), axis=0) if peaks else np.zeros(len(emb))
         for e, peak in zip(emb, per_image):

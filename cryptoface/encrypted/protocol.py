@@ -46,7 +46,6 @@ from fhe_ckks.errors import (
 )
 from fhe_ckks.nn.layout import TensorLayout
 from fhe_ckks.nn.planner import EncryptedModel, Plan
-from fhe_ckks.ring.automorphism import galois_element
 from fhe_ckks.rlwe.keyplan import KeyPlan
 from fhe_ckks.rlwe.keys import GaloisKeys, KeyGenerator, SecretKey, SwitchingKey
 from fhe_ckks.rlwe.params import Parameters
@@ -164,8 +163,7 @@ class Server:
         if not isinstance(galois, GaloisKeys):
             raise SerializationError(f"the 'galois' entry holds a {type(galois).__name__}, not Galois keys")
         evaluator = Evaluator(self.params, relin, galois)
-        missing = [step for step, level in self.key_plan().rotations.items()
-                   if (g := galois_element(step, self.params.log_n)) not in galois or galois[g].max_level < level]
+        missing = galois.uncovered(self.key_plan())
         if missing:
             raise MissingKeyError(f"the Galois keys do not cover the plan: rotations {missing[:8]} are missing "
                                   "or too shallow")
@@ -292,9 +290,7 @@ class Client:
     def evaluation_keys(self, plan: KeyPlan) -> dict[str, bytes]:
         """The relinearization key and the Galois keys of a server's plan, each only up to the level it is
         used at (the plan is validated against the parameters first)."""
-        if not isinstance(plan, KeyPlan):
-            raise ShapeError(f"expected a KeyPlan, got {type(plan).__name__}")
-        keys = self._keygen.evaluation_keys(plan)
+        keys = self._keygen.evaluation_keys(plan)     # refuses anything but a valid KeyPlan
         out = {"galois": serialize.dump(keys.galois)}
         if keys.relin is not None:
             out["relin"] = serialize.dump(keys.relin)

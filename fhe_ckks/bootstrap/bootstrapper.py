@@ -157,8 +157,8 @@ class Bootstrapper:
                                           or encapsulation.params.fingerprint != params.fingerprint):
             raise KeyMismatchError("the encapsulation keys belong to another key set or parameters")
         self.encapsulation = encapsulation if weight is not None else None
-        missing = [k for k in self.rotation_steps() if self.evaluator.galois_keys is None
-                   or _galois(params, k) not in self.evaluator.galois_keys]
+        galois = self.evaluator.galois_keys
+        missing = self.rotation_steps() if galois is None else galois.uncovered(self.key_plan())
         if missing:
             raise ParameterError(f"missing Galois keys for rotations {missing[:8]}...; "
                                  "generate them with required_rotations()")
@@ -342,12 +342,6 @@ def _centered(x: np.ndarray, q: int) -> np.ndarray:
     """Residues modulo q as signed integers in (-q/2, q/2]."""
     signed = x.astype(np.int64)
     return np.where(signed > q // 2, signed - np.int64(q), signed)
-
-
-def _galois(params: Parameters, step: int) -> int:
-    from ..ring.automorphism import galois_element
-
-    return galois_element(step, params.log_n)
 
 
 @dataclass(frozen=True, eq=False)

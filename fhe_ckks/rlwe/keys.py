@@ -173,6 +173,13 @@ class GaloisKeys:
     def elements(self) -> list[int]:
         return sorted(self.keys)
 
+    def uncovered(self, plan: KeyPlan) -> list[int]:
+        """The rotation steps of ``plan`` this set has no key for, or only a key shallower than the level the
+        plan uses the step at (step 0 needs none)."""
+        log_n = self.params.log_n
+        return [step for step, level in plan.rotations.items()
+                if (g := galois_element(step, log_n)) != 1 and (g not in self.keys or self.keys[g].max_level < level)]
+
     @property
     def nbytes(self) -> int:
         return sum(k.nbytes for k in self.keys.values())

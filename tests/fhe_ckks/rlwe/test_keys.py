@@ -437,3 +437,15 @@ def test_parameters_without_special_primes_have_no_switching_keys():
 def test_encapsulation_weight_outside_the_ring_is_refused(weight):
     with pytest.raises(ParameterError):
         toy_keygen().encapsulation_keys(weight)
+
+
+def test_uncovered_names_the_steps_a_key_set_cannot_serve():
+    from fhe_ckks.rlwe.keyplan import KeyPlan
+
+    params, kg = toy_params(), toy_keygen()
+    keys = kg.galois_keys([1], max_level=1)
+    kg.galois_keys([2], into=keys)
+    plan = KeyPlan({1: 1, 2: params.max_level, 3: 0, 0: params.max_level})
+    assert keys.uncovered(plan) == [3]                        # step 0 needs no key; 1 and 2 deep enough
+    assert keys.uncovered(KeyPlan({1: 2, 2: 0})) == [1]       # step 1's key serves only up to level 1
+    assert keys.uncovered(KeyPlan()) == []
