@@ -102,6 +102,20 @@ class BootstrapConfig:
             :data:`MIN_MESSAGE_RATIO_LOG2` = 5): a message
             encoded at 2^40 under a 60-bit q_0 would otherwise use 20 bits of
             q_0 for nothing, and EvalMod's error is relative to ``m / q_0``.
+        wide_first_stage: the first CoeffsToSlots stage lands on
+            ``scale_at(l - 2) * q_(l-1)`` and is rescaled twice, so that its
+            diagonals are encoded with one more prime's worth of bits (one more
+            level).  A chain of small primes under a large q_0 needs it: on
+            38-bit primes under a 60-bit q_0 the first stage would encode at
+            ``2^(38 + 38 - 60)`` times a largest entry of ``1 / (2 (K + 1) gap)``
+            (2^-19 for 8 slots), far below :data:`MIN_CTS_DIAGONAL_BITS`; wide,
+            it encodes at ``2^(38 + 76 - 60)``.
+        retrace: after SlotsToCoeffs (sparse slots only), sum the rotations by
+            n, 2n, ..., N/4 again, with ``1 / gap`` folded into SlotsToCoeffs:
+            the output then holds the mean of its ``gap = N / 2n`` replicas,
+            which averages the noise of EvalMod and SlotsToCoeffs (log2 gap
+            rotations at the output level, no level, no new key: SubSum's keys
+            at the top serve them).
     """
 
     slots: int | None = None
@@ -112,6 +126,8 @@ class BootstrapConfig:
     packed: bool = False
     ephemeral_weight: int | None = None
     message_ratio_log2: int | None = None
+    wide_first_stage: bool = False
+    retrace: bool = False
 
 
 #: The evaluation keys of one bootstrapping plan (:func:`generate_keys`): relin, galois, encapsulation.
@@ -166,8 +182,8 @@ class Bootstrapper:
     # ---- the plan -------------------------------------------------------------
 
     def depth(self) -> int:
-        """Levels consumed: CoeffsToSlots + EvalMod + SlotsToCoeffs."""
-        return self.config.cts_budget + self.config.evalmod.depth() + self.config.stc_budget
+        """Levels consumed: CoeffsToSlots (one more when its first stage is wide) + EvalMod + SlotsToCoeffs."""
+        return self.plan.depth
 
     @property
     def output_level(self) -> int:
@@ -287,17 +303,27 @@ class Bootstrapper:
         """The inverse DFT.  On the packed path the last stage also separates
         real and imaginary parts into the two halves of 2n slots."""
         plan = self.plan
+        wide = plan.wide_first_stage
         for lt in plan.coeffs_to_slots:
-            ct = self._apply(lt, ct)
+            ct = self._apply(lt, ct, wide=wide)
+            if wide:
+                ct, wide = self.evaluator.rescale(ct), False
         if not plan.packed:
             return ct
-        out = self.evaluator.add(self._apply(plan.packed_direct, ct),
-                                 self._apply(plan.packed_conjugate, self.evaluator.conjugate(ct)))
+        out = self.evaluator.add(self._apply(plan.packed_direct, ct, wide=wide),
+                                 self._apply(plan.packed_conjugate, self.evaluator.conjugate(ct), wide=wide))
+        if wide:
+            out = self.evaluator.rescale(out)
         return out.with_metadata(slots=2 * self.slots)
 
-    def _apply(self, lt: LinearTransform, ct: Ciphertext, factor: float = 1.0) -> Ciphertext:
-        return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=self.params.scale_at(ct.level - 1),
-                           factor=factor)
+    def _apply(self, lt: LinearTransform, ct: Ciphertext, factor: float = 1.0, wide: bool = False) -> Ciphertext:
+        """One stage, landing on the standard scale of the level below; ``wide``: on
+        ``scale_at(l - 2) q_(l-1)`` at the level below, which the caller rescales once more."""
+        target = self.params.scale_at(ct.level - 1)
+        if wide:
+            target = self.params.scale_at(ct.level - 2) * self.params.q_primes[ct.level - 1]
+        return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=target, factor=factor)
+
 
     def split(self, ct: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """``(w + conj w, -i (w - conj w))``: twice the real and imaginary
@@ -316,9 +342,14 @@ class Bootstrapper:
         ev = self.evaluator
         ct = re if im is None else ev.add(re, ev.mul_by_i(im))
         q0 = self.params.q_primes[0]
+        gap = self.params.slots // self.slots if self.plan.retrace else 1
+        first = q0 / (2 * math.pi * input_scale) / gap
         for idx, lt in enumerate(self.plan.slots_to_coeffs):
-            ct = self._apply(lt, ct, q0 / (2 * math.pi * input_scale) if idx == 0 else 1.0)
-        return ct.with_metadata(slots=self.slots)
+            ct = self._apply(lt, ct, first if idx == 0 else 1.0)
+        ct = ct.with_metadata(slots=self.slots)
+        if self.plan.retrace:
+            ct = self.sub_sum(ct)      # the mean of the replicas (1 / gap was folded into the first stage)
+        return ct
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         """The five steps; returns a ciphertext at :attr:`output_level`, at
@@ -358,6 +389,9 @@ class BootstrapPlan:
         top_level: where SubSum and CoeffsToSlots run (the chain's top).
         stc_level: the highest level SlotsToCoeffs runs at (below CoeffsToSlots and EvalMod).
         ephemeral_weight: the configuration's sparse-secret encapsulation weight, or None.
+        wide_first_stage: the first CoeffsToSlots stage takes two levels (see :class:`BootstrapConfig`).
+        retrace: SubSum once more after SlotsToCoeffs (see :class:`BootstrapConfig`).
+        depth: the levels bootstrapping consumes.
     """
 
     slots: int
@@ -369,6 +403,9 @@ class BootstrapPlan:
     top_level: int
     stc_level: int
     ephemeral_weight: int | None
+    wide_first_stage: bool = False
+    retrace: bool = False
+    depth: int = 0
 
     @property
     def packed(self) -> bool:
@@ -387,12 +424,16 @@ class BootstrapPlan:
         stages = [[lt] for lt in self.coeffs_to_slots]
         if self.packed:
             stages.append([self.packed_direct, self.packed_conjugate])
-        for stage in stages:
+        for idx, stage in enumerate(stages):
+            wide = idx == 0 and self.wide_first_stage
             target = params.scale_at(level - 1)
+            if wide:
+                target = params.scale_at(level - 2) * params.q_primes[level - 1]
             pt_scale = target * params.q_primes[level] / scale
             largest = max(float(np.max(np.abs(d))) for lt in stage for d in lt.diagonals.values())
             bits = min(bits, math.log2(pt_scale * largest))
-            level, scale = level - 1, target
+            level = level - 2 if wide else level - 1
+            scale = params.scale_at(level)
         return bits
 
     def key_plan(self) -> KeyPlan:
@@ -418,10 +459,14 @@ class BootstrapPlan:
             raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
         gap = params.slots // n
         sub_sum = tuple(n << k for k in range(int(math.log2(gap))))
+        if config.retrace and not sub_sum:
+            raise ParameterError("retrace averages the replicas of sparse slots: full slots have none")
         normalizer = gap * config.evalmod.normalizer
         top = params.max_level
-        levels = dict(top_level=top, stc_level=top - config.cts_budget - config.evalmod.depth(),
-                      ephemeral_weight=config.ephemeral_weight)
+        cts_levels = config.cts_budget + bool(config.wide_first_stage)
+        levels = dict(top_level=top, stc_level=top - cts_levels - config.evalmod.depth(),
+                      ephemeral_weight=config.ephemeral_weight, wide_first_stage=bool(config.wide_first_stage),
+                      retrace=bool(config.retrace), depth=cts_levels + config.evalmod.depth() + config.stc_budget)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
         if not config.packed:
             cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normalizer),

@@ -268,3 +268,34 @@ def test_a_chain_too_small_for_coeffs_to_slots_is_refused_not_bootstrapped_to_ga
     for name, cfg in CONFIGS.items():                   # every bootstrapping preset keeps a wide margin
         p = presets.get(name, allow_insecure=True)
         assert BootstrapPlan.build(p, cfg).cts_diagonal_bits(p) > MIN_CTS_DIAGONAL_BITS + 10
+
+
+@pytest.mark.parametrize("retrace", [False, True])
+def test_a_wide_first_stage_bootstraps_few_slots_on_a_chain_of_small_primes(retrace, rng):
+    # the chain the previous test refuses: one more level for CoeffsToSlots' first stage (two primes) gives
+    # its diagonals 40 more bits, and 8 slots bootstrap there to about 19 bits
+    from fhe_ckks.bootstrap import MIN_CTS_DIAGONAL_BITS, BootstrapPlan, generate_keys
+    from fhe_ckks.circuits.evalmod import EvalMod
+
+    params = presets.get("INSECURE_N12_QP900_L18_S40", allow_insecure=True)
+    config = BootstrapConfig(slots=8, packed=True, cts_budget=1, stc_budget=1, wide_first_stage=True,
+                             retrace=retrace, ephemeral_weight=32, message_ratio_log2=5,
+                             evalmod=EvalMod(k_bound=16, double_angles=0, degree=160, arcsine=True))
+    plan = BootstrapPlan.build(params, config)
+    narrow = BootstrapPlan.build(params, BootstrapConfig(slots=8, packed=True, cts_budget=1, stc_budget=1,
+                                                         evalmod=config.evalmod))
+    assert plan.depth == narrow.depth + 1 == 13
+    wide_bits, narrow_bits = plan.cts_diagonal_bits(params), narrow.cts_diagonal_bits(params)
+    assert wide_bits > MIN_CTS_DIAGONAL_BITS > narrow_bits and abs(wide_bits - narrow_bits - 40) < 1.5
+    kg = KeyGenerator(params, seed=bytes(range(32)))
+    keys = generate_keys(kg, config)
+    boot = Bootstrapper(params, keys.relin, keys.galois, config, keys.encapsulation)
+    assert boot.key_plan().steps == narrow.key_plan().steps     # retrace needs no new key
+    enc, dec = Encoder(params), Decryptor(params, kg.secret_key)
+    z = rng.uniform(-1, 1, 8)
+    out = boot.bootstrap(Encryptor(params, kg.public_key()).encrypt(enc.encode(z, level=0, slots=8)))
+    assert out.level == params.max_level - 13 and out.slots == 8
+    assert precision_bits(enc.decode(dec.decrypt(out)), z) > 17
+    # every replica of the 8 slots: the retrace averages their noise (measured 18.3 against 14.8 bits)
+    full = enc.decode(dec.decrypt(out.with_metadata(slots=params.slots)))
+    assert precision_bits(full, np.tile(z, params.slots // 8)) > (17 if retrace else 13)
