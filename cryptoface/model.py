@@ -220,27 +220,52 @@ class NormPolynomial:
 
 @dataclass
 class Threshold:
-    """Decision rule ``||p(x) - p(y)||^2 < tau`` (polynomially normalized embeddings) for one dataset."""
+    """Decision rules for one dataset.
+
+    * The polynomial rule ``||p(x) - p(y)||^2 < tau`` (polynomially normalized embeddings: the plaintext
+      reference of the original pipeline).
+    * The exact rule ``||x/|x| - y/|y|||^2 < exact_tau``, i.e. ``cos(x, y) > 1 - exact_tau / 2``: the rule the
+      encrypted decision evaluates (:mod:`cryptoface.encrypted.decision`), with its thresholds fitted the same way
+      (``exact_per_fold``: fitted on the other folds).
+    """
 
     tau: float
     norm: NormPolynomial
     per_fold: dict[int, tuple[float, NormPolynomial]] = field(default_factory=dict)
     accuracy: float = float("nan")
+    exact_tau: float | None = None
+    exact_per_fold: dict[int, float] = field(default_factory=dict)
+    exact_accuracy: float = float("nan")
 
     def for_fold(self, fold: int | None) -> tuple[float, NormPolynomial]:
         if fold is not None and fold in self.per_fold:
             return self.per_fold[fold]
         return self.tau, self.norm
 
+    def cosine_for_fold(self, fold: int | None) -> float:
+        """The exact rule's cosine threshold ``c = 1 - exact_tau / 2`` for ``fold`` (all folds when None)."""
+        if self.exact_tau is None:
+            raise ModelError("this model has no exact-rule threshold: export it with verification data "
+                             "(cryptoface.model.fit_exact_thresholds)")
+        tau = self.exact_per_fold.get(fold, self.exact_tau) if fold is not None else self.exact_tau
+        return 1.0 - tau / 2.0
+
     def as_dict(self) -> dict:
-        return {"tau": self.tau, "norm": self.norm.as_dict(), "accuracy": self.accuracy,
-                "per_fold": {str(k): {"tau": t, "norm": n.as_dict()} for k, (t, n) in self.per_fold.items()}}
+        out = {"tau": self.tau, "norm": self.norm.as_dict(), "accuracy": self.accuracy,
+               "per_fold": {str(k): {"tau": t, "norm": n.as_dict()} for k, (t, n) in self.per_fold.items()}}
+        if self.exact_tau is not None:
+            out["exact"] = {"tau": self.exact_tau, "accuracy": self.exact_accuracy,
+                            "per_fold": {str(k): t for k, t in self.exact_per_fold.items()}}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Threshold":
         """The rule :meth:`as_dict` wrote: each tau in ``(0, 4 M^2]`` for ``M`` the largest norm its polynomial
-        gives an embedding of the fitted range (beyond it every such pair would match); else :class:`ModelError`."""
-        d = _fields(d, _THRESHOLD_FIELDS, "threshold")
+        gives an embedding of the fitted range (beyond it every such pair would match), each exact tau in
+        ``(0, 4)``; else :class:`ModelError`."""
+        exact = d.get("exact") if isinstance(d, dict) else None
+        d = _fields(d, _THRESHOLD_FIELDS | ({"exact"} if isinstance(d, dict) and "exact" in d else set()),
+                    "threshold")
         accuracy = _real(d["accuracy"], "accuracy")
         if not 0 <= accuracy <= 1:
             raise ModelError(f"accuracy {accuracy} outside [0, 1]")
@@ -248,7 +273,24 @@ class Threshold:
             raise ModelError("per_fold must map folds to rules")
         per_fold = {_fold(k): _rule(_fields(v, _FOLD_FIELDS, f"fold {k}")) for k, v in d["per_fold"].items()}
         tau, norm = _rule(d)
-        return cls(tau, norm, per_fold, accuracy)
+        out = cls(tau, norm, per_fold, accuracy)
+        if exact is not None:
+            exact = _fields(exact, _EXACT_FIELDS, "exact rule")
+            if not isinstance(exact["per_fold"], dict):
+                raise ModelError("the exact rule's per_fold must map folds to thresholds")
+            out.exact_tau = _exact_tau(exact["tau"])
+            out.exact_per_fold = {_fold(k): _exact_tau(v) for k, v in exact["per_fold"].items()}
+            out.exact_accuracy = _real(exact["accuracy"], "accuracy")
+            if not 0 <= out.exact_accuracy <= 1:
+                raise ModelError(f"accuracy {out.exact_accuracy} outside [0, 1]")
+        return out
+
+
+def _exact_tau(value) -> float:
+    tau = _real(value, "an exact-rule tau")
+    if not 0 < tau < 4:
+        raise ModelError(f"an exact-rule tau (squared distance of unit vectors) lies in (0, 4), got {tau}")
+    return tau
 
 
 @dataclass
@@ -406,6 +448,7 @@ _BLOCK_FIELDS = {"in", "out", "stride", "shortcut"}
 _NORM_FIELDS = {"kind", "coefficients", "lo", "hi", "max_relative_error"}
 _THRESHOLD_FIELDS = {"tau", "norm", "accuracy", "per_fold"}
 _FOLD_FIELDS = {"tau", "norm"}
+_EXACT_FIELDS = {"tau", "accuracy", "per_fold"}
 #: A normalization polynomial of higher degree is refused (the encrypted side evaluates a quadratic).
 MAX_NORM_COEFFICIENTS = 16
 
@@ -588,6 +631,25 @@ def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.n
         correct += int(np.sum((distance_fn(poly, emb1[test], emb2[test]) < tau) == issame[test]))
     tau, poly = fit(np.ones(len(issame), dtype=bool))
     return Threshold(tau, poly, per_fold, correct / len(issame))
+
+
+def exact_distances(_poly: NormPolynomial | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared distances of the exactly normalized rows of ``a`` and ``b`` (``_poly`` unused: the signature of
+    :func:`fit_thresholds`)."""
+    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum((a - b) ** 2, axis=1)
+
+
+def fit_exact_thresholds(threshold: Threshold, emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
+                         folds: np.ndarray) -> Threshold:
+    """``threshold`` with the exact rule's thresholds fitted like the polynomial ones (per fold on the others)."""
+    fitted = fit_thresholds(exact_distances, emb1, emb2, issame, folds)
+    threshold.exact_tau = float(fitted.tau)
+    threshold.exact_per_fold = {k: float(t) for k, (t, _) in fitted.per_fold.items()}
+    threshold.exact_accuracy = float(fitted.accuracy)
+    return threshold
 
 
 def poly_distances(poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.ndarray:

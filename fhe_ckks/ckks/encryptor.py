@@ -89,6 +89,23 @@ class Encryptor:
         return Ciphertext(np.stack([c0, c1]), pt.scale, pt.slots, self.key.key_id, p.fingerprint, seed)
 
 
+    def encrypt_noise(self, level: int, scale: float, slots: int, bits: float) -> Ciphertext:
+        """A public-key encryption of a rounded Gaussian polynomial of standard deviation ``2^bits``
+        (nothing else), at ``level``, declared at ``scale`` with ``slots``: added to a result before it leaves
+        an evaluator, it rerandomizes the ciphertext and floods the result's own noise (circuit privacy).
+        Only with a public key: the evaluator has no other."""
+        p = self.params
+        if not isinstance(self.key, PublicKey):
+            raise ParameterError("noise flooding encrypts under the key holder's public key")
+        if not 0 <= float(bits) <= 55:
+            raise ParameterError(f"flooding bits must be in [0, 55], got {bits}")
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= p.max_level:
+            raise LevelError(f"level {level!r} outside [0, {p.max_level}]")
+        noise = rounded_gaussian(self._stream, p.n, 2.0 ** float(bits)).astype(np.int64)
+        poly = signed_to_ntt(p, noise, level + 1)
+        return self.encrypt(Plaintext(poly, float(scale), int(slots), p.fingerprint))
+
+
 class Decryptor:
     """Decrypts ciphertexts with the secret key (client side only).
 

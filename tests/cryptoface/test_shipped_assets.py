@@ -55,14 +55,16 @@ def test_shipped_model_is_format_2_with_its_original_weights_and_rules():
     assert manifest["format_version"] == 2
     with np.load(DEFAULT_MODEL, allow_pickle=False) as f:
         assert CHECKSUM_KEY in f.files
-    # re-saved through save_model from the version-1 file: same tensors (by digest), same schema
+    # re-saved through save_model from the version-1 file: same tensors (by digest); the schema adds the exact
+    # rule's thresholds, fitted on all of LFW's View 2 by cryptoface.model.fit_exact_thresholds
     tensors = "".join(e["sha256"] for _, e in sorted(manifest["tensors"].items()))
     assert hashlib.sha256(tensors.encode()).hexdigest() == \
         "2fc8dc8531456f0ff2abc5944b09d21d45565ae9c8d12dc5da172fd8b7ea9532"
     assert hashlib.sha256(json.dumps(manifest["schema"], sort_keys=True).encode()).hexdigest() == \
-        "de9b126a79a58792c83a94470e1eb0ca3148b749d77f2209d3599b32cfdd126d"
+        "12ba59526cc039023219d1be71ec2a5d2bc06941d524225f3d4887b83bec632e"
     th = load_model(DEFAULT_MODEL).thresholds["lfw"]
     assert th.tau == 1.5445096910801241 and th.per_fold[6][0] == 1.551989611407584
+    assert th.cosine_for_fold(None) == pytest.approx(0.22787, abs=1e-5) and set(th.exact_per_fold) == set(range(10))
 
 
 @pytest.fixture

@@ -32,4 +32,6 @@ def toy_model(seed: int = 0, embedding_dim: int = 8) -> FusedPatchCNN:
     model.norm = NormPolynomial.fit(y)
     d = np.sum((model.norm.normalize(e[0::2]) - model.norm.normalize(e[1::2])) ** 2, axis=1)
     model.thresholds["lfw"] = Threshold(float(np.median(d)), model.norm)
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    model.thresholds["lfw"].exact_tau = float(np.median(np.sum((u[0::2] - u[1::2]) ** 2, axis=1)))
     return model

@@ -1,0 +1,247 @@
+"""The encrypted decision: the key holder learns "same", "different" or "invalid", and nothing else.
+
+The embedding leaves the network unnormalized.  The honest client, which runs
+the (public) model in plaintext anyway to check its face
+(:meth:`~cryptoface.model.FusedPatchCNN.check_probe`), sends with its face
+the *normalization hint* ``g = 1 / ||e||`` encrypted in every slot.  The
+server never trusts it: it checks under encryption that it normalizes.
+
+Before bootstrapping (at the network's output level ``l``: 3 levels)::
+
+    p   = e * g                                   (1 level: the hinted normalization)
+    P   = ||p||^2,  T = ||t||^2,  s = <p, t>      (1 level; t the template, normalized so at enrollment)
+    x   = [ (P - 1 + b) / R, (1 + b - P) / R,     the norm checks: |P - 1| < b, |T - 1| < b
+            (T - 1 + b) / R, (1 + b - T) / R,
+            (s - c) / K,                          the decision: cos >= c
+            1/2, 1/2, 1/2 ]                       (1 level: three masked products; 8 slots)
+
+then bootstrapping of those 8 slots (:func:`decision_bootstrap_config`), and
+after it (``sign.depth() + 4`` levels)::
+
+    z   = sign(x)                                 (a composite minimax sign, :class:`CompositeSign`)
+    y   = z + [1, 1, 1, 1, 0, 0, 0, 0]            (2 for a passed check, 0 for a failed one)
+    v   = y0 y1 y2 y3 y4 / 16   in slot 0 only    (three rotate-and-multiply steps; the mask)
+
+so ``v`` is +1 (same), -1 (different) or 0 (a check failed: an invalid probe
+or template).  ``R = 1 + b`` and ``K = 2 + |c|`` keep every sign input in
+[-1, 1] wherever the norm checks' inputs are (``0 <= P, T <= 2``): a
+check that fails never feeds the sign anything outside its domain first.  With a
+hint the client got right, ``P = 1`` up to rounding and the decision is the
+exact cosine rule of plaintext; a wrong hint, a template or probe whose
+normalization is off by more than ``b``, gives "invalid", never "same".
+
+Before the answer leaves, the server adds a public-key encryption of a
+Gaussian of ``2^flooding_bits`` (:meth:`~fhe_ckks.ckks.encryptor.Encryptor.encrypt_noise`):
+a fresh randomness for the ciphertext and noise that floods what the
+circuit's own error says about the inputs (see docs/threat_model.md for
+what is left).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fhe_ckks.bootstrap import BootstrapConfig
+from fhe_ckks.ckks.ciphertext import Ciphertext
+from fhe_ckks.ckks.encoder import Encoder
+from fhe_ckks.ckks.encryptor import Encryptor
+from fhe_ckks.ckks.evaluator import Evaluator
+from fhe_ckks.circuits.evalmod import EvalMod
+from fhe_ckks.circuits.sign import CompositeSign
+from fhe_ckks.errors import LevelError
+from fhe_ckks.rlwe.keyplan import KeyPlan
+
+from ..errors import ModelError
+from .matching import period_of, sum_steps
+
+__all__ = ["DECISION_SLOTS", "NORM_BAND", "Decision", "DecisionOutcome", "decision_bootstrap_config"]
+
+#: The slots of the checks and decision vector (and of the answer).
+DECISION_SLOTS = 8
+
+#: ``b``: a normalized embedding's squared norm must lie in ``[1 - b, 1 + b]``.
+NORM_BAND = 2.0**-5
+
+#: The sign's margin: every input at least this far from 0 comes out within ``2^-SIGN_BITS`` of +-1.
+SIGN_MARGIN = 2.0**-8
+SIGN_BITS = 14
+
+#: Levels between the sign and the answer: three rotate-and-multiply steps and the mask.
+COMBINE_DEPTH = 4
+
+#: Levels before the bootstrap, after the hinted normalization: the products, the masked sum.
+PRE_DEPTH = 2
+
+#: The flooding noise's standard deviation (log2, in the answer's coefficients below its scale): slot errors of
+#: about ``2^-4`` on the answer +-1 / 0, read with thresholds at +-1/2.
+FLOODING_BELOW_SCALE = 6
+
+
+def decision_bootstrap_config() -> BootstrapConfig:
+    """Bootstrapping of the 8 decision slots on a levelled chain of small primes (the default preset's
+    2^38 under a 60-bit q_0): a wide first CoeffsToSlots stage, one-level CoeffsToSlots and SlotsToCoeffs,
+    sparse-secret encapsulation (K = 16), the sine as one degree-160 polynomial with the arcsine.
+    Depth 13; on ``N16_QP1762_L29_S38`` it leaves 16 levels and gives 15.4 bits."""
+    return BootstrapConfig(slots=DECISION_SLOTS, packed=True, cts_budget=1, stc_budget=1, wide_first_stage=True,
+                           ephemeral_weight=32, message_ratio_log2=5,
+                           evalmod=EvalMod(k_bound=16, double_angles=0, degree=160, arcsine=True))
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """What the client reads off an answer: ``same``, ``different`` or ``invalid``."""
+
+    value: float
+
+    @property
+    def kind(self) -> str:
+        if self.value > 0.5:
+            return "same"
+        if self.value < -0.5:
+            return "different"
+        return "invalid"
+
+
+class Decision:
+    """The thresholded cosine of a hint-normalized probe and a template, checked and bootstrapped.
+
+    Args:
+        dim: the embedding dimension.
+        cos_threshold: ``c``: "same" when ``cos(probe, template) >= c``.
+        sign: the composite sign (default: margin ``2^-8``, error ``2^-14``, depth 12).
+        band: ``b`` (:data:`NORM_BAND`).
+    """
+
+    def __init__(self, dim: int, cos_threshold: float, sign: CompositeSign | None = None, band: float = NORM_BAND):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ModelError(f"an embedding dimension is an int >= 1, got {dim!r}")
+        c = float(cos_threshold)
+        if not -1.0 < c < 1.0:
+            raise ModelError(f"a cosine threshold lies in (-1, 1), got {cos_threshold!r}")
+        if not 0.0 < band <= 0.25:
+            raise ModelError(f"the norm band is in (0, 1/4], got {band!r}")
+        self.dim, self.c, self.band = dim, c, float(band)
+        self.sign = sign if sign is not None else CompositeSign.for_margin(SIGN_MARGIN, SIGN_BITS)
+        self.ratio = 1.0 + self.band                       # R
+        self.bound = 2.0 + abs(c)                          # K
+        b, r, k = self.band, self.ratio, self.bound
+        n = DECISION_SLOTS
+        self._weights = {"P": _slots({0: 1 / r, 1: -1 / r}, n), "T": _slots({2: 1 / r, 3: -1 / r}, n),
+                         "s": _slots({4: 1 / k}, n)}
+        self._offset = np.array([-(1 - b) / r, (1 + b) / r, -(1 - b) / r, (1 + b) / r, -c / k, 0.5, 0.5, 0.5])
+        self._lift = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+
+    # ---- costs ---------------------------------------------------------------------
+
+    def pre_depth(self) -> int:
+        """Levels from the normalized probe to the bootstrap's input."""
+        return PRE_DEPTH
+
+    def post_depth(self) -> int:
+        """Levels the bootstrapped vector needs: the sign and the combination."""
+        return self.sign.depth() + COMBINE_DEPTH
+
+    def key_switches(self) -> int:
+        """Before the bootstrap: 3 products and 3 rotate-and-sums; after it: the sign's products, the
+        three combining products and their rotations (the bootstrap itself not counted)."""
+        return 3 + 3 * len(sum_steps(self.dim)) + self.sign.products() + 3 + 3
+
+    def key_plan(self, level: int, post_level: int) -> KeyPlan:
+        """The rotate-and-sums below ``level`` (the normalized probe's), the combining rotations 1, 2, 4
+        from ``post_level`` (the bootstrap's output) down; relinearization."""
+        pre = KeyPlan.rotations_at(sum_steps(self.dim), level - 1, relinearization=True)
+        return pre | KeyPlan.rotations_at([1, 2, 4], post_level - self.sign.depth())
+
+    # ---- plaintext twin ------------------------------------------------------------
+
+    def inputs_plain(self, probe: np.ndarray, template: np.ndarray) -> np.ndarray:
+        """The 8 sign inputs ``x`` of normalized ``probe`` and ``template`` (dim-vectors)."""
+        p, t = (np.asarray(v, dtype=np.float64).reshape(-1)[: self.dim] for v in (probe, template))
+        q = {"P": float(p @ p), "T": float(t @ t), "s": float(p @ t)}
+        return sum(self._weights[k] * q[k] for k in q) + self._offset
+
+    def forward_plain(self, probe: np.ndarray, template: np.ndarray) -> float:
+        """The answer ``v`` in plaintext, through the same sign polynomial."""
+        z = self.sign.evaluate_plain(self.inputs_plain(probe, template)) + self._lift
+        return float(np.prod(z[:5]) / 16.0)
+
+    def exact(self, probe: np.ndarray, template: np.ndarray) -> str:
+        """The outcome of exact arithmetic: "invalid" when a norm check fails, else the cosine rule."""
+        x = self.inputs_plain(probe, template)
+        if np.any(x[:4] <= 0):
+            return "invalid"
+        return "same" if x[4] >= 0 else "different"
+
+    # ---- encrypted -----------------------------------------------------------------
+
+    def prepare(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext, template: Ciphertext) -> Ciphertext:
+        """The 8-slot vector ``x``, at two levels below the normalized probe (the bootstrap's input)."""
+        ev = evaluator
+        if probe.level < PRE_DEPTH or template.level < probe.level:
+            raise LevelError(f"the decision needs the probe at level >= {PRE_DEPTH} and the template at least as "
+                             f"high; got {probe.level} and {template.level}")
+        t = ev.bring_to(template, probe.level)
+        period = period_of(self.dim)
+        quantities = {"P": ev.square(probe), "T": ev.square(t), "s": ev.mul(probe, t)}
+        level = probe.level - 1
+        scale = ev.params.scale_at(level - 1)
+        x = None
+        for name, prod in quantities.items():
+            q = ev.rotate_and_sum(ev.rescale(prod), period)
+            w = np.tile(self._weights[name], ev.params.slots // DECISION_SLOTS)
+            pt = encoder.encode(w, level=q.level, scale=scale * ev.params.q_primes[q.level] / q.scale)
+            term = ev.rescale(ev.mul_plain(q, pt))
+            x = term if x is None else ev.add(x, term)
+        x = ev.add(x, encoder.encode(np.tile(self._offset, ev.params.slots // DECISION_SLOTS), level=x.level,
+                                     scale=x.scale))
+        return x.with_metadata(slots=DECISION_SLOTS)
+
+    def finish(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext) -> Ciphertext:
+        """Sign, combine and mask a bootstrapped ``x``: the answer ``v`` in slot 0, zeros elsewhere."""
+        ev = evaluator
+        if x.level < self.post_depth():
+            raise LevelError(f"the decision's sign and combination need {self.post_depth()} levels, the "
+                             f"bootstrapped vector has {x.level}")
+        y = self.sign.evaluate(ev, x)
+        y = ev.add(y, encoder.encode(self._lift, level=y.level, scale=y.scale, slots=DECISION_SLOTS))
+        for step in (1, 2, 4):
+            y = ev.rescale(ev.mul(y, ev.rotate(y, step)))
+        mask = _slots({0: 1.0 / 16.0}, DECISION_SLOTS)
+        pt = encoder.encode(mask, level=y.level, slots=DECISION_SLOTS,
+                            scale=ev.params.scale_at(y.level - 1) * ev.params.q_primes[y.level] / y.scale)
+        return ev.rescale(ev.mul_plain(y, pt))
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext, template: Ciphertext,
+                bootstrapper, seconds: dict[str, float] | None = None) -> Ciphertext:
+        """``prepare``, bootstrap, ``finish``."""
+        import time
+
+        seconds = {} if seconds is None else seconds
+        t0 = time.perf_counter()
+        x = self.prepare(evaluator, encoder, probe, template)
+        t1 = time.perf_counter()
+        xb = bootstrapper.bootstrap(x)
+        t2 = time.perf_counter()
+        out = self.finish(evaluator, encoder, xb)
+        t3 = time.perf_counter()
+        for name, dt in (("decision: prepare", t1 - t0), ("decision: bootstrap", t2 - t1),
+                         ("decision: sign", t3 - t2)):
+            seconds[name] = seconds.get(name, 0.0) + dt
+        return out
+
+
+def flood(evaluator: Evaluator, encryptor: Encryptor, answer: Ciphertext) -> Ciphertext:
+    """``answer`` plus a public-key encryption of a Gaussian ``2^FLOODING_BELOW_SCALE`` below its scale."""
+    bits = math.log2(answer.scale) - FLOODING_BELOW_SCALE
+    noise = encryptor.encrypt_noise(answer.level, answer.scale, answer.slots, bits)
+    return evaluator.add(answer, noise)
+
+
+def _slots(entries: dict[int, float], n: int) -> np.ndarray:
+    out = np.zeros(n)
+    for k, v in entries.items():
+        out[k] = v
+    return out

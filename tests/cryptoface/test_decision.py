@@ -1,0 +1,114 @@
+"""The encrypted decision: its plaintext twin against the exact rule (hypothesis), and on a toy ring (the
+secret-key bootstrapper double for its 8-slot bootstrap) against the twin: same, different, invalid; zeros
+outside slot 0; the noise flooding."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cryptoface.encrypted.decision import DECISION_SLOTS, Decision, DecisionOutcome, flood
+from cryptoface.errors import ModelError
+from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
+from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
+from fhe_ckks.errors import LevelError, ParameterError
+
+PRESET = "INSECURE_N12_QP900_L18_S40"
+DIM = 8
+
+
+@lru_cache(maxsize=None)
+def decision(c: float = 0.3) -> Decision:
+    return Decision(DIM, c)
+
+
+@lru_cache(maxsize=None)
+def toy():
+    params = presets.get(PRESET, allow_insecure=True)
+    kg = KeyGenerator(params, seed=bytes(range(32)))
+    keys = kg.evaluation_keys(decision().key_plan(6, params.max_level))   # the decision's own plan suffices
+    ev = Evaluator(params, keys.relin, keys.galois)
+    return (params, ev, Encoder(params), Encryptor(params, kg.secret_key, seed=bytes(32)),
+            Decryptor(params, kg.secret_key), SecretKeyBootstrapper(params, kg.secret_key),
+            Encryptor(params, kg.public_key()))
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+vectors = st.lists(st.floats(-1, 1), min_size=DIM, max_size=DIM).filter(lambda v: np.linalg.norm(v) > 0.1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(vectors, vectors, st.floats(0.7, 1.3), st.floats(0.7, 1.3), st.floats(-0.5, 0.5))
+def test_the_plaintext_twin_reads_the_exact_rule_outside_the_margins(p, t, sp, st_, c):
+    d = decision(round(c, 3))
+    p, t = unit(p) * np.sqrt(sp), unit(t) * np.sqrt(st_)
+    x = d.inputs_plain(p, t)
+    assert np.all(np.abs(x) <= 1)                    # every sign input in the sign's domain
+    if np.min(np.abs(x[:5])) < d.sign.margin:
+        return                                       # within a margin: the twin may read either way
+    v = d.forward_plain(p, t)
+    want = {"same": 1.0, "different": -1.0, "invalid": 0.0}[d.exact(p, t)]
+    assert v == pytest.approx(want, abs=2**-10)
+    if d.exact(p, t) != "invalid":
+        assert (d.exact(p, t) == "same") == (unit(p) @ unit(t) >= d.c)
+
+
+def test_the_inputs_stay_in_the_signs_domain_whenever_the_norm_checks_are_in_theirs():
+    d = decision(-0.6)
+    for scale in (0.0, 2.0):
+        x = d.inputs_plain(np.sqrt(scale) * unit(np.ones(DIM)), -np.sqrt(scale) * unit(np.ones(DIM)))
+        assert np.all(np.abs(x) <= 1 + 1e-12)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_encrypted_outcomes_equal_the_exact_rule(case):
+    params, ev, enc, encryptor, decryptor, boot, _ = toy()
+    d = decision()
+    rng = np.random.default_rng(case)
+    p, t = unit(rng.normal(size=DIM)), unit(rng.normal(size=DIM))
+    if case == 1:
+        t = unit(p + 0.3 * t)                        # a likely match
+    if case == 4:
+        p = p * 1.1                                  # a hint that does not normalize: |p|^2 = 1.21
+    if case == 5:
+        t = t * 0.9
+    ct = lambda v: encryptor.encrypt(enc.encode(np.tile(v, params.slots // DIM), level=5))  # noqa: E731
+    out = d.forward(ev, enc, ct(p), ct(t), boot)
+    assert out.slots == DECISION_SLOTS and out.level == params.max_level - d.post_depth()
+    values = np.real(enc.decode(decryptor.decrypt(out)))
+    want = d.exact(p, t)
+    assert DecisionOutcome(values[0]).kind == want
+    assert values[0] == pytest.approx(d.forward_plain(p, t), abs=2**-8)
+    assert np.max(np.abs(values[1:])) < 2**-8       # nothing but the answer: the mask zeroes the other slots
+    assert want == ("invalid" if case >= 4 else "same" if p @ t >= d.c else "different")
+
+
+def test_flooding_adds_noise_of_the_stated_size_and_needs_the_public_key():
+    params, ev, enc, encryptor, decryptor, _, pk = toy()
+    zero = encryptor.encrypt(enc.encode(np.zeros(DECISION_SLOTS), level=0, slots=DECISION_SLOTS))
+    samples = np.concatenate([np.real(enc.decode(decryptor.decrypt(flood(ev, pk, zero)))) for _ in range(8)])
+    assert 2**-6 < np.std(samples) < 2**-2          # about 2^-4: decoded with thresholds at +-1/2
+    assert np.max(np.abs(samples)) < 0.5
+    with pytest.raises(ParameterError, match="public key"):
+        flood(ev, encryptor, zero)
+
+
+def test_bad_arguments_and_levels_are_refused():
+    with pytest.raises(ModelError):
+        Decision(0, 0.2)
+    with pytest.raises(ModelError):
+        Decision(8, 1.5)
+    params, ev, enc, encryptor, _, _, _ = toy()
+    low = encryptor.encrypt(enc.encode(np.zeros(params.slots), level=1))
+    with pytest.raises(LevelError):
+        decision().prepare(ev, enc, low, low)
+    with pytest.raises(LevelError):
+        decision().finish(ev, enc, low.with_metadata(slots=DECISION_SLOTS))
