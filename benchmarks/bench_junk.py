@@ -60,7 +60,7 @@ from harness import emit  # noqa: E402
 import cryptoface.model as cfmodel  # noqa: E402
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
 from cryptoface.errors import CryptoFaceError  # noqa: E402
-from cryptoface.model import FusedPatchCNN, NormPolynomial, decisions, fit_thresholds, poly_distances  # noqa: E402
+from cryptoface.model import FusedPatchCNN, NormPolynomial, decisions, exact_distances, fit_thresholds, poly_distances  # noqa: E402,E501
 
 log = logging.getLogger("bench_junk")
 
@@ -338,11 +338,6 @@ def embed(model: FusedPatchCNN, images: list[np.ndarray], progress: bool = False
 
 
 # ---------------------------------------------------------------------------- the two rules
-
-
-def exact_distances(_poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The exact L2 norm, in the signature :func:`fit_thresholds` fits (the polynomial is not used)."""
-    return verification.squared_distances(a, b, normalize=True)
 
 
 @dataclass

@@ -263,27 +263,29 @@ class Threshold:
         """The rule :meth:`as_dict` wrote: each tau in ``(0, 4 M^2]`` for ``M`` the largest norm its polynomial
         gives an embedding of the fitted range (beyond it every such pair would match), each exact tau in
         ``(0, 4)``; else :class:`ModelError`."""
-        exact = d.get("exact") if isinstance(d, dict) else None
-        d = _fields(d, _THRESHOLD_FIELDS | ({"exact"} if isinstance(d, dict) and "exact" in d else set()),
-                    "threshold")
-        accuracy = _real(d["accuracy"], "accuracy")
-        if not 0 <= accuracy <= 1:
-            raise ModelError(f"accuracy {accuracy} outside [0, 1]")
+        optional = {"exact"} & set(d) if isinstance(d, dict) else set()
+        d = _fields(d, _THRESHOLD_FIELDS | optional, "threshold")
+        accuracy = _accuracy(d["accuracy"])
         if not isinstance(d["per_fold"], dict):
             raise ModelError("per_fold must map folds to rules")
         per_fold = {_fold(k): _rule(_fields(v, _FOLD_FIELDS, f"fold {k}")) for k, v in d["per_fold"].items()}
         tau, norm = _rule(d)
         out = cls(tau, norm, per_fold, accuracy)
-        if exact is not None:
-            exact = _fields(exact, _EXACT_FIELDS, "exact rule")
+        if optional:
+            exact = _fields(d["exact"], _EXACT_FIELDS, "exact rule")
             if not isinstance(exact["per_fold"], dict):
                 raise ModelError("the exact rule's per_fold must map folds to thresholds")
             out.exact_tau = _exact_tau(exact["tau"])
             out.exact_per_fold = {_fold(k): _exact_tau(v) for k, v in exact["per_fold"].items()}
-            out.exact_accuracy = _real(exact["accuracy"], "accuracy")
-            if not 0 <= out.exact_accuracy <= 1:
-                raise ModelError(f"accuracy {out.exact_accuracy} outside [0, 1]")
+            out.exact_accuracy = _accuracy(exact["accuracy"])
         return out
+
+
+def _accuracy(value) -> float:
+    accuracy = _real(value, "accuracy")
+    if not 0 <= accuracy <= 1:
+        raise ModelError(f"accuracy {accuracy} outside [0, 1]")
+    return accuracy
 
 
 def _exact_tau(value) -> float:
@@ -636,10 +638,9 @@ def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.n
 def exact_distances(_poly: NormPolynomial | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared distances of the exactly normalized rows of ``a`` and ``b`` (``_poly`` unused: the signature of
     :func:`fit_thresholds`)."""
-    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum((a - b) ** 2, axis=1)
+    from .verification import squared_distances
+
+    return squared_distances(a, b, normalize=True)
 
 
 def fit_exact_thresholds(threshold: Threshold, emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,

@@ -40,6 +40,7 @@ what is left).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,8 +218,6 @@ class Decision:
     def forward(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext, template: Ciphertext,
                 bootstrapper, seconds: dict[str, float] | None = None) -> Ciphertext:
         """``prepare``, bootstrap, ``finish``."""
-        import time
-
         seconds = {} if seconds is None else seconds
         t0 = time.perf_counter()
         x = self.prepare(evaluator, encoder, probe, template)

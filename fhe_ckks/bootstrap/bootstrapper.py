@@ -317,13 +317,9 @@ class Bootstrapper:
         return out.with_metadata(slots=2 * self.slots)
 
     def _apply(self, lt: LinearTransform, ct: Ciphertext, factor: float = 1.0, wide: bool = False) -> Ciphertext:
-        """One stage, landing on the standard scale of the level below; ``wide``: on
-        ``scale_at(l - 2) q_(l-1)`` at the level below, which the caller rescales once more."""
-        target = self.params.scale_at(ct.level - 1)
-        if wide:
-            target = self.params.scale_at(ct.level - 2) * self.params.q_primes[ct.level - 1]
-        return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=target, factor=factor)
-
+        """One stage, landing on :func:`_stage_target` (``wide``: the caller rescales once more)."""
+        return lt.evaluate(self.evaluator, self.encoder, ct, target_scale=_stage_target(self.params, ct.level, wide),
+                           factor=factor)
 
     def split(self, ct: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """``(w + conj w, -i (w - conj w))``: twice the real and imaginary
@@ -367,6 +363,14 @@ class Bootstrapper:
         if out.level != self.output_level:  # pragma: no cover - guarded by depth()
             raise LevelError(f"bootstrapping ended at level {out.level}, expected {self.output_level}")
         return out
+
+
+def _stage_target(params: Parameters, level: int, wide: bool) -> float:
+    """Where a linear stage at ``level`` lands: the standard scale of the level below, or, ``wide``, that of two
+    levels below times ``q_(level-1)`` (rescaled once more, it is the standard scale there)."""
+    if wide:
+        return params.scale_at(level - 2) * params.q_primes[level - 1]
+    return params.scale_at(level - 1)
 
 
 def _centered(x: np.ndarray, q: int) -> np.ndarray:
@@ -426,9 +430,7 @@ class BootstrapPlan:
             stages.append([self.packed_direct, self.packed_conjugate])
         for idx, stage in enumerate(stages):
             wide = idx == 0 and self.wide_first_stage
-            target = params.scale_at(level - 1)
-            if wide:
-                target = params.scale_at(level - 2) * params.q_primes[level - 1]
+            target = _stage_target(params, level, wide)
             pt_scale = target * params.q_primes[level] / scale
             largest = max(float(np.max(np.abs(d))) for lt in stage for d in lt.diagonals.values())
             bits = min(bits, math.log2(pt_scale * largest))

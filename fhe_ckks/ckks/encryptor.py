@@ -44,6 +44,15 @@ def _check_plaintext(params: Parameters, pt: Plaintext) -> None:
         raise KeyMismatchError("plaintext encoded under other parameters")
 
 
+def _flooding_noise(params: Parameters, stream: SecretStream, bits: float, rows: int) -> np.ndarray:
+    """A rounded Gaussian polynomial of standard deviation ``2^bits`` (``bits`` in [0, 55]), NTT form, ``rows``
+    primes: the flooding noise of a decryption and of :meth:`Encryptor.encrypt_noise`."""
+    if not 0 <= float(bits) <= 55:
+        raise ParameterError(f"flooding_bits must be in [0, 55], got {bits}")
+    noise = rounded_gaussian(stream, params.n, 2.0 ** float(bits)).astype(np.int64)
+    return signed_to_ntt(params, noise, rows)
+
+
 class Encryptor:
     """Encrypts plaintexts under a public key, or a secret key (symmetric).
 
@@ -88,7 +97,6 @@ class Encryptor:
         ring.add(c0, pt.poly, c0, check=False)
         return Ciphertext(np.stack([c0, c1]), pt.scale, pt.slots, self.key.key_id, p.fingerprint, seed)
 
-
     def encrypt_noise(self, level: int, scale: float, slots: int, bits: float) -> Ciphertext:
         """A public-key encryption of a rounded Gaussian polynomial of standard deviation ``2^bits``
         (nothing else), at ``level``, declared at ``scale`` with ``slots``: added to a result before it leaves
@@ -97,12 +105,9 @@ class Encryptor:
         p = self.params
         if not isinstance(self.key, PublicKey):
             raise ParameterError("noise flooding encrypts under the key holder's public key")
-        if not 0 <= float(bits) <= 55:
-            raise ParameterError(f"flooding bits must be in [0, 55], got {bits}")
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= p.max_level:
             raise LevelError(f"level {level!r} outside [0, {p.max_level}]")
-        noise = rounded_gaussian(self._stream, p.n, 2.0 ** float(bits)).astype(np.int64)
-        poly = signed_to_ntt(p, noise, level + 1)
+        poly = _flooding_noise(p, self._stream, bits, level + 1)
         return self.encrypt(Plaintext(poly, float(scale), int(slots), p.fingerprint))
 
 
@@ -142,8 +147,5 @@ class Decryptor:
         if ct.size == 3:
             ring.mul_add(ct.data[2], ring.mul(s, s, check=False), m, check=False)
         if flooding_bits is not None:
-            if not 0 <= float(flooding_bits) <= 55:
-                raise ParameterError(f"flooding_bits must be in [0, 55], got {flooding_bits}")
-            noise = rounded_gaussian(self._stream, p.n, 2.0 ** float(flooding_bits)).astype(np.int64)
-            ring.add(m, signed_to_ntt(p, noise, rows), m, check=False)
+            ring.add(m, _flooding_noise(p, self._stream, flooding_bits, rows), m, check=False)
         return Plaintext(m, ct.scale, ct.slots, p.fingerprint)
