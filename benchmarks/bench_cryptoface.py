@@ -12,13 +12,15 @@ Unless ``--plan-only``, it then runs one real LFW pair of the shipped sample
 through the client/server protocol at ``--preset`` (default the levelled
 ``N16_QP1762_L29_S38``): key generation, enrollment of the first image,
 verification of the second (encryption, each layer of each patch group in
-its worker process, normalization, matching, decryption of the decision), and
+its worker process, the hint's product, the encrypted decision with its 8-slot
+bootstrap and sign, decryption of the decision), and
 reports the latency of each stage, key and ciphertext sizes, the peak memory
 of the server's process tree (proportional set size, so pages the workers
 share with the parent count once), the error of the decrypted normalized
 embedding against the fused plaintext model (the benchmark holds both roles;
 only it decrypts an embedding), and whether the encrypted decision equals the
-plaintext one.  The figures are wall-clock seconds on this machine.
+plaintext one (the exact cosine rule).  On ``INSECURE_`` presets the decision's
+bootstrap is the secret-key double (``decision_bootstrap`` says so).  The figures are wall-clock seconds on this machine.
 """
 
 from __future__ import annotations
@@ -43,8 +45,15 @@ from harness import TreeMemory  # noqa: E402
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET, Server  # noqa: E402
 from cryptoface.encrypted.measuring import MeasuringHarness  # noqa: E402
-from cryptoface.model import FusedPatchCNN, fit_thresholds, load_model, poly_distances  # noqa: E402
-from fhe_ckks import presets  # noqa: E402
+from cryptoface.model import (  # noqa: E402
+    FusedPatchCNN,
+    fit_exact_thresholds,
+    fit_thresholds,
+    load_model,
+    poly_distances,
+)
+from fhe_ckks import KeyGenerator, presets  # noqa: E402
+from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper  # noqa: E402
 
 def tiled_model(input_size: int) -> FusedPatchCNN:
     """A CryptoFaceNet9 (96) or 16 (128) of the real shape, built from the shipped CryptoFaceNet4: its four
@@ -72,9 +81,12 @@ def sample_pairs(size: int):
 
 
 def with_sample_thresholds(model: FusedPatchCNN) -> FusedPatchCNN:
-    """Fit the 1/sqrt polynomial and tau on the shipped sample (for a random model that has none)."""
+    """Fit the 1/sqrt polynomial, tau and the exact cosine rule on the shipped sample (for a random model that
+    has none)."""
     a, b, same, folds = sample_pairs(model.input_size)
-    model.thresholds["lfw"] = fit_thresholds(poly_distances, model.embed(a), model.embed(b), same, folds)
+    ea, eb = model.embed(a), model.embed(b)
+    model.thresholds["lfw"] = fit_exact_thresholds(fit_thresholds(poly_distances, ea, eb, same, folds), ea, eb,
+                                                   same, folds)
     return model
 
 
@@ -102,8 +114,9 @@ def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | N
         "peak_memory_gb_during_verification": mem.peak_gb,
         "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "embedding_error_bits": res.embedding_error_bits,
-        "decision_encrypted": res.decision_encrypted, "decision_plaintext": res.decision_plaintext,
-        "decisions_equal": res.agrees, "plaintext_distance_minus_tau": res.plaintext_margin,
+        "outcome": res.outcome, "decision_encrypted": res.decision_encrypted,
+        "decision_plaintext": res.decision_plaintext, "decisions_equal": res.agrees,
+        "plaintext_threshold_minus_cosine": res.plaintext_margin, "decision_bootstrap": res.decision_bootstrap,
     }
 
 
@@ -127,11 +140,14 @@ def main() -> None:
     if model.input_size != args.input_size:
         raise SystemExit(f"error: {args.model} takes {model.input_size}x{model.input_size} inputs, "
                          f"not {args.input_size}")
-    if "lfw" not in model.thresholds:
+    if "lfw" not in model.thresholds or model.thresholds["lfw"].exact_tau is None:
         model = with_sample_thresholds(model)
     params = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_"))
     t0 = time.perf_counter()
-    costs = Server(model, params, workers=1).costs()      # the plan alone: no keys, nothing encrypted
+    testing = args.preset.startswith("INSECURE_")     # as the measuring harness: the decision's bootstrap a double
+    double = SecretKeyBootstrapper(params, KeyGenerator(params).secret_key) if testing else None
+    costs = Server(model, params, workers=1, testing=testing,     # the plan alone: no keys, nothing encrypted
+                   decision_bootstrapper=double).costs()
     build_s = time.perf_counter() - t0
     groups, g0 = costs["groups"], costs["groups"][0]
     per_layer = [{k: layer[k] for k in ("layer", "depth", "key_switches", "diagonals")} for layer in g0["layers"]]
@@ -139,10 +155,10 @@ def main() -> None:
         "benchmark": "cryptoface", "model": model.name, "input_size": model.input_size,
         "patch_networks": model.num_patches, "patch_groups": len(groups),
         "patches_per_group": [len(g["patches"]) for g in groups], "slots": params.slots,
-        "depth_network": g0["depth"], "depth_normalize_match": costs["tail"]["depth"],
+        "depth_network": g0["depth"], "depth_hint_decision": costs["tail"]["depth"],
         "key_switches_per_group": g0["key_switches"],
         "key_switches_per_patch_network": g0["key_switches"] / len(g0["patches"]),
-        "key_switches_normalize_match": costs["tail"]["key_switches"],
+        "key_switches_hint_decision": costs["tail"]["key_switches"],
         "galois_keys_network": costs["galois_keys_network"], "galois_keys": costs["galois_keys"],
         "diagonals_per_group": g0["diagonals"], "build_seconds": build_s, "layers": per_layer,
         "original_key_switches_per_patch_network": 2913,

@@ -17,26 +17,34 @@ groups, each compared with every distinct real face of the shipped LFW sample (`
 * a reference group, not junk: LFW people of the sample's people sets who are not in the sample
   (``../shared/data/lfw/aligned_112x112``), when present: real impostors, many more than the sample's 20 pairs.
 
-Everything runs in numpy with the fused float64 model (``model.embed``), nothing is encrypted.  Two decision
-rules, "same person" when the squared distance is below the threshold:
+Everything runs in numpy with the fused float64 model (``model.embed``), nothing is encrypted.  Three decision
+rules:
 
-* ``poly``: the model's exported rule, what the encrypted server computes: ``model.thresholds["lfw"].for_fold(fold)``
-  gives the quadratic ``p(y) ~ 1/sqrt(y)`` (fitted on ``[lo, hi]``) and tau; the distance is ``poly_distances``.
-  Without ``--fold`` the rule fitted on all folds (the server's default).
+* ``poly``: the rule of earlier versions (before the hardening): ``model.thresholds["lfw"].for_fold(fold)`` gives
+  the quadratic ``p(y) ~ 1/sqrt(y)`` (fitted on ``[lo, hi]``) and tau; "same" when ``poly_distances < tau``.
+  Without ``--fold`` the rule fitted on all folds.
 * ``exact``: the exact L2 norm, ``verification.squared_distances(a, b)`` (``normalize=True``), with a threshold
   fitted by ``cryptoface.model.fit_thresholds`` on the shipped sample's 40 pairs with their folds (6-9), the
   distance function ignoring the polynomial: the threshold of all 40 pairs without ``--fold``, the one fitted on
   the other folds with ``--fold K``.  (The poly rule was fitted on 2,400 pairs of the same folds of the full LFW;
   the sample is 40 of them, so both rules are scored on pairs they were fitted on.)
+* ``cosine``: what the server decides under encryption now (``cryptoface.encrypted.decision``): "same" when the
+  exact cosine is at least the model's exported ``Threshold.cosine_for_fold(fold)`` (fitted on all 6,000 LFW
+  View-2 pairs).
+
+The ``_checked`` figures count only the comparisons an honest client makes: it refuses (``ProbeError``) a probe
+whose plaintext embedding is not finite, whose HerPN inputs exceed the model's recorded range by the slack of
+``check_probe``, or whose squared norm is outside the server's hint range (``Server.public_info()["norm_range"]``).
 
 Reported per group and for the junk groups together: images, comparisons, accepts and false-accept rate of each
-rule; embeddings that are not finite; squared embedding norms (range, how many fall outside the polynomial's
+rule, with and without the client's check; embeddings that are not finite; squared embedding norms (range, how
+many fall outside the polynomial's
 ``[lo, hi]``, the polynomial's largest relative error on them); the largest |value| entering any HerPN in the
 plaintext forward pass (overflow: above the model's recorded ``info["activation_range"]["max"]``, or not finite);
 the images accepted most often.  For the real faces of the sample: the 20 genuine and 20 impostor pairs (TAR, FAR)
-and all pairs of its distinct faces (same / other person), for both rules.  Target (the issue): the junk FAR of
-the poly rule no higher than the exact rule's, and no junk group above the real-impostor FAR (all pairs of
-distinct sample faces of two people).
+and all pairs of its distinct faces (same / other person), for each rule.  Target (the issue): the junk FAR of
+the deployed rule (``cosine``, after the client's check) no higher than the exact rule's, and no junk group
+above the real-impostor FAR (all pairs of distinct sample faces of two people, same rule).
 """
 
 from __future__ import annotations
@@ -59,8 +67,18 @@ from harness import emit  # noqa: E402
 
 import cryptoface.model as cfmodel  # noqa: E402
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
+from cryptoface.encrypted.matching import embedding_scale  # noqa: E402
+from cryptoface.encrypted.protocol import HINT_RANGE_LOG2  # noqa: E402
 from cryptoface.errors import CryptoFaceError  # noqa: E402
-from cryptoface.model import FusedPatchCNN, NormPolynomial, decisions, exact_distances, fit_thresholds, poly_distances  # noqa: E402,E501
+from cryptoface.model import (  # noqa: E402
+    FusedPatchCNN,
+    NormPolynomial,
+    decisions,
+    exact_decisions,
+    exact_distances,
+    fit_thresholds,
+    poly_distances,
+)
 
 log = logging.getLogger("bench_junk")
 
@@ -337,7 +355,11 @@ def embed(model: FusedPatchCNN, images: list[np.ndarray], progress: bool = False
     return emb, peaks
 
 
-# ---------------------------------------------------------------------------- the two rules
+# ---------------------------------------------------------------------------- the rules
+
+
+#: The rules, in the order they are reported.
+RULES = ("poly", "exact", "cosine")
 
 
 @dataclass
@@ -346,25 +368,36 @@ class Rules:
     poly: NormPolynomial
     tau_exact: float
     fold: int | None
+    cos_threshold: float
     exact_fit: str = "the shipped sample's 40 pairs"
 
-    def accept(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row-wise "same person" of ``a[i]`` and ``b[i]``: (poly rule, exact rule).  Not finite: rejected."""
+    def accept(self, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        """Row-wise "same person" of ``a[i]`` and ``b[i]`` under each rule.  Not finite: rejected."""
         with np.errstate(all="ignore"):
-            return poly_distances(self.poly, a, b) < self.tau_poly, exact_distances(self.poly, a, b) < self.tau_exact
+            cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            return {"poly": poly_distances(self.poly, a, b) < self.tau_poly,
+                    "exact": exact_distances(self.poly, a, b) < self.tau_exact,
+                    "cosine": cos >= self.cos_threshold}
+
+    def hint_range(self) -> tuple[float, float]:
+        """The squared norms the server's hint range admits (``Server.public_info()["norm_range"]``)."""
+        s2 = embedding_scale(self.poly) ** 2
+        return 2.0**-HINT_RANGE_LOG2 / s2, 2.0**HINT_RANGE_LOG2 / s2
 
     def as_dict(self) -> dict:
         return {"fold": self.fold, "poly_tau": self.tau_poly, "poly_norm": self.poly.as_dict(),
-                "exact_tau": self.tau_exact,
+                "exact_tau": self.tau_exact, "cos_threshold": self.cos_threshold,
+                "hint_range": list(self.hint_range()),
                 "exact_fit": f"fit_thresholds(squared_distances(normalize=True)) on {self.exact_fit}, "
                              + ("all folds" if self.fold is None else f"folds other than {self.fold}")}
 
 
 def fit_rules(model: FusedPatchCNN, pairs: data.VerificationSet, emb: np.ndarray, fold: int | None,
               what: str = "the shipped sample's 40 pairs") -> Rules:
-    """The model's poly rule, and an exact-norm threshold fitted on ``pairs`` (embeddings ``emb``, 2 per pair)."""
-    if "lfw" not in model.thresholds:
-        raise UsageError(f"model {model.name} has no decision rule for lfw (has {sorted(model.thresholds)})")
+    """The model's rules (poly, exported cosine), and an exact-norm threshold fitted on ``pairs`` (embeddings
+    ``emb``, 2 per pair)."""
+    if "lfw" not in model.thresholds or model.thresholds["lfw"].exact_tau is None:
+        raise UsageError(f"model {model.name} has no exact decision rule for lfw (has {sorted(model.thresholds)})")
     th = model.thresholds["lfw"]
     if fold is not None and fold not in th.per_fold:
         raise UsageError(f"--fold {fold}: the model has thresholds for folds {sorted(th.per_fold)} of lfw")
@@ -372,7 +405,7 @@ def fit_rules(model: FusedPatchCNN, pairs: data.VerificationSet, emb: np.ndarray
     exact = fit_thresholds(exact_distances, emb[0::2], emb[1::2], pairs.issame, pairs.folds)
     if fold is not None and fold not in exact.per_fold:
         raise UsageError(f"--fold {fold}: the exact threshold's pairs have folds {sorted(exact.per_fold)}")
-    return Rules(tau_poly, poly, exact.for_fold(fold)[0], fold, what)
+    return Rules(tau_poly, poly, exact.for_fold(fold)[0], fold, th.cosine_for_fold(fold), what)
 
 
 def lfw_fit_pairs(model: FusedPatchCNN, root: Path | None, progress: bool) -> tuple[data.VerificationSet, np.ndarray]:
@@ -394,10 +427,13 @@ def _num(x) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def _rates(poly: np.ndarray, exact: np.ndarray) -> dict:
-    n = int(poly.size)
-    return {"comparisons": n, "accepts_poly": int(poly.sum()), "accepts_exact": int(exact.sum()),
-            "rate_poly": float(poly.mean()) if n else None, "rate_exact": float(exact.mean()) if n else None}
+def _rates(accepts: dict[str, np.ndarray]) -> dict:
+    n = int(accepts[RULES[0]].size)
+    out: dict = {"comparisons": n}
+    for r in RULES:
+        out[f"accepts_{r}"] = int(accepts[r].sum())
+        out[f"rate_{r}"] = float(accepts[r].mean()) if n else None
+    return out
 
 
 def norm_stats(emb: np.ndarray, peaks: np.ndarray, poly: NormPolynomial, activation_max: float | None) -> dict:
@@ -422,41 +458,39 @@ def group_figures(group: Group, emb: np.ndarray, peaks: np.ndarray, faces_emb: n
     by the honest client's check (:meth:`FusedPatchCNN.check_probe`), so none of its comparisons is made."""
     mask = np.array([[ident is None or ident != f for f in faces_id] for ident in group.identities], dtype=bool)
     ii, kk = np.nonzero(mask.reshape(len(group), len(faces_id)))
-    poly, exact = rules.accept(emb[ii], faces_emb[kk])
+    accepts = rules.accept(emb[ii], faces_emb[kk])
     refused = np.zeros(len(group), bool) if refused is None else np.asarray(refused, bool)
     made = ~refused[ii]
-    checked = {"refused_by_client": int(refused.sum()), "accepts_poly_checked": int(np.sum(poly & made)),
-               "accepts_exact_checked": int(np.sum(exact & made))}
-    per_poly = np.bincount(ii[poly], minlength=len(group))
-    per_exact = np.bincount(ii[exact], minlength=len(group))
     over = np.zeros(len(group), bool) if activation_max is None else ~(peaks <= activation_max)
+    per = {r: np.bincount(ii[accepts[r]], minlength=len(group)) for r in RULES}
+    out: dict = {"kind": group.kind, "images": len(group), **_rates(accepts), "refused_by_client": int(refused.sum())}
+    for r in RULES:
+        out[f"accepts_{r}_checked"] = int(np.sum(accepts[r] & made))
+        out[f"rate_{r}_checked"] = out[f"accepts_{r}_checked"] / len(ii) if len(ii) else None
+        out[f"images_accepted_{r}"] = int(np.sum(per[r] > 0))
+        out[f"accepts_{r}_over_range"] = int(per[r][over].sum())
     with np.errstate(all="ignore"):
         y = np.sum(emb ** 2, axis=1)
-    worst = [{"image": group.names[i], "accepts_poly": int(per_poly[i]), "accepts_exact": int(per_exact[i]),
-              "of": int(mask[i].sum()), "squared_norm": _num(y[i])}
-             for i in np.argsort(-per_poly, kind="stable")[:top] if per_poly[i] > 0]
-    return {"kind": group.kind, "images": len(group), **_rates(poly, exact), **checked,
-            "rate_poly_checked": checked["accepts_poly_checked"] / len(ii) if len(ii) else None,
-            "rate_exact_checked": checked["accepts_exact_checked"] / len(ii) if len(ii) else None,
-            "images_accepted_poly": int(np.sum(per_poly > 0)), "images_accepted_exact": int(np.sum(per_exact > 0)),
-            "accepts_poly_over_range": int(per_poly[over].sum()),
-            "accepts_exact_over_range": int(per_exact[over].sum()),
-            **norm_stats(emb, peaks, rules.poly, activation_max), "most_accepted": worst}
+    out["most_accepted"] = [{"image": group.names[i], **{f"accepts_{r}": int(per[r][i]) for r in RULES},
+                             "of": int(mask[i].sum()), "squared_norm": _num(y[i]), "refused": bool(refused[i])}
+                            for i in np.argsort(-per["poly"], kind="stable")[:top] if per["poly"][i] > 0]
+    out.update(norm_stats(emb, peaks, rules.poly, activation_max))
+    return out
 
 
 def total_figures(groups: dict[str, dict]) -> dict:
     """Sums over groups (rates recomputed from the sums; extremes over groups)."""
-    keys = ("images", "comparisons", "accepts_poly", "accepts_exact", "images_accepted_poly",
-            "images_accepted_exact", "accepts_poly_over_range", "accepts_exact_over_range", "non_finite", "below_lo",
-            "above_hi", "activation_non_finite", "refused_by_client", "accepts_poly_checked", "accepts_exact_checked")
+    keys = ["images", "comparisons", "non_finite", "below_lo", "above_hi", "activation_non_finite",
+            "refused_by_client"]
+    keys += [f"{k}_{r}{tail}" for r in RULES for k, tail in (("accepts", ""), ("images_accepted", ""),
+                                                                 ("accepts", "_over_range"), ("accepts", "_checked"))]
     out = {k: sum(g[k] for g in groups.values()) for k in keys}
     over = [g["over_activation_range"] for g in groups.values()]
     out["over_activation_range"] = None if None in over else sum(over)
     n = out["comparisons"]
-    out["rate_poly"] = out["accepts_poly"] / n if n else None
-    out["rate_exact"] = out["accepts_exact"] / n if n else None
-    out["rate_poly_checked"] = out["accepts_poly_checked"] / n if n else None
-    out["rate_exact_checked"] = out["accepts_exact_checked"] / n if n else None
+    for r in RULES:
+        out[f"rate_{r}"] = out[f"accepts_{r}"] / n if n else None
+        out[f"rate_{r}_checked"] = out[f"accepts_{r}_checked"] / n if n else None
     for key, pick in (("squared_norm_min", min), ("squared_norm_max", max), ("activation_max", max),
                       ("poly_relative_error_max", max)):
         vals = [g[key] for g in groups.values() if g[key] is not None]
@@ -468,27 +502,38 @@ def real_figures(model: FusedPatchCNN, sample: Sample, emb: np.ndarray, peaks: n
                  activation_max: float | None) -> dict:
     vs = sample.pairs
     same = vs.issame
-    poly = decisions(model, emb[0::2], emb[1::2], "lfw", [rules.fold] * len(vs))   # the model's own code path
-    exact = rules.accept(emb[0::2], emb[1::2])[1]
+    accepts = rules.accept(emb[0::2], emb[1::2])
+    accepts["poly"] = decisions(model, emb[0::2], emb[1::2], "lfw", [rules.fold] * len(vs))   # the model's own code
+    accepts["cosine"] = exact_decisions(model, emb[0::2], emb[1::2], "lfw", [rules.fold] * len(vs))
     d = np.array(sample.distinct)
     i, k = np.triu_indices(len(d), 1)
     ids = np.array(sample.identities)[d]
     cross_same = ids[i] == ids[k]
-    cp, ce = rules.accept(emb[d[i]], emb[d[k]])
+    cross = rules.accept(emb[d[i]], emb[d[k]])
     return {
         "images": len(vs.sources), "distinct_faces": len(d), "people": len(set(ids.tolist())),
-        "genuine_pairs": _rates(poly[same], exact[same]), "impostor_pairs": _rates(poly[~same], exact[~same]),
-        "genuine_all": _rates(cp[cross_same], ce[cross_same]), "impostor_all": _rates(cp[~cross_same], ce[~cross_same]),
+        "genuine_pairs": _rates({r: a[same] for r, a in accepts.items()}),
+        "impostor_pairs": _rates({r: a[~same] for r, a in accepts.items()}),
+        "genuine_all": _rates({r: a[cross_same] for r, a in cross.items()}),
+        "impostor_all": _rates({r: a[~cross_same] for r, a in cross.items()}),
         **norm_stats(emb, peaks, rules.poly, activation_max),
     }
 
 
 def targets(total: dict, groups: dict[str, dict], real: dict) -> dict:
-    impostor = real["impostor_all"]["rate_poly"]
-    above = sorted(name for name, g in groups.items() if g["kind"] == "junk" and g["rate_poly"] > impostor)
-    le_exact = total["rate_poly"] <= total["rate_exact"]
-    return {"junk_rate_poly_le_exact": le_exact, "real_impostor_rate_poly": impostor,
-            "groups_above_real_impostor_rate_poly": above, "met": le_exact and not above}
+    """The issue's targets for the deployed rule after the client's check (and, for comparison, the poly rule
+    without it, as before the hardening)."""
+    out: dict = {}
+    for name, rule, tail in (("deployed", "cosine", "_checked"), ("before", "poly", "")):
+        impostor = real["impostor_all"][f"rate_{rule}"]
+        above = sorted(g_name for g_name, g in groups.items()
+                       if g["kind"] == "junk" and g[f"rate_{rule}{tail}"] > impostor)
+        le_exact = total[f"rate_{rule}{tail}"] <= total["rate_exact"]
+        out[name] = {"rule": rule + tail, "junk_rate": total[f"rate_{rule}{tail}"], "junk_rate_le_exact": le_exact,
+                     "real_impostor_rate": impostor, "groups_above_real_impostor_rate": above,
+                     "met": le_exact and not above}
+    out["met"] = out["deployed"]["met"]
+    return out
 
 
 # ---------------------------------------------------------------------------- main
@@ -538,7 +583,7 @@ def run(args) -> dict:
     j_emb, j_peaks = embed(model, [im for g in corpus for im in g.images], progress, "junk")
     t_embed = time.perf_counter() - t0
     faces_emb, faces_id = s_emb[sample.distinct], [sample.identities[i] for i in sample.distinct]
-    norm_range = (rules.poly.lo, rules.poly.hi)
+    norm_range = rules.hint_range()
     refused = np.array([model.probe_refusal(e, float(p), norm_range) is not None for e, p in zip(j_emb, j_peaks)])
     groups, start = {}, 0
     for g in corpus:
@@ -566,19 +611,21 @@ def _range(lo, hi) -> str:
 
 def table(record: dict) -> dict:
     """The record as aligned rows for :func:`harness.emit`."""
-    head = ("images  comparisons   FAR poly  FAR exact  non-finite  <lo  >hi     squared norms      act. max  >act"
-            "  accepts of >act (poly/exact)  refused  FAR after client check (poly/exact)")
+    head = ("images  comparisons  FAR poly / exact / cosine  non-finite  <lo  >hi     squared norms      act. max  "
+            ">act  refused  FAR after client check (poly / exact / cosine)")
     rows = {"group": head}
+
+    def rates(g, tail=""):
+        return " / ".join(_pct(g[f"rate_{r}{tail}"]) for r in RULES)
 
     def row(g):
         over = "-" if g["over_activation_range"] is None else g["over_activation_range"]
         act = "-" if g["activation_max"] is None else f"{g['activation_max']:.3g}"
         act += "" if not g["activation_non_finite"] else f" ({g['activation_non_finite']} inf)"
-        return (f"{g['images']:>6}  {g['comparisons']:>11}  {_pct(g['rate_poly']):>9}  {_pct(g['rate_exact']):>9}  "
-                f"{g['non_finite']:>10}  {g['below_lo']:>3}  {g['above_hi']:>3}  "
+        return (f"{g['images']:>6}  {g['comparisons']:>11}  {rates(g):>25}  {g['non_finite']:>10}  "
+                f"{g['below_lo']:>3}  {g['above_hi']:>3}  "
                 f"{_range(g['squared_norm_min'], g['squared_norm_max']):>18}  {act:>12}  {over:>4}  "
-                f"{g['accepts_poly_over_range']}/{g['accepts_exact_over_range']}  {g['refused_by_client']:>7}  "
-                f"{_pct(g['rate_poly_checked'])}/{_pct(g['rate_exact_checked'])}")
+                f"{g['refused_by_client']:>7}  {rates(g, '_checked')}")
 
     for name, g in record["groups"].items():
         rows[name + ("" if g["kind"] == "junk" else " (reference)")] = row(g)
@@ -587,18 +634,20 @@ def table(record: dict) -> dict:
     for key in ("impostor_pairs", "impostor_all", "genuine_pairs", "genuine_all"):
         f = real[key]
         what = "FAR" if key.startswith("impostor") else "TAR"
-        rows[f"sample {key.replace('_', ' ')}"] = (f"{what}: poly {_pct(f['rate_poly'])}, exact {_pct(f['rate_exact'])}"
-                                                   f" of {f['comparisons']}")
+        rows[f"sample {key.replace('_', ' ')}"] = f"{what} (poly / exact / cosine): {rates(f)} of {f['comparisons']}"
     rows["sample faces"] = (f"{real['distinct_faces']} distinct of {real['people']} people, squared norms "
                             f"{_range(real['squared_norm_min'], real['squared_norm_max'])}, activation max "
                             f"{real['activation_max']:.3g}")
     rows["rules"] = (f"fold {r['fold']}: poly tau {r['poly_tau']:.4g} on [{r['poly_norm']['lo']:.4g}, "
-                     f"{r['poly_norm']['hi']:.4g}]; exact tau {r['exact_tau']:.4g} ({r['exact_fit']})")
+                     f"{r['poly_norm']['hi']:.4g}]; exact tau {r['exact_tau']:.4g} ({r['exact_fit']}); cosine "
+                     f">= {r['cos_threshold']:.4g}, hint range {_range(*r['hint_range'])}")
     rows["model"] = f"{record['model']['name']}, activation_range max {record['model']['activation_range_max']}"
-    t = record["targets"]
-    rows["targets"] = (f"met {t['met']}: junk poly <= exact {t['junk_rate_poly_le_exact']}; groups above the real "
-                       f"impostor rate ({_pct(t['real_impostor_rate_poly'])}): "
-                       f"{', '.join(t['groups_above_real_impostor_rate_poly']) or 'none'}")
+    for name in ("deployed", "before"):
+        t = record["targets"][name]
+        rows[f"target ({name})"] = (f"met {t['met']}: junk FAR {_pct(t['junk_rate'])} of {t['rule']} <= exact "
+                                    f"{t['junk_rate_le_exact']}; groups above the real impostor rate "
+                                    f"({_pct(t['real_impostor_rate'])}): "
+                                    f"{', '.join(t['groups_above_real_impostor_rate']) or 'none'}")
     rows["seconds"] = f"{record['seconds']['total']:.1f} (embedding {record['seconds']['embedding']:.1f})"
     return rows
 

@@ -7,8 +7,9 @@
 For each dataset:
 
 * plaintext figures over all its pairs (numpy, fused model): 10-fold accuracy with the exact L2 norm
-  (``plaintext``), with the model's polynomial 1/sqrt norm and a k-fold threshold (``poly_norm``), and with the
-  model's exported decision rule, i.e. what the encrypted side computes (``fused_rule``); ROC curves;
+  (``plaintext``), with the model's polynomial 1/sqrt norm and a k-fold threshold (``poly_norm``, the rule of
+  earlier versions), and with the model's exported exact cosine rule and per-fold thresholds, i.e. what the
+  server decides under encryption (``exact_rule``); ROC curves;
 * for the pairs of ``--pairs`` (ranges ``START:END``, comma separated): the first face is enrolled (offline) and
   the second verified (online) under encryption at ``--preset``; per pair the encrypted and plaintext decisions,
   the error of the decrypted probe embedding in bits (this script holds both roles to measure it, see
@@ -55,13 +56,14 @@ from harness import TreeMemory, git_revision, machine  # noqa: E402
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
 from cryptoface.errors import CryptoFaceError, ProbeError  # noqa: E402
-from cryptoface.model import FusedPatchCNN, decisions, load_model, poly_distances  # noqa: E402
+from cryptoface.model import FusedPatchCNN, exact_decisions, load_model, poly_distances  # noqa: E402
 from fhe_ckks import presets  # noqa: E402
 from fhe_ckks.errors import FheError  # noqa: E402
 
 log = logging.getLogger("run_lfw")
 DEFAULT_PAIRS = "0:1,5:6"           # in the shipped sample: the first genuine and the first impostor pair
 APPENDED = ("pairs.jsonl", "results.jsonl", "summary.md")   # the files of --output every run appends to
+PROTOCOL = "hinted-cosine-decision"   # in the records' key: pairs decided by earlier protocols are not reused
 
 
 class UsageError(Exception):
@@ -153,9 +155,11 @@ def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool) -
     if th is not None:
         poly = poly_distances(th.norm, a, b)
         out["poly_norm"] = verification.kfold_accuracy(poly, same, folds).as_dict()
-        rule = decisions(model, a, b, ds.name, [fold] * len(kept) if fold is not None else folds.tolist())
-        out["fused_rule"] = {"accuracy": float(np.mean(rule == same)),
-                             "note": "the model's exported polynomial and per-fold tau (what the server computes)"}
+        if th.exact_tau is not None:
+            rule = exact_decisions(model, a, b, ds.name, [fold] * len(kept) if fold is not None else folds.tolist())
+            out["exact_rule"] = {"accuracy": float(np.mean(rule == same)),
+                                 "note": "the model's exported cosine thresholds, per fold (what the server decides "
+                                         "under encryption)"}
         curves["polynomial 1/sqrt norm"] = verification.roc(poly, same)
     out["auc"] = {k: v[2] for k, v in curves.items()}
     return out, curves, failed
@@ -183,6 +187,7 @@ def _seconds(*required: str):
 RECORD_FIELDS = {
     "pair": _count, "same": lambda v: type(v) is bool, "fold": _count,
     "decision_encrypted": lambda v: type(v) is bool, "decision_plaintext": lambda v: type(v) is bool,
+    "outcome": lambda v: v in ("same", "different", "invalid"),
     "agrees": lambda v: type(v) is bool, "plaintext_margin": _finite, "embedding_error_bits": _finite,
     "enrollment_seconds": _seconds("encrypt", "embed"),
     "verification_seconds": _seconds("encrypt", "embed", "match", "decrypt", "total"),
@@ -202,7 +207,9 @@ def record_problem(rec: dict, issame: np.ndarray) -> str | None:
         return f"field 'pair' is {rec['pair']}, the dataset has pairs 0..{len(issame) - 1}"
     if rec["same"] != bool(issame[rec["pair"]]):
         return f"field 'same' disagrees with the dataset's label of pair {rec['pair']}"
-    if rec["agrees"] != (rec["decision_encrypted"] == rec["decision_plaintext"]):
+    if rec["decision_encrypted"] != (rec["outcome"] == "same"):
+        return "field 'decision_encrypted' contradicts the outcome"
+    if rec["agrees"] != (rec["outcome"] == ("same" if rec["decision_plaintext"] else "different")):
         return "field 'agrees' contradicts the two decisions"
     return None
 
@@ -306,7 +313,8 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
             append_line(pairs_file, rec)
             done[i] = rec
             log.info("pair %d: encrypted %s, plaintext %s, truth %s, error 2^-%.1f, verification %.1f s", i,
-                     res.decision_encrypted, res.decision_plaintext, rec["same"], res.embedding_error_bits,
+                     res.outcome, "same" if res.decision_plaintext else "different",
+                     "same" if rec["same"] else "different", res.embedding_error_bits,
                      res.verification_seconds["total"])
     return [done[i] if i in done else failed[i] for i in ds.chosen], setup
 
@@ -315,7 +323,8 @@ def pair_record(rec: dict) -> dict:
     """A pair's line in the run's record: its decisions and error, or why it failed."""
     if rec.get("failed"):
         return {k: rec[k] for k in ("pair", "same", "failed", "reason")}
-    return {k: rec[k] for k in ("pair", "same", "decision_encrypted", "decision_plaintext", "embedding_error_bits")}
+    return {k: rec[k] for k in ("pair", "same", "outcome", "decision_encrypted", "decision_plaintext",
+                                "embedding_error_bits")}
 
 
 def summarize_pairs(recs: list[dict]) -> dict:
@@ -335,6 +344,7 @@ def summarize_pairs(recs: list[dict]) -> dict:
         **head,
         "decisions_correct": sum(r["decision_encrypted"] == r["same"] for r in recs),
         "agree_with_plaintext": sum(r["agrees"] for r in recs),
+        "invalid": sum(r["outcome"] == "invalid" for r in recs),
         "embedding_error_bits_min": min(r["embedding_error_bits"] for r in recs),
         "enrollment_seconds_mean": mean(("enrollment_seconds", "embed")) + mean(("enrollment_seconds", "encrypt")),
         "verification_seconds_mean": mean(("verification_seconds", "total")),
@@ -384,12 +394,12 @@ def markdown(record: dict) -> str:
              f"Model `{record['model']['name']}` ({record['model']['file']}), preset `{record['preset']}` "
              f"({record['security']}), workers {record['workers']}, git {record['git_revision']}, "
              f"{record['machine']['cpu']} x {record['machine']['cores']} cores.", "",
-             "| approach | resolution | backbone | parameters | bootstraps | dataset | accuracy (plaintext / poly "
-             "norm / encrypted pairs) | latency (online verification) | memory |",
+             "| approach | resolution | backbone | parameters | bootstraps | dataset | accuracy (plaintext 10-fold / "
+             "exported rule / encrypted pairs) | latency (online verification) | memory |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, ds in record["datasets"].items():
         p, e = ds["plaintext"], ds.get("encrypted", {"pairs": 0})
-        poly = ds["plaintext"].get("poly_norm", {}).get("accuracy")
+        poly = ds["plaintext"].get("exact_rule", {}).get("accuracy")
         plain = p.get("plaintext", {}).get("accuracy")
         enc = (f"{e['decisions_correct']}/{e['pairs']} correct, {e['agree_with_plaintext']}/{e['pairs']} = "
                f"plaintext" if e["pairs"] else "not run") + (f", {e['failed']} failed" if e.get("failed") else "")
@@ -464,21 +474,37 @@ def check_output(out: Path) -> None:
 
 
 def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) -> None:
-    """The preset must hold the whole levelled chain, as :class:`~cryptoface.encrypted.protocol.Server` plans
-    it without a bootstrapper (this script never bootstraps): a patch network, then the normalization and the
-    matching; read off the model's shapes, without building the network's slot matrices."""
-    from cryptoface.encrypted.matching import Match, Normalize, scaled_coefficients
+    """The preset must hold the chain as :class:`~cryptoface.encrypted.protocol.Server` plans it without a
+    network bootstrapper (this script never bootstraps the network): a patch network, the hint and the
+    decision's checks; then the decision's 8-slot bootstrap (the secret-key double on ``INSECURE_`` presets,
+    see ``cryptoface.encrypted.measuring``) and its sign.  Read off the model's shapes, without building the
+    network's slot matrices or any key."""
+    from cryptoface.encrypted.decision import Decision, decision_bootstrap_config
     from cryptoface.encrypted.network import patch_network_depth
+    from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
 
-    tau, norm = model.thresholds[dataset].for_fold(fold)
-    network = patch_network_depth(model)
-    normalize = Normalize(model.embedding_dim, scaled_coefficients(norm)[1]).depth()
-    match = Match(model.embedding_dim, tau).depth()
-    need = network + normalize + match
-    if need > params.max_level:
-        raise UsageError(f"--preset {params.literal.name}: {params.max_level} levels, model {model.name} needs "
-                         f"{need} ({network} for a patch network, {normalize} for the normalization, {match} for "
-                         f"matching; this script does not bootstrap)")
+    decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold))
+    network, before = patch_network_depth(model), 1 + decision.pre_depth()
+    name = params.literal.name
+    if network + before > params.max_level:
+        raise UsageError(f"--preset {name}: {params.max_level} levels, model {model.name} needs "
+                         f"{network + before} before the decision's bootstrap ({network} for a patch network, 1 for "
+                         f"the hint, {decision.pre_depth()} for the decision's checks; this script does not "
+                         "bootstrap the network)")
+    boot = 0
+    if not name.startswith("INSECURE_"):
+        try:
+            plan = BootstrapPlan.build(params, decision_bootstrap_config())
+        except FheError as exc:
+            raise UsageError(f"--preset {name}: cannot bootstrap the decision's 8 slots ({exc})") from None
+        bits = plan.cts_diagonal_bits(params)
+        if bits < MIN_CTS_DIAGONAL_BITS:
+            raise UsageError(f"--preset {name}: the decision's bootstrap would encode its diagonals with "
+                             f"{bits:.1f} bits (at least {MIN_CTS_DIAGONAL_BITS})")
+        boot = plan.depth
+    if boot + decision.post_depth() > params.max_level:
+        raise UsageError(f"--preset {name}: {params.max_level} levels, the decision needs {boot} for its bootstrap "
+                         f"and {decision.post_depth()} for its sign after it")
 
 
 def prepare(args):
@@ -499,9 +525,11 @@ def prepare(args):
             raise UsageError(f"{ds.name} ({ds.origin}): {len(ds.pairs)} pairs in "
                              f"{'no' if not len(ds.pairs) else 'one'} fold; k-fold accuracy needs two or more")
         ds.chosen = [] if args.plaintext_only else parse_pairs(args.pairs, len(ds.pairs))
-        if not args.plaintext_only and ds.name not in model.thresholds:
-            raise UsageError(f"model {model.name} has no decision rule for {ds.name}: export it with {ds.name} "
-                             f"verification data, or use --plaintext-only")
+        if not args.plaintext_only and (ds.name not in model.thresholds
+                                        or model.thresholds[ds.name].exact_tau is None):
+            raise UsageError(f"model {model.name} has no decision rule (an exact cosine threshold) for {ds.name}: "
+                             f"export it with {ds.name} verification data (cryptoface.model.fit_exact_thresholds), "
+                             "or use --plaintext-only")
     if args.fold is not None and not args.plaintext_only:
         for ds in datasets:
             if args.fold not in model.thresholds[ds.name].per_fold:
@@ -519,7 +547,7 @@ def prepare(args):
     for ds in datasets:
         if ds.chosen:
             ds.config = hashlib.sha256(json.dumps([model_hash, params.fingerprint.hex(), ds.name, ds.origin,
-                                                   args.fold]).encode()).hexdigest()[:16]
+                                                   args.fold, PROTOCOL]).encode()).hexdigest()[:16]
             ds.done = read_done(args.output / "pairs.jsonl", ds.config, ds.pairs.issame)
     return model, params, datasets, model_hash
 
@@ -549,8 +577,8 @@ def main(argv=None) -> int:
         figures, curves, undecodable = plaintext_figures(model, ds, args.fold, progress)
         roc_curves.update({f"{ds.name}: {k}": v for k, v in curves.items()})
         if "plaintext" in figures:
-            log.info("%s: plaintext %.4f, poly norm %s over %d pairs", ds.name, figures["plaintext"]["accuracy"],
-                     f"{figures['poly_norm']['accuracy']:.4f}" if "poly_norm" in figures else "-", figures["pairs"])
+            log.info("%s: plaintext %.4f, exported rule %s over %d pairs", ds.name, figures["plaintext"]["accuracy"],
+                     f"{figures['exact_rule']['accuracy']:.4f}" if "exact_rule" in figures else "-", figures["pairs"])
         entry = {"origin": ds.origin, "plaintext": figures}
         if ds.chosen:
             recs, setup = encrypted_pairs(model, params, ds, args, out_dir, progress, undecodable)

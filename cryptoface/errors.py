@@ -14,7 +14,8 @@ class DataError(CryptoFaceError, ValueError):
 class ProbeError(DataError):
     """A face the model cannot vouch for: its plaintext forward pass leaves the range the encrypted side
     evaluates correctly (non-finite or overflowing activations, a squared embedding norm outside the range
-    the 1/sqrt polynomial was fitted on).  Raised by an honest client before it encrypts anything."""
+    where the normalization is accurate), or a decision that came back "invalid" (the encrypted norm
+    check failed).  Raised by an honest client."""
 
 
 class ModelError(CryptoFaceError, ValueError):

@@ -345,9 +345,9 @@ class FusedPatchCNN:
         Refused: a non-finite embedding; a HerPN input above ``activation_slack`` times the largest one
         recorded on the fitting data (``info["activation_range"]["max"]``; far beyond it the encrypted
         activations wrap modulo the ciphertext modulus); a squared embedding norm outside ``norm_range``
-        (the ``[lo, hi]`` of the decision rule's 1/sqrt polynomial; default: the model's "lfw" rule),
-        where the polynomial normalization is not accurate.  An honest client runs this on its own images
-        before encrypting them (the model file is public).
+        (a server's hint range, ``Server.public_info()["norm_range"]``; default: the ``[lo, hi]`` of the
+        model's "lfw" 1/sqrt polynomial), where the encrypted normalization is not accurate.  An honest
+        client runs this on its own images before encrypting them (the model file is public).
         """
         peaks: list[np.ndarray] = []
         with recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
@@ -377,8 +377,8 @@ class FusedPatchCNN:
             lo, hi = float(norm_range[0]) * (1 - PROBE_NORM_SLACK), float(norm_range[1]) * (1 + PROBE_NORM_SLACK)
             if not lo <= y <= hi:
                 return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
-                        f"{float(norm_range[1]):.4g}] (+-{100 * PROBE_NORM_SLACK:.1f} %), where the 1/sqrt "
-                        "polynomial was fitted")
+                        f"{float(norm_range[1]):.4g}] (+-{100 * PROBE_NORM_SLACK:.1f} %), where the "
+                        "normalization is accurate")
         return None
 
 
@@ -668,3 +668,17 @@ def decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, dataset:
         tau, poly = th.for_fold(f)
         out.append(poly_distances(poly, a[None], b[None])[0] < tau)
     return np.array(out)
+
+
+def exact_decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, dataset: str,
+                    folds: Sequence[int | None]) -> np.ndarray:
+    """Plaintext decisions (True = same) of the exact cosine rule, ``cos >= c`` with the fold's
+    :meth:`Threshold.cosine_for_fold`: what the server decides under encryption
+    (:class:`cryptoface.encrypted.decision.Decision`)."""
+    if dataset not in model.thresholds:
+        raise ModelError(f"model {model.name} has no threshold for {dataset!r} (has {sorted(model.thresholds)})")
+    th = model.thresholds[dataset]
+    a = np.asarray(emb1, dtype=np.float64)
+    b = np.asarray(emb2, dtype=np.float64)
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return np.array([c >= th.cosine_for_fold(f) for c, f in zip(cos, folds)], dtype=bool)

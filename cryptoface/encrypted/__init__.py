@@ -2,9 +2,10 @@
 
 * :mod:`.network`: the fused model as chains of encrypted layers, several patch
   networks per ciphertext;
-* :mod:`.matching`: the tail as layers: encrypted L2 normalization (the
-  exported 1/sqrt polynomial) and the thresholded distance that reveals only
-  a sign;
+* :mod:`.matching`: the embedding's vector layout and scale;
+* :mod:`.decision`: the encrypted decision: norm checks of the hinted
+  normalization, the exact cosine rule, an 8-slot bootstrap and a composite
+  sign, so that the key holder learns only same / different / invalid;
 * :mod:`.protocol`: the :class:`Client` (secret key) and :class:`Server`
   (model, evaluation keys, encrypted gallery; no secret key) roles, talking
   in the versioned serialization format, and :data:`DEFAULT_PRESET`, the
@@ -14,9 +15,9 @@
   not exported here, so a deployment that imports this package never reaches it.
 """
 
-from .matching import Match, Normalize
+from .decision import Decision, DecisionOutcome
 from .network import PatchGroup, build_group, group_patches
 from .protocol import DEFAULT_PRESET, Client, Server, Stats
 
-__all__ = ["DEFAULT_PRESET", "Client", "Match", "Normalize", "PatchGroup", "Server", "Stats", "build_group",
-           "group_patches"]
+__all__ = ["DEFAULT_PRESET", "Client", "Decision", "DecisionOutcome", "PatchGroup", "Server", "Stats",
+           "build_group", "group_patches"]

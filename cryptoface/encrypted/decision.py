@@ -93,15 +93,17 @@ def decision_bootstrap_config() -> BootstrapConfig:
 
 @dataclass(frozen=True)
 class DecisionOutcome:
-    """What the client reads off an answer: ``same``, ``different`` or ``invalid``."""
+    """What the client reads off an answer's slot 0: ``same`` (within 1/2 of +1), ``different`` (within 1/2
+    of -1), else ``invalid`` (0: a norm check failed; or a value no honest circuit gives, e.g. a sign
+    polynomial driven outside its domain by inputs far off the unit sphere)."""
 
     value: float
 
     @property
     def kind(self) -> str:
-        if self.value > 0.5:
+        if abs(self.value - 1.0) < 0.5:
             return "same"
-        if self.value < -0.5:
+        if abs(self.value + 1.0) < 0.5:
             return "different"
         return "invalid"
 

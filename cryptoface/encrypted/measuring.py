@@ -4,9 +4,13 @@ A real deployment keeps :class:`~cryptoface.encrypted.protocol.Client` and
 :class:`~cryptoface.encrypted.protocol.Server` on different machines.  To
 *measure* encrypted verification, :class:`MeasuringHarness` holds both, runs one
 pair as the protocol does (the first face enrolled offline, the second
-verified online, the client learning only the blinded decision) and then,
+verified online, the client learning only the decision) and then,
 because it also holds the secret key, decrypts the probe's normalized
-embedding to report its error against the fused plaintext model.  Nothing in
+embedding to report its error against the fused plaintext model.
+
+On ``INSECURE_`` presets (tests only: too few levels for a real 8-slot
+bootstrap after the network) the decision's bootstrap is the secret-key
+double, and every result says so (``decision_bootstrap``).  Nothing in
 the server path sees that decryption: no module of the protocol, the network or
 the matching imports this one (``tests/test_architecture.py`` checks it), and a
 :class:`Server` never holds a reference to a harness.  Never deploy it.
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor
 from fhe_ckks.rlwe.params import Parameters
@@ -34,29 +39,32 @@ from .protocol import Client, Server, Stats
 class PairResult:
     """One encrypted verification and what it cost."""
 
-    decision_encrypted: bool
-    decision_plaintext: bool
-    plaintext_margin: float            # ||p(a) - p(b)||^2 - tau in plaintext (negative: same person)
-    embedding_error_bits: float        # -log2 of the max relative error of the decrypted probe embedding
+    decision_encrypted: bool           # the encrypted outcome is "same"
+    decision_plaintext: bool           # the exact cosine rule in plaintext says "same"
+    outcome: str                       # the encrypted outcome: "same", "different" or "invalid"
+    plaintext_margin: float            # c - cos(a, b) in plaintext (negative: same person)
+    embedding_error_bits: float        # -log2 of the max error of the decrypted normalized probe embedding
     enrollment_seconds: dict[str, float]
     verification_seconds: dict[str, float]
     layer_seconds: dict[str, float]
     key_switches: int
     bootstraps: int
     upload_bytes: int                  # the probe's ciphertexts, client -> server
-    answer_bytes: int                  # the blinded answer, server -> client
+    answer_bytes: int                  # the answer, server -> client
+    decision_bootstrap: str = "real"   # or "secret-key double" (INSECURE_ presets only)
 
     @property
     def agrees(self) -> bool:
-        return self.decision_encrypted == self.decision_plaintext
+        return self.outcome == ("same" if self.decision_plaintext else "different")
 
     def as_dict(self) -> dict[str, Any]:
         return {"decision_encrypted": self.decision_encrypted, "decision_plaintext": self.decision_plaintext,
-                "agrees": self.agrees, "plaintext_margin": self.plaintext_margin,
+                "outcome": self.outcome, "agrees": self.agrees, "plaintext_margin": self.plaintext_margin,
                 "embedding_error_bits": self.embedding_error_bits,
                 "enrollment_seconds": self.enrollment_seconds, "verification_seconds": self.verification_seconds,
                 "layer_seconds": self.layer_seconds, "key_switches": self.key_switches,
-                "bootstraps": self.bootstraps, "upload_bytes": self.upload_bytes, "answer_bytes": self.answer_bytes}
+                "bootstraps": self.bootstraps, "upload_bytes": self.upload_bytes, "answer_bytes": self.answer_bytes,
+                "decision_bootstrap": self.decision_bootstrap}
 
 
 class MeasuringHarness:
@@ -67,10 +75,14 @@ class MeasuringHarness:
                  dataset: str = "lfw", fold: int | None = None, seed: bytes | None = None):
         self.model, self.params, self.dataset, self.fold = model, params, dataset, fold
         self.setup_seconds: dict[str, float] = {}
+        self.client = Client(params, model, seed=seed)      # an honest client checks its faces
+        testing = params.name.startswith("INSECURE_")
+        double = SecretKeyBootstrapper(params, self.client.secret_key) if testing else None
+        self.decision_bootstrap = "secret-key double" if testing else "real"
         t0 = time.perf_counter()
-        self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold)
+        self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold, testing=testing,
+                             decision_bootstrapper=double)
         self.setup_seconds["server_plan"] = time.perf_counter() - t0
-        self.client = Client(params, seed=seed, model=model)      # an honest client checks its faces
         self.key_plan = self.server.key_plan()
         t0 = time.perf_counter()
         keys = self.client.evaluation_keys(self.key_plan)
@@ -100,25 +112,26 @@ class MeasuringHarness:
 
         template = timed(enroll, "encrypt", lambda: self.client.encrypt_face(first, info))
         timed(enroll, "embed", lambda: self.server.enroll("template", template))
-        stats = Stats()     # the online verification's own counts: embedding and matching
+        stats = Stats()     # the online verification's own counts: embedding and decision
         with online if online is not None else nullcontext():
             t_all = time.perf_counter()
             probe = timed(verify, "encrypt", lambda: self.client.encrypt_face(second, info))
             emb = timed(verify, "embed", lambda: self.server.embed(probe, stats))
             layers = dict(stats.seconds)
             answer = timed(verify, "match", lambda: self.server.match(emb, "template", stats))
-            decision = timed(verify, "decrypt", lambda: self.client.decide(answer))
+            outcome = timed(verify, "decrypt", lambda: self.client.outcome(answer)).kind
             verify["total"] = time.perf_counter() - t_all
+        layers.update({k: v for k, v in stats.seconds.items() if k.startswith("decision")})
 
         got = np.real(self._encoder.decode(self._decryptor.decrypt(emb)))[:self.model.embedding_dim]
-        tau, poly = self.model.thresholds[self.dataset].for_fold(self.fold)
         e = self.model.embed(np.stack([second, first]))
-        want = poly.normalize(e[:1])[0]
-        rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
-        margin = float(np.sum((poly.normalize(e[:1]) - poly.normalize(e[1:])) ** 2) - tau)
+        unit = e / np.linalg.norm(e, axis=1, keepdims=True)
+        err = float(np.max(np.abs(got - unit[0])))          # the unit vector's entries: an absolute error
+        margin = float(self.server.cos_threshold - unit[0] @ unit[1])
         return PairResult(
-            decision_encrypted=bool(decision), decision_plaintext=bool(margin < 0), plaintext_margin=margin,
-            embedding_error_bits=-math.log2(rel) if rel > 0 else 64.0,
+            decision_encrypted=outcome == "same", decision_plaintext=bool(margin <= 0), outcome=outcome,
+            plaintext_margin=margin, embedding_error_bits=-math.log2(err) if err > 0 else 64.0,
             enrollment_seconds=enroll, verification_seconds=verify, layer_seconds=layers,
             key_switches=stats.key_switches, bootstraps=stats.bootstraps,
-            upload_bytes=sum(len(c) for c in probe), answer_bytes=len(answer))
+            upload_bytes=sum(len(c) for c in probe), answer_bytes=len(answer),
+            decision_bootstrap=self.decision_bootstrap)

@@ -6,18 +6,30 @@ server's public description of what it needs).  A session::
 
     server = Server(model, params)                       # model file + public parameters
     client = Client(params)                              # secret key stays here
+    client = Client(params, model)                       # secret key stays here; the model file is public
     server.install_keys(client.evaluation_keys(server.key_plan()))
     server.enroll("alice", client.encrypt_face(face_a, server.public_info()))      # offline
     answer = server.verify(client.encrypt_face(probe, server.public_info()), "alice")
-    same = client.decide(answer)                         # only the sign is learned
+    same = client.decide(answer)                         # only the decision is learned
 
-The server runs each patch group's chain (placing bootstraps by the plan) in
-its own worker process (forked after the keys are installed, so the workers
-share them), sums the groups, normalizes, and matches (the tail layers of
-:mod:`.matching`, planned like the network).  It accepts a bootstrapper: the real
-:class:`fhe_ckks.bootstrap.Bootstrapper` (public keys only) or, only when
-``testing=True``, the :class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper`
-double, which holds a secret key and so must never be used otherwise.
+A face is one ciphertext per patch group and the *normalization hint*
+``1 / (s ||e||)`` (``s`` the embedding scale folded into the network's last
+layer), which the honest client computes from the public model while it
+checks the face in plaintext.  The server runs each patch group's chain
+(placing bootstraps by the plan) in its own worker process (forked after the
+keys are installed, so the workers share them), sums the groups, multiplies by
+the hint, and answers with the encrypted decision of :mod:`.decision`: it
+checks under encryption that the hint normalizes probe and template, decides
+the exact cosine rule, bootstraps those 8 slots, takes a composite sign, and
+floods the answer's noise.  The key holder learns "same", "different" or
+"invalid" and nothing else (docs/threat_model.md).
+
+It accepts a bootstrapper for the network, and one for the decision's 8 slots
+(by default a real :class:`fhe_ckks.bootstrap.Bootstrapper` built from the
+installed keys with :func:`~.decision.decision_bootstrap_config`): the real
+one (public keys only) or, only when ``testing=True``, the
+:class:`~fhe_ckks.bootstrap.SecretKeyBootstrapper` double, which holds a
+secret key and so must never be used otherwise.
 """
 
 from __future__ import annotations
@@ -30,15 +42,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from fhe_ckks import serialize
+from fhe_ckks.bootstrap import Bootstrapper
+from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.ciphertext import Ciphertext
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor, Encryptor
 from fhe_ckks.ckks.evaluator import Evaluator
+from fhe_ckks.circuits.sign import CompositeSign
 from fhe_ckks.errors import (
     KeyMismatchError,
     LevelError,
     MissingKeyError,
+    ParameterError,
     ScaleMismatchError,
     SecurityError,
     SerializationError,
@@ -47,24 +63,32 @@ from fhe_ckks.errors import (
 from fhe_ckks.nn.layout import TensorLayout
 from fhe_ckks.nn.planner import EncryptedModel, Plan
 from fhe_ckks.rlwe.keyplan import KeyPlan
-from fhe_ckks.rlwe.keys import GaloisKeys, KeyGenerator, SecretKey, SwitchingKey
+from fhe_ckks.rlwe.keys import EncapsulationKeys, GaloisKeys, KeyGenerator, PublicKey, SecretKey, SwitchingKey
 from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
-from ..errors import ModelError
+from ..errors import ModelError, ProbeError
 from ..model import FusedPatchCNN
 from .backends import LocalBackend
-from .matching import Match, Normalize, scaled_coefficients
+from .decision import DECISION_SLOTS, PRE_DEPTH, Decision, DecisionOutcome, decision_bootstrap_config, flood
+from .matching import embedding_scale
 from .network import PatchGroup, build_group, group_patches
 
-#: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, levelled (29 levels at
-#: 2^38: 23 for a patch network, 4 for the 1/sqrt normalization, 2 for matching), so no bootstrap at all.
+#: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, 29 levels at 2^38: 23 for
+#: a patch network, 1 for the hint, 2 for the decision's checks, then the decision's 8-slot bootstrap (13 levels)
+#: and its sign and combination (16), so the network itself needs no bootstrap.
 DEFAULT_PRESET = "N16_QP1762_L29_S38"
 
 
-#: Answers leave the server at level 0 and its standard scale, the full slot count, the blinded score in slot 0:
-#: the client refuses anything else before decrypting.
+#: Answers leave the server at level 0 and its standard scale, with the decision's 8 slots, the decision in
+#: slot 0: the client refuses anything else before decrypting.
 ANSWER_LEVEL = 0
+
+#: The squared embedding norms a client hints for: ``s^2 ||e||^2`` within ``2^(+-HINT_RANGE_LOG2)`` of 1 (the
+#: embedding scale ``s`` puts the model's typical faces near 1; real faces of several sets lie within 2^+-2).
+#: Outside it the encrypted embedding keeps too few bits relative to its norm (the hint multiplies the
+#: network's absolute error by up to 2^4), or grows too large; an honest client refuses such a face (ProbeError).
+HINT_RANGE_LOG2 = 8
 
 
 @dataclass
@@ -89,95 +113,142 @@ class Server:
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
-                 testing: bool = False, workers: int | None = None, backend: LocalBackend | None = None):
-        """``dataset`` and ``fold`` pick the decision rule: the 1/sqrt polynomial and threshold fitted for that
-        dataset (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
+                 testing: bool = False, workers: int | None = None, backend: LocalBackend | None = None,
+                 decision_bootstrapper=None, decision_sign: CompositeSign | None = None):
+        """``dataset`` and ``fold`` pick the decision rule: the exact cosine threshold fitted for that dataset
+        (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
         ``workers``: processes for the patch groups (default: one per core, at most one per group; 1 runs
         them in this process); ``backend``: where the patch groups run (default: a
-        :class:`~cryptoface.encrypted.backends.LocalBackend` with ``workers``)."""
-        if isinstance(bootstrapper, SecretKeyBootstrapper) and not testing:
-            raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with testing=True")
+        :class:`~cryptoface.encrypted.backends.LocalBackend` with ``workers``).  ``bootstrapper``: for the
+        network's chains (None: levelled); ``decision_bootstrapper``: for the decision's 8 slots (None: a
+        real :class:`~fhe_ckks.bootstrap.Bootstrapper` made from the installed keys); ``decision_sign``: the
+        decision's composite sign (default: margin 2^-8, error 2^-14, 12 levels; a shallower one only for tests
+        on short toy chains)."""
+        for boot in (bootstrapper, decision_bootstrapper):
+            if isinstance(boot, SecretKeyBootstrapper) and not testing:
+                raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with "
+                                    "testing=True")
         if dataset not in model.thresholds:
             raise ModelError(f"model {model.name} has no threshold for {dataset!r}; export it with verification data")
         self.model, self.params, self.bootstrapper = model, params, bootstrapper
-        self.tau, self.norm = model.thresholds[dataset].for_fold(fold)
-        self.output_scale, self.norm_coefficients = scaled_coefficients(self.norm)
-        self.groups: list[PatchGroup] = [build_group(model, g, self.output_scale)
+        rule = model.thresholds[dataset]
+        self.cos_threshold = rule.cosine_for_fold(fold)          # ModelError when the model has no exact rule
+        self.embedding_scale = embedding_scale(rule.norm)
+        self.decision = Decision(model.embedding_dim, self.cos_threshold, decision_sign)
+        self.groups: list[PatchGroup] = [build_group(model, g, self.embedding_scale)
                                          for g in group_patches(model, params.slots, patches_per_ciphertext)]
-        self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper) for g in self.groups]
+        # each chain leaves the hint's product and the decision's checks their levels; any bootstrap goes in front
+        self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper, reserve=1 + PRE_DEPTH)
+                       for g in self.groups]
         self.plans: list[Plan] = [m.plan for m in self.models]
-        # the tail: normalization, then matching against a template; any bootstrap goes before it
-        self.normalize = Normalize(model.embedding_dim, self.norm_coefficients)
-        self.matcher = Match(model.embedding_dim, self.tau)
-        self.tail = EncryptedModel([self.normalize], min(p.output_level for p in self.plans), bootstrapper,
-                                   reserve=self.matcher.depth())
+        self.hint_level = min(p.output_level for p in self.plans)
+        self._decision_boot = self.decision_bootstrapper = decision_bootstrapper
+        self._decision_plan = None if decision_bootstrapper is not None else self._plan_decision_bootstrap()
+        post = (decision_bootstrapper.output_level if decision_bootstrapper is not None
+                else params.max_level - self._decision_plan.depth)
+        if post < self.decision.post_depth():
+            raise LevelError(f"the decision's sign needs {self.decision.post_depth()} levels after its bootstrap, "
+                             f"these parameters leave {post}")
+        self.decision_level = post
         self.gallery: dict[str, Ciphertext] = {}
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
         self.backend = LocalBackend(workers) if backend is None else backend
         self.workers = self.backend.workers
+        self._flooder: Encryptor | None = None
         self._lock = threading.RLock()
+
+    def _plan_decision_bootstrap(self) -> BootstrapPlan:
+        """The decision bootstrap's plan, refused early (typed) where the chain cannot bootstrap 8 slots."""
+        plan = BootstrapPlan.build(self.params, decision_bootstrap_config())
+        bits = plan.cts_diagonal_bits(self.params)
+        if bits < MIN_CTS_DIAGONAL_BITS:
+            raise ParameterError(f"these parameters bootstrap the decision's {DECISION_SLOTS} slots with "
+                                 f"{bits:.1f}-bit CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} "
+                                 "needed)")
+        return plan
 
     # ---- what the client needs to know, and what evaluation costs -------------------------
 
     def key_plan(self) -> KeyPlan:
-        """Every evaluation key of the plan: each rotation step with the highest level it is used at."""
-        return KeyPlan.merge([*(m.key_plan() for m in self.models), self.tail.key_plan(),
-                              self.matcher.key_plan(self.tail.plan.output_level)])
+        """Every evaluation key of the plan: each rotation step with the highest level it is used at, the
+        decision's bootstrap included (with its encapsulation weight) unless a double was given."""
+        parts = [*(m.key_plan() for m in self.models),
+                 self.decision.key_plan(self.hint_level - 1, self.decision_level)]
+        if self._decision_plan is not None:
+            parts.append(self._decision_plan.key_plan())
+        return KeyPlan.merge(parts)
 
     def costs(self) -> dict[str, Any]:
         """What one encrypted face costs, read off the plan (nothing is encrypted): per patch group its
         patches, depth, key switches, bootstraps and plaintext diagonals with the same per layer; the
-        tail's (normalization, matching); and the Galois keys of the whole key plan."""
+        tail's (the hint's product and the decision, its bootstrap counted apart); and the Galois keys of
+        the whole key plan."""
         groups = [{"patches": list(g.patches), "depth": m.plan.depth, "key_switches": m.plan.key_switches,
                    "bootstraps": m.plan.bootstraps, "diagonals": m.diagonal_count, "galois_keys": len(m.key_plan()),
                    "layers": m.layer_costs()} for g, m in zip(self.groups, self.models)]
+        boot_depth = (self._decision_plan.depth if self._decision_plan is not None
+                      else self.params.max_level - self.decision_level)
         return {"groups": groups,
-                "tail": {"depth": self.tail.plan.depth + self.matcher.depth(),
-                         "key_switches": self.tail.plan.key_switches + self.matcher.key_switches(),
-                         "bootstraps": self.tail.plan.bootstraps},
+                "tail": {"depth": 1 + self.decision.pre_depth() + boot_depth + self.decision.post_depth(),
+                         "key_switches": 1 + self.decision.key_switches(), "bootstraps": 1},
                 "galois_keys_network": len(KeyPlan.merge(m.key_plan() for m in self.models)),
                 "galois_keys": len(self.key_plan())}
 
     def public_info(self) -> dict[str, Any]:
         """What a client needs to encrypt for this server: the model's name and sizes, the patch groups, the
-        parameter fingerprint, and the squared-norm range its decision rule normalizes accurately."""
+        parameter fingerprint, the hint's level and embedding scale, and the squared-norm range it hints for."""
+        s2 = self.embedding_scale ** 2
         return {"model": self.model.name, "input_size": self.model.input_size, "patch_size": self.model.patch_size,
                 "groups": [g.patches for g in self.groups], "params": self.params.fingerprint.hex(),
-                "norm_range": [self.norm.lo, self.norm.hi]}
+                "hint_level": self.hint_level, "embedding_scale": self.embedding_scale,
+                "norm_range": [2.0**-HINT_RANGE_LOG2 / s2, 2.0**HINT_RANGE_LOG2 / s2]}
 
     def install_keys(self, keys: dict[str, bytes]) -> None:
-        """Install the client's evaluation keys: ``{"relin": blob, "galois": blob}`` in the serialized format.
+        """Install the client's evaluation keys: ``{"relin", "galois", "public"}`` blobs in the serialized
+        format, and ``"encapsulation"`` when :meth:`key_plan` has an encapsulation weight (the decision's
+        bootstrap).  The public key only floods answers.
 
         Refuses (typed, before changing anything) a secret key, blobs of the wrong kind or in the wrong
-        place, keys of other parameters, and a key set that does not cover :meth:`key_plan`.
+        place, keys of other parameters or of different key sets, and a key set that does not cover
+        :meth:`key_plan`.
         """
-        if not isinstance(keys, dict) or set(keys) != {"relin", "galois"}:
-            raise SerializationError("evaluation keys are a dict with exactly the entries 'relin' and 'galois'")
-        relin, galois = (serialize.load(keys[name], self.params) for name in ("relin", "galois"))
-        if isinstance(relin, SecretKey) or isinstance(galois, SecretKey):
+        plan = self.key_plan()
+        names = {"relin", "galois", "public"} | ({"encapsulation"} if plan.encapsulation_weight is not None else set())
+        if not isinstance(keys, dict) or set(keys) != names:
+            raise SerializationError(f"evaluation keys are a dict with exactly the entries {sorted(names)}")
+        loaded = {name: serialize.load(keys[name], self.params) for name in sorted(names)}
+        if any(isinstance(k, SecretKey) for k in loaded.values()):
             raise SecurityError("a server never takes a secret key")
-        if not isinstance(relin, SwitchingKey) or relin.kind != "relin":
-            raise SerializationError(f"the 'relin' entry holds a {type(relin).__name__}, not a relinearization key")
-        if not isinstance(galois, GaloisKeys):
-            raise SerializationError(f"the 'galois' entry holds a {type(galois).__name__}, not Galois keys")
+        kinds = {"relin": SwitchingKey, "galois": GaloisKeys, "public": PublicKey, "encapsulation": EncapsulationKeys}
+        for name, key in loaded.items():
+            if not isinstance(key, kinds[name]) or (name == "relin" and key.kind != "relin"):
+                raise SerializationError(f"the {name!r} entry holds a {type(key).__name__}, not the {name} key")
+        relin, galois, public = loaded["relin"], loaded["galois"], loaded["public"]
+        if len({k.key_id for k in loaded.values()}) != 1:
+            raise KeyMismatchError("the evaluation keys belong to different secret keys")
         evaluator = Evaluator(self.params, relin, galois)
-        missing = galois.uncovered(self.key_plan())
+        missing = galois.uncovered(plan)
         if missing:
             raise MissingKeyError(f"the Galois keys do not cover the plan: rotations {missing[:8]} are missing "
                                   "or too shallow")
+        boot = self._decision_boot
+        if boot is None:
+            boot = Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation"))
         for key in (relin, *galois.keys.values()):
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         with self._lock:
-            self.evaluator = evaluator
+            self.evaluator, self._flooder, self.decision_bootstrapper = evaluator, Encryptor(self.params, public), boot
 
     def key_memory_bytes(self) -> int:
         """Memory of the installed evaluation keys (both halves expanded), 0 before :meth:`install_keys`."""
         ev = self.evaluator
         if ev is None:
             return 0
-        return sum(k.nbytes for k in (ev.relin_key, ev.galois_keys) if k is not None)
+        total = sum(k.nbytes for k in (ev.relin_key, ev.galois_keys) if k is not None)
+        enc = getattr(self.decision_bootstrapper, "encapsulation", None)
+        return total + (enc.nbytes if isinstance(enc, EncapsulationKeys) else 0)
 
     # ---- evaluation ----------------------------------------------------------------------
 
@@ -186,38 +257,43 @@ class Server:
             raise MissingKeyError("install the client's evaluation keys first")
         return self.evaluator
 
-    def _face(self, face: Sequence[bytes | Ciphertext], ev: Evaluator) -> list[Ciphertext]:
-        """One fresh ciphertext per patch group, each checked (parameters, key, level, slots, size)."""
+    def _face(self, face: Sequence[bytes | Ciphertext], ev: Evaluator) -> tuple[list[Ciphertext], Ciphertext]:
+        """One fresh ciphertext per patch group and the hint, each checked (parameters, key, level, scale,
+        slots, size)."""
         if isinstance(face, (bytes, bytearray, str)) or not isinstance(face, Sequence) \
-                or len(face) != len(self.groups):
-            raise ShapeError(f"expected {len(self.groups)} ciphertexts (one per patch group)")
-        cts = []
-        for blob in face:
-            ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
-            if not isinstance(ct, Ciphertext):
-                raise ShapeError("a face is a list of ciphertexts")
-            if ct.params_fingerprint != self.params.fingerprint or ct.key_id != ev.key_id:
-                raise KeyMismatchError("a face ciphertext of other parameters or another key")
-            if ct.level < self.params.max_level:
-                raise LevelError(f"a fresh face ciphertext is at level {self.params.max_level}, got {ct.level}")
-            if ct.size != 2 or ct.slots != self.params.slots:
-                raise ShapeError(f"a face ciphertext has size 2 and {self.params.slots} slots")
-            top = self.params.scale_at(self.params.max_level)
-            if not abs(ct.scale / top - 1.0) <= 2.0**-32:
-                raise ScaleMismatchError(f"a face ciphertext is encoded at the top level's scale 2^{np.log2(top):.3f}, "
-                                         f"got 2^{np.log2(ct.scale):.3f}")
-            cts.append(ct)
-        return cts
+                or len(face) != len(self.groups) + 1:
+            raise ShapeError(f"expected {len(self.groups) + 1} ciphertexts (one per patch group, then the hint)")
+        levels = [self.params.max_level] * len(self.groups) + [self.hint_level]
+        cts = [self._checked(blob, ev, level, "the hint" if i == len(self.groups) else "a face ciphertext")
+               for i, (blob, level) in enumerate(zip(face, levels))]
+        return cts[:-1], cts[-1]
+
+    def _checked(self, blob, ev: Evaluator, level: int, what: str) -> Ciphertext:
+        ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
+        if not isinstance(ct, Ciphertext):
+            raise ShapeError("a face is a list of ciphertexts")
+        if ct.params_fingerprint != self.params.fingerprint or ct.key_id != ev.key_id:
+            raise KeyMismatchError(f"{what} of other parameters or another key")
+        if ct.level != level:
+            raise LevelError(f"{what} is sent at level {level}, got {ct.level}")
+        if ct.size != 2 or ct.slots != self.params.slots:
+            raise ShapeError(f"{what} has size 2 and {self.params.slots} slots")
+        standard = self.params.scale_at(level)
+        if not abs(ct.scale / standard - 1.0) <= 2.0**-32:
+            raise ScaleMismatchError(f"{what} is encoded at level {level}'s standard scale "
+                                     f"2^{np.log2(standard):.3f}, got 2^{np.log2(ct.scale):.3f}")
+        return ct
 
     def embed(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> Ciphertext:
-        """Encrypted, normalized embedding of one encrypted face (one ciphertext per patch group).
+        """The encrypted, hint-normalized embedding of one encrypted face (one ciphertext per patch group,
+        then the hint), one level below the hint's.
 
         ``stats``: the call's counts and timings are added there (a fresh :class:`Stats` by default); the
         server keeps them as :attr:`stats` once the call completes."""
         stats = Stats() if stats is None else stats
         with self._lock:
             ev = self._ev()
-            cts = self._face(face, ev)
+            cts, hint = self._face(face, ev)
             t0 = time.perf_counter()
             total = None
             for i, res in enumerate(self.backend.run_groups(self.models, ev, self.encoder, cts)):
@@ -225,10 +301,13 @@ class Server:
                     stats.seconds[f"group {i}: {name}"] = sec
                 total = res.ciphertext if total is None else ev.add(total, res.ciphertext)
             stats.seconds["network"] = time.perf_counter() - t0
-            out = self.tail.run(ev, self.encoder, total, stats.seconds)
-            for plan in (*self.plans, self.tail.plan):
+            t0 = time.perf_counter()
+            out = ev.rescale(ev.mul(ev.bring_to(total, self.hint_level), hint))
+            stats.seconds["hint"] = time.perf_counter() - t0
+            for plan in self.plans:
                 stats.key_switches += plan.key_switches
                 stats.bootstraps += plan.bootstraps
+            stats.key_switches += 1
             self.stats = stats
             return out
 
@@ -243,7 +322,7 @@ class Server:
         return self.match(self.embed(face, stats), name, stats)
 
     def match(self, probe: Ciphertext, name: str, stats: Stats | None = None) -> bytes:
-        """The blinded answer for an already embedded probe (:meth:`embed`) against one template."""
+        """The answer for an already embedded probe (:meth:`embed`) against one template."""
         return self._answer(probe, self._template(name), Stats() if stats is None else stats)
 
     def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> dict[str, bytes]:
@@ -263,20 +342,25 @@ class Server:
         with self._lock:
             ev = self._ev()
             t0 = time.perf_counter()
-            out = ev.bring_to(self.matcher.forward(ev, self.encoder, probe, template), ANSWER_LEVEL)
+            out = self.decision.forward(ev, self.encoder, probe, template, self.decision_bootstrapper, stats.seconds)
+            out = flood(ev, self._flooder, ev.bring_to(out, ANSWER_LEVEL))
             stats.seconds["match"] = stats.seconds.get("match", 0.0) + time.perf_counter() - t0
-            stats.key_switches += self.matcher.key_switches()
+            stats.key_switches += self.decision.key_switches()
+            stats.bootstraps += 1
             self.stats = stats
             return serialize.dump(out)
 
 
 class Client:
-    """Owns the secret key: makes the keys a server asks for, encrypts faces, decrypts decisions."""
+    """Owns the secret key: makes the keys a server asks for, checks and encrypts faces, reads decisions."""
 
-    def __init__(self, params: Parameters, seed: bytes | None = None, model: FusedPatchCNN | None = None):
-        """``model``: the server's (public) model file; with it, :meth:`encrypt_face` first checks in
-        plaintext that the model can vouch for the face (:meth:`FusedPatchCNN.check_probe`) and refuses it
-        with :class:`~cryptoface.errors.ProbeError` otherwise, before anything is encrypted."""
+    def __init__(self, params: Parameters, model: FusedPatchCNN, seed: bytes | None = None):
+        """``model``: the server's (public) model file.  :meth:`encrypt_face` runs it in plaintext on the
+        face: to refuse a face the model cannot vouch for (:meth:`FusedPatchCNN.check_probe`,
+        :class:`~cryptoface.errors.ProbeError`) before anything is encrypted, and to compute the
+        normalization hint."""
+        if not isinstance(model, FusedPatchCNN):
+            raise ModelError(f"a client needs the server's model file (a FusedPatchCNN), got {type(model).__name__}")
         self.params, self.model = params, model
         self._keygen = KeyGenerator(params, seed=seed)
         self._encoder = Encoder(params)
@@ -288,47 +372,59 @@ class Client:
         return self._keygen.secret_key
 
     def evaluation_keys(self, plan: KeyPlan) -> dict[str, bytes]:
-        """The relinearization key and the Galois keys of a server's plan, each only up to the level it is
-        used at (the plan is validated against the parameters first)."""
+        """The relinearization key, the Galois keys of a server's plan (each only up to the level it is
+        used at; the plan is validated against the parameters first), the encapsulation keys when the plan
+        bootstraps through a sparse secret, and the public key (the server floods answers with it)."""
         keys = self._keygen.evaluation_keys(plan)     # refuses anything but a valid KeyPlan
-        out = {"galois": serialize.dump(keys.galois)}
+        out = {"galois": serialize.dump(keys.galois), "public": serialize.dump(self._keygen.public_key())}
         if keys.relin is not None:
             out["relin"] = serialize.dump(keys.relin)
+        if keys.encapsulation is not None:
+            out["encapsulation"] = serialize.dump(keys.encapsulation)
         return out
 
     def encrypt_face(self, image: np.ndarray, info: dict[str, Any]) -> list[bytes]:
-        """One aligned, preprocessed face ``(3, S, S)`` in [-1, 1] -> one ciphertext per patch group."""
+        """One aligned, preprocessed face ``(3, S, S)`` in [-1, 1] -> one ciphertext per patch group, then the
+        normalization hint ``1 / (s ||e||)`` in every slot at ``info["hint_level"]``.
+
+        The face is first checked in plaintext (:meth:`FusedPatchCNN.check_probe` with the server's hint
+        range): a face the model cannot vouch for raises :class:`~cryptoface.errors.ProbeError`."""
         x = np.asarray(image, dtype=np.float64)
         size, patch = info["input_size"], info["patch_size"]
         if x.shape != (3, size, size):
             raise ShapeError(f"the server's model takes (3, {size}, {size}) faces, got {x.shape}")
         if info["params"] != self.params.fingerprint.hex():
             raise KeyMismatchError("the server uses other parameters")
-        if self.model is not None:
-            if info["model"] != self.model.name:
-                raise ModelError(f"the server runs {info['model']!r}, this client checks faces with "
-                                 f"{self.model.name!r}")
-            self.model.check_probe(x[None], info.get("norm_range"))
+        if info["model"] != self.model.name:
+            raise ModelError(f"the server runs {info['model']!r}, this client checks faces with {self.model.name!r}")
+        scale, level = float(info["embedding_scale"]), info["hint_level"]
+        if not (np.isfinite(scale) and scale > 0) or isinstance(level, bool) or not isinstance(level, int) \
+                or not 0 <= level <= self.params.max_level:
+            raise ShapeError(f"the server's hint scale {scale!r} or level {level!r} is not valid")
+        embedding = self.model.check_probe(x[None], info["norm_range"])[0]
+        hint = 1.0 / (scale * float(np.linalg.norm(embedding)))
         patches = split_patches(x[None], patch)[:, 0]
         out = []
         for group in info["groups"]:
             layout = TensorLayout.stacked(len(group), 3, patch, patch)
             pt = self._encoder.encode(layout.pack(patches[group], self.params.slots))
             out.append(serialize.dump(self._encryptor.encrypt(pt)))
+        pt = self._encoder.encode(np.full(self.params.slots, hint), level=level)
+        out.append(serialize.dump(self._encryptor.encrypt(pt)))
         return out
 
-    def score(self, answer: bytes) -> float:
-        """The blinded score in slot 0 of a server's answer, after checking the answer against the
-        protocol (:data:`ANSWER_LEVEL`, its standard scale, the full slot count, size 2, this client's
-        key); the decryption is noise-flooded and only slot 0 is read."""
+    def outcome(self, answer: bytes) -> DecisionOutcome:
+        """The decision in slot 0 of a server's answer, after checking the answer against the protocol
+        (:data:`ANSWER_LEVEL`, its standard scale, the decision's 8 slots, size 2, this client's key); the
+        decryption is noise-flooded and only slot 0 is read."""
         ct = serialize.load(answer, self.params)
         if not isinstance(ct, Ciphertext):
             raise SecurityError(f"an answer is a ciphertext, got a {type(ct).__name__}")
         if ct.key_id != self._keygen.secret_key.key_id:
             raise KeyMismatchError("the answer is encrypted under another key")
-        if ct.level != ANSWER_LEVEL or ct.size != 2 or ct.slots != self.params.slots:
+        if ct.level != ANSWER_LEVEL or ct.size != 2 or ct.slots != DECISION_SLOTS:
             raise SecurityError(f"an answer is a size-2 ciphertext at level {ANSWER_LEVEL} with "
-                                f"{self.params.slots} slots; got size {ct.size}, level {ct.level}, "
+                                f"{DECISION_SLOTS} slots; got size {ct.size}, level {ct.level}, "
                                 f"{ct.slots} slots")
         standard = self.params.scale_at(ANSWER_LEVEL)
         # the server's arithmetic lands on the standard scale up to float rounding; a ciphertext dropped
@@ -337,8 +433,13 @@ class Client:
             raise ScaleMismatchError(f"an answer has the standard scale 2^{np.log2(standard):.3f} of level "
                                      f"{ANSWER_LEVEL}; got 2^{np.log2(ct.scale):.3f}")
         values = self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20))
-        return float(np.real(values[0]))
+        return DecisionOutcome(float(np.real(values[0])))
 
     def decide(self, answer: bytes) -> bool:
-        """True = the same person (the blinded score is negative)."""
-        return self.score(answer) < 0
+        """True = the same person.  An "invalid" answer (the hint did not normalize the probe or the
+        template under encryption) raises :class:`~cryptoface.errors.ProbeError`."""
+        kind = self.outcome(answer).kind
+        if kind == "invalid":
+            raise ProbeError("the server's decision says invalid: the probe's or the template's normalization "
+                             "failed its encrypted check")
+        return kind == "same"

@@ -16,6 +16,7 @@ def test_encrypted_run_record():
     assert {"keygen", "install_keys"} <= set(rec["seconds"]["setup"])
     assert rec["seconds"]["verification"]["total"] >= rec["seconds"]["verification"]["embed"] > 0
     assert any(k.endswith("conv0") for k in rec["seconds_per_layer"])
-    assert rec["key_switches_per_image"] > 0 and rec["bootstraps_per_image"] == 0
+    assert rec["key_switches_per_image"] > 0 and rec["bootstraps_per_image"] == 1      # the decision's
+    assert rec["decision_bootstrap"] == "secret-key double" and rec["outcome"] in ("same", "different")
     assert rec["galois_keys"] > 0 and rec["server_key_memory_gb"] > 0 and rec["face_upload_bytes"] > 0
     assert rec["peak_memory_gb_during_verification"] is None or rec["peak_memory_gb_during_verification"] > 0

@@ -1,6 +1,6 @@
 """benchmarks/bench_junk.py: the junk corpus (deterministic, each group what its name says) and the record of a
-small run on the toy model (counts add up, rates are rates, the rules are the model's), plus the HerPN spy on the
-shipped model (Hardening, section 1)."""
+small run on the toy model (counts add up, rates are rates, the rules are the model's: the old polynomial one,
+the exact one, and the deployed cosine rule), plus the HerPN spy on the shipped model (Hardening, section 1)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cryptoface import DEFAULT_MODEL
-from cryptoface.model import decisions, load_model, save_model
+from cryptoface.model import decisions, exact_decisions, load_model, save_model
 
 from tests.benchmarks.scripts import load_benchmark
 
@@ -122,29 +122,35 @@ def test_record_counts_add_up(bench, record, corpus, sample):
             assert g["images"] == len(corpus[name])
             assert g["comparisons"] == sum(ident != f for ident in corpus[name].identities for f in face_ids)
         assert (g["kind"] == "reference") == (name == "lfw_other_people")
-        for rule in ("poly", "exact"):
+        for rule in ("poly", "exact", "cosine"):
             assert 0 <= g[f"accepts_{rule}"] <= g["comparisons"]
             assert g[f"rate_{rule}"] == pytest.approx(g[f"accepts_{rule}"] / g["comparisons"])
             assert 0 <= g[f"rate_{rule}"] <= 1
             assert g[f"images_accepted_{rule}"] <= g["images"]
             assert g[f"accepts_{rule}_over_range"] <= g[f"accepts_{rule}"]
             assert g[f"accepts_{rule}_checked"] <= g[f"accepts_{rule}"]      # a refused probe is never compared
-        # the honest client refuses every non-finite embedding (and norms beyond the fitted range, with a slack)
+        # the honest client refuses every non-finite embedding (and norms beyond the hint range, with a slack)
         assert g["refused_by_client"] >= g["non_finite"]
         assert g["refused_by_client"] <= g["images"]
         assert g["non_finite"] + g["below_lo"] + g["above_hi"] <= g["images"]
         assert sum(w["accepts_poly"] for w in g["most_accepted"]) <= g["accepts_poly"]
     total = record["junk_total"]
-    for key in ("images", "comparisons", "accepts_poly", "accepts_exact", "non_finite", "below_lo", "above_hi",
-                "refused_by_client", "accepts_poly_checked", "accepts_exact_checked"):
+    for key in ("images", "comparisons", "accepts_poly", "accepts_exact", "accepts_cosine", "non_finite", "below_lo",
+                "above_hi", "refused_by_client", "accepts_poly_checked", "accepts_exact_checked",
+                "accepts_cosine_checked"):
         assert total[key] == sum(g[key] for g in groups.values() if g["kind"] == "junk")
     assert total["rate_poly"] == pytest.approx(total["accepts_poly"] / total["comparisons"])
     real = record["real"]
     assert real["genuine_pairs"]["comparisons"] + real["impostor_pairs"]["comparisons"] == 40
     assert real["genuine_all"]["comparisons"] + real["impostor_all"]["comparisons"] == faces * (faces - 1) // 2
     t = record["targets"]
-    assert t["met"] == (t["junk_rate_poly_le_exact"] and not t["groups_above_real_impostor_rate_poly"])
-    assert t["real_impostor_rate_poly"] == real["impostor_all"]["rate_poly"]
+    for name, rule, rate in (("deployed", "cosine", "rate_cosine_checked"), ("before", "poly", "rate_poly")):
+        tt = t[name]
+        assert tt["junk_rate"] == total[rate]
+        assert tt["met"] == (tt["junk_rate_le_exact"] and not tt["groups_above_real_impostor_rate"])
+        assert tt["real_impostor_rate"] == real["impostor_all"][f"rate_{rule}"]
+        assert tt["junk_rate_le_exact"] == (total[rate] <= total["rate_exact"])
+    assert t["met"] == t["deployed"]["met"]
 
 
 def test_rules_are_the_models(bench, record, toy_file, sample):
@@ -156,21 +162,24 @@ def test_rules_are_the_models(bench, record, toy_file, sample):
     assert (peaks > 0).all()
     rules = bench.fit_rules(model, sample.pairs, emb, None)
     assert rules.tau_exact == record["rules"]["exact_tau"]
-    ours = rules.accept(emb[0::2], emb[1::2])[0]
+    assert rules.cos_threshold == model.thresholds["lfw"].cosine_for_fold(None) == record["rules"]["cos_threshold"]
+    ours = rules.accept(emb[0::2], emb[1::2])["poly"]
     assert np.array_equal(ours, decisions(model, emb[0::2], emb[1::2], "lfw", [None] * 40))
+    assert np.array_equal(rules.accept(emb[0::2], emb[1::2])["cosine"],
+                          exact_decisions(model, emb[0::2], emb[1::2], "lfw", [None] * 40))
     same = sample.pairs.issame
     assert record["real"]["genuine_pairs"]["accepts_poly"] == int(ours[same].sum())
     d = np.array(sample.distinct)                        # all pairs of distinct faces, decided by the model's code
     i, k = np.triu_indices(len(d), 1)
     theirs = decisions(model, emb[d[i]], emb[d[k]], "lfw", [None] * len(i))
-    assert np.array_equal(rules.accept(emb[d[i]], emb[d[k]])[0], theirs)
+    assert np.array_equal(rules.accept(emb[d[i]], emb[d[k]])["poly"], theirs)
     other = np.array(sample.identities)[d[i]] != np.array(sample.identities)[d[k]]
     assert record["real"]["impostor_all"]["accepts_poly"] == int(theirs[other].sum()) > 0
-    # junk that overflows matches nothing, under either rule
+    # junk that overflows matches nothing, under any rule
     blown = np.full((3, emb.shape[1]), np.inf)
     blown[1] = np.nan
     blown[2] = 1e200
-    assert not any(r.any() for r in rules.accept(blown[:2], emb[:2]))
+    assert not any(r.any() for r in rules.accept(blown[:2], emb[:2]).values())
 
 
 def test_json_output_and_bad_input(bench, toy_file, tmp_path, capsys):
@@ -186,7 +195,7 @@ def test_json_output_and_bad_input(bench, toy_file, tmp_path, capsys):
     assert bench.main(["--model", str(toy_file), "--size", "small", "--no-progress", "--celeba", "none",
                        "--lfw", "none"]) == 0
     out = capsys.readouterr().out
-    assert "junk total" in out and "sample impostor all" in out and "FAR poly" in out
+    assert "junk total" in out and "sample impostor all" in out and "FAR poly / exact / cosine" in out
 
 
 def test_herpn_peaks_of_the_shipped_model(bench, sample):
@@ -212,8 +221,9 @@ def test_other_sets_are_other_people(bench, sample):
             assert not set(g.identities) & set(sample.identities)
 
 
-def test_the_poly_rule_is_the_shipped_models_decisions(bench):
-    """Rules.accept decides as cryptoface.model.decisions, on embeddings spread around the threshold."""
+def test_the_rules_are_the_shipped_models_decisions(bench):
+    """Rules.accept decides as cryptoface.model.decisions and exact_decisions, on embeddings spread around the
+    thresholds."""
     model = load_model(DEFAULT_MODEL)
     tau, poly = model.thresholds["lfw"].for_fold(None)
     rng = np.random.default_rng(0)
@@ -223,8 +233,10 @@ def test_the_poly_rule_is_the_shipped_models_decisions(bench):
     b = unit(w * a + (1 - w) * n)
     a = a * np.sqrt(rng.uniform(poly.lo, poly.hi, (2000, 1)))
     b = b * np.sqrt(rng.uniform(poly.lo, poly.hi, (2000, 1)))
-    rules = bench.Rules(tau, poly, 1.4, None)
-    ours, exact = rules.accept(a, b)
+    c = model.thresholds["lfw"].cosine_for_fold(None)
+    got = bench.Rules(tau, poly, 1.4, None, c).accept(a, b)
     theirs = decisions(model, a, b, "lfw", [None] * 2000)
-    assert 0.1 < theirs.mean() < 0.9 and np.array_equal(ours, theirs)
-    assert np.array_equal(exact, np.sum((unit(a) - unit(b)) ** 2, axis=1) < 1.4)
+    assert 0.1 < theirs.mean() < 0.9 and np.array_equal(got["poly"], theirs)
+    assert np.array_equal(got["exact"], np.sum((unit(a) - unit(b)) ** 2, axis=1) < 1.4)
+    cosine = exact_decisions(model, a, b, "lfw", [None] * 2000)
+    assert 0.1 < cosine.mean() < 0.9 and np.array_equal(got["cosine"], cosine)

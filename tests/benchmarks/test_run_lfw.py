@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryptoface import DEFAULT_SAMPLE, data
-from cryptoface.model import fit_thresholds, poly_distances, save_model
+from cryptoface.model import fit_exact_thresholds, fit_thresholds, poly_distances, save_model
 
 from tests.benchmarks.scripts import load_benchmark
 
@@ -29,7 +29,8 @@ def toy_file(tmp_path_factory):
     vs = data.load_verification_bin(DEFAULT_SAMPLE / "lfw.bin")
     folds = np.array([p["fold"] for p in json.loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]])
     e = model.embed(vs.images(model.input_size))
-    model.thresholds["lfw"] = fit_thresholds(poly_distances, e[0::2], e[1::2], vs.issame, folds)
+    model.thresholds["lfw"] = fit_exact_thresholds(
+        fit_thresholds(poly_distances, e[0::2], e[1::2], vs.issame, folds), e[0::2], e[1::2], vs.issame, folds)
     return save_model(model, tmp_path_factory.mktemp("model") / "toy.model.npz")
 
 
@@ -66,7 +67,7 @@ def test_two_encrypted_pairs_report_and_resume(toy_file, tmp_path, monkeypatch):
     record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[-1])
     lfw = record["datasets"]["lfw"]
     assert lfw["plaintext"]["pairs"] == 40
-    for key in ("plaintext", "poly_norm", "fused_rule", "auc"):
+    for key in ("plaintext", "poly_norm", "exact_rule", "auc"):
         assert key in lfw["plaintext"]
     enc = lfw["encrypted"]
     assert enc["pairs"] == 2 and enc["agree_with_plaintext"] == 2
@@ -216,7 +217,8 @@ def make_fake_harness():
         def verify_pair(self, first, second, online=None):
             type(self).pairs += 1
             return measuring.PairResult(
-                decision_encrypted=True, decision_plaintext=True, plaintext_margin=-0.5, embedding_error_bits=20.0,
+                decision_encrypted=True, decision_plaintext=True, outcome="same", plaintext_margin=-0.5,
+                embedding_error_bits=20.0,
                 enrollment_seconds={"encrypt": 0.1, "embed": 1.0},
                 verification_seconds={"encrypt": 0.1, "embed": 1.0, "match": 0.1, "decrypt": 0.1, "total": 1.3},
                 layer_seconds={"group 0: conv0": 0.5, "group 0: pool+head": 0.5, "network": 1.0},
@@ -304,7 +306,7 @@ def test_a_preset_too_shallow_for_the_model(toy_file, tmp_path, capsys, work):
     out = tmp_path / "out"
     assert load_script().main(["--model", str(toy_file), "--preset", "INSECURE_N12_QP520_L7_S40",
                                "--output", str(out), "--no-progress"]) == 2
-    one_error_line(capsys, "INSECURE_N12_QP520_L7_S40", "7 levels", "17")
+    one_error_line(capsys, "INSECURE_N12_QP520_L7_S40", "7 levels", "14 before the decision's bootstrap")
     nothing_done(work, out)
 
 
@@ -313,7 +315,8 @@ def test_the_cheap_depth_check_agrees_with_the_server(toy_file):
     from cryptoface.encrypted.network import build_group, patch_network_depth
     from cryptoface.encrypted.protocol import Server
     from cryptoface.model import load_model
-    from fhe_ckks import presets
+    from fhe_ckks import KeyGenerator, presets
+    from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
     from fhe_ckks.errors import LevelError
 
     script = load_script()
@@ -329,14 +332,15 @@ def test_the_cheap_depth_check_agrees_with_the_server(toy_file):
             fits = True
         except script.UsageError:
             fits = False
-        try:
-            Server(model, params, dataset="lfw", workers=1)
+        double = SecretKeyBootstrapper(params, KeyGenerator(params, seed=bytes(32)).secret_key)
+        try:           # as the measuring harness builds it on INSECURE_ presets: the decision's bootstrap a double
+            Server(model, params, dataset="lfw", workers=1, testing=True, decision_bootstrapper=double)
             plans = True
         except LevelError:
             plans = False
         assert fits == plans, name
         seen.add(fits)
-    assert seen == {True, False}                     # the presets cover both sides (17 levels fit exactly)
+    assert seen == {True, False}                     # the presets cover both sides
 
 
 def test_depth_of_the_shipped_model():
@@ -344,7 +348,7 @@ def test_depth_of_the_shipped_model():
     from cryptoface.encrypted.network import patch_network_depth
     from cryptoface.model import load_model
 
-    assert patch_network_depth(load_model(DEFAULT_MODEL)) == 23    # DEFAULT_PRESET: 29 = 23 + 4 + 2
+    assert patch_network_depth(load_model(DEFAULT_MODEL)) == 23    # DEFAULT_PRESET: 29 >= 23 + 1 + 2, 29 = 13 + 16
 
 
 def test_output_that_is_a_file(toy_file, tmp_path, capsys, work):
@@ -463,6 +467,8 @@ def _pair_text(text):
     (_with("embedding_error_bits", float("nan")), "embedding_error_bits"),    # before: NaN in results.jsonl
     (_with("decision_encrypted", "yes"), "decision_encrypted"),    # before: counted as a wrong decision
     (_with("same", False), "same"),                                # before: accepted against the dataset
+    (_with("outcome", "maybe"), "outcome"),
+    (_with("decision_encrypted", False), "decision_encrypted"),    # contradicts the outcome "same"
     (lambda rec: b"\xff" + json.dumps(rec).encode(), "UTF-8"),     # before: UnicodeDecodeError
 ])
 def test_malformed_resume_records_are_skipped_with_a_warning(toy_file, finished_record, tmp_path, caplog,

@@ -112,3 +112,18 @@ def test_bad_arguments_and_levels_are_refused():
         decision().prepare(ev, enc, low, low)
     with pytest.raises(LevelError):
         decision().finish(ev, enc, low.with_metadata(slots=DECISION_SLOTS))
+
+
+def test_the_embedding_layout_and_scale():
+    from cryptoface.encrypted.matching import embedding_scale, period_of, sum_steps
+    from cryptoface.model import NormPolynomial
+
+    assert [period_of(d) for d in (1, 2, 3, 8, 9, 256)] == [1, 2, 4, 8, 16, 256]
+    assert sorted(sum_steps(8)) == [1, 2, 4]
+    poly = NormPolynomial([1.0, -0.5, 0.25], 2.0, 8.0)
+    assert embedding_scale(poly) == pytest.approx(0.5)         # 1 / sqrt(sqrt(2 * 8))
+    for bad in (0, -3, True, 2.0):
+        with pytest.raises(ModelError):
+            period_of(bad)
+    with pytest.raises(ModelError):
+        embedding_scale(NormPolynomial([1.0, 0.0, 0.0], 4.0, 4.0))
