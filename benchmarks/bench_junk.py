@@ -33,7 +33,8 @@ rules:
   View-2 pairs).
 
 The ``_checked`` figures count only the comparisons an honest client makes: it refuses (``ProbeError``) a probe
-whose plaintext embedding is not finite, whose HerPN inputs exceed the model's recorded range by the slack of
+whose plaintext embedding is not finite, whose squared norm is below the model's quality floor
+(``info["quality"]``, when recorded), whose HerPN inputs exceed the model's recorded range by the slack of
 ``check_probe``, or whose squared norm is outside the server's hint range (``Server.public_info()["norm_range"]``).
 
 Reported per group and for the junk groups together: images, comparisons, accepts and false-accept rate of each

@@ -28,3 +28,8 @@ class FusionError(ModelError):
 
 class ConfigError(CryptoFaceError, ValueError):
     """A configuration file or a ``--set key=value`` override is invalid."""
+
+
+class StoreError(CryptoFaceError):
+    """A template store or gallery refused a request: an unknown or existing name, a bad name or template, another
+    model or parameters, a damaged database."""

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,11 @@ PROBE_ACTIVATION_SLACK = 1024.0
 #: How far outside the fitted squared-norm range ``[lo, hi]`` (the extremes of the fitting data, not accuracy
 #: bounds: the 1/sqrt polynomial's error grows continuously past them) a probe may fall, relatively.
 PROBE_NORM_SLACK = 2.0**-6
+
+#: The quality floor's quantile: a probe whose squared embedding norm is below this quantile of the fitting faces'
+#: is refused as a low-quality face (the embedding's norm tracks face quality: junk, flat, saturated and noisy
+#: images land at the bottom of the range, where their directions crowd together and match everyone more often).
+QUALITY_QUANTILE = 0.002
 
 _ACTIVATION_PEAKS: contextvars.ContextVar[list | None] = contextvars.ContextVar("activation_peaks", default=None)
 
@@ -342,7 +350,8 @@ class FusedPatchCNN:
                     activation_slack: float = PROBE_ACTIVATION_SLACK) -> np.ndarray:
         """The embeddings of faces this model can vouch for; :class:`~cryptoface.errors.ProbeError` otherwise.
 
-        Refused: a non-finite embedding; a HerPN input above ``activation_slack`` times the largest one
+        Refused: a non-finite embedding; a low-quality face, whose squared embedding norm is below the model's
+        quality floor (:meth:`quality_floor`, when the file records one); a HerPN input above ``activation_slack`` times the largest one
         recorded on the fitting data (``info["activation_range"]["max"]``; far beyond it the encrypted
         activations wrap modulo the ciphertext modulus); a squared embedding norm outside ``norm_range``
         (a server's hint range, ``Server.public_info()["norm_range"]``; default: the ``[lo, hi]`` of the
@@ -359,6 +368,35 @@ class FusedPatchCNN:
                 raise ProbeError(reason)
         return emb
 
+    def digest(self) -> str:
+        """SHA-256 (hex) of what the encrypted side evaluates and decides with: the sizes, every weight (float64,
+        in order), the decision rules and the quality record.  A template store is bound to it."""
+        h = hashlib.sha256(json.dumps([self.name, self.input_size, self.patch_size]).encode())
+
+        def add(value) -> None:
+            if isinstance(value, np.ndarray):
+                a = np.ascontiguousarray(value, dtype=np.float64)
+                h.update(json.dumps(a.shape).encode())
+                h.update(a.tobytes())
+            elif value is not None:
+                h.update(json.dumps(value, sort_keys=True, default=str).encode())
+
+        for net in self.nets:
+            for name in ("conv0", "pool_a1", "pool_a0", "head_weight", "head_bias", "pool_output"):
+                add(getattr(net, name))
+            for block in net.blocks:
+                for f in dataclasses.fields(block):
+                    add(getattr(block, f.name))
+        add({k: v.as_dict() for k, v in sorted(self.thresholds.items())})
+        add(self.info.get("quality") if isinstance(self.info, dict) else None)
+        return h.hexdigest()
+
+    def quality_floor(self) -> float | None:
+        """The smallest squared embedding norm a probe may have (``info["quality"]``, see
+        :func:`embedding_quality`), None when the model file records none."""
+        q = self.info.get("quality") if isinstance(self.info, dict) else None
+        return None if q is None else float(q["min_squared_norm"])
+
     def probe_refusal(self, embedding: np.ndarray, activation_peak: float,
                       norm_range: tuple[float, float] | None = None,
                       activation_slack: float = PROBE_ACTIVATION_SLACK) -> str | None:
@@ -367,6 +405,10 @@ class FusedPatchCNN:
             y = float(np.sum(np.asarray(embedding, dtype=np.float64) ** 2))
         if not (np.all(np.isfinite(embedding)) and np.isfinite(y)):
             return "the face's embedding is not finite (its activations overflow)"
+        floor = self.quality_floor()
+        if floor is not None and y < floor:
+            return (f"a low-quality face: squared embedding norm {y:.4g} below the model's quality floor {floor:.4g} "
+                    f"(the {100 * self.info['quality']['quantile']:g} % quantile of its fitting faces')")
         recorded = self.info.get("activation_range", {}).get("max") if isinstance(self.info, dict) else None
         if recorded is not None and not activation_peak <= activation_slack * float(recorded):
             return (f"an activation reaches {activation_peak:.3g}, beyond {activation_slack:g} x the largest seen "
@@ -453,6 +495,16 @@ _FOLD_FIELDS = {"tau", "norm"}
 _EXACT_FIELDS = {"tau", "accuracy", "per_fold"}
 #: A normalization polynomial of higher degree is refused (the encrypted side evaluates a quadratic).
 MAX_NORM_COEFFICIENTS = 16
+
+
+def _check_quality(q) -> None:
+    q = _fields(q, {"images", "quantile", "min_squared_norm", "median_squared_norm"}, "info.quality")
+    _int(q["images"], "info.quality.images")
+    quantile, floor, median = (_real(q[k], f"info.quality.{k}") for k in ("quantile", "min_squared_norm",
+                                                                           "median_squared_norm"))
+    if not (0 <= quantile < 0.5 and 0 < floor <= median):
+        raise ModelError(f"info.quality: a quantile in [0, 1/2) and 0 < min_squared_norm <= median_squared_norm, "
+                         f"got {quantile!r}, {floor!r}, {median!r}")
 
 
 def _fields(d, expected: set[str], what: str) -> Mapping[str, Any]:
@@ -590,6 +642,8 @@ def _model_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedPatch
         raise ModelError(f"model schema version {s['schema_version']!r:.20}, this code reads {SCHEMA_VERSION}")
     if not isinstance(s["name"], str) or not isinstance(s["info"], dict) or not isinstance(s["thresholds"], dict):
         raise ModelError("name must be a string, info and thresholds dicts")
+    if "quality" in s["info"]:
+        _check_quality(s["info"]["quality"])
     size = _check_input(s["input"])
     topo = _check_topology(s["topology"], size)
     _check_tensors(topo, t)
@@ -651,6 +705,17 @@ def fit_exact_thresholds(threshold: Threshold, emb1: np.ndarray, emb2: np.ndarra
     threshold.exact_per_fold = {k: float(t) for k, (t, _) in fitted.per_fold.items()}
     threshold.exact_accuracy = float(fitted.accuracy)
     return threshold
+
+
+def embedding_quality(embeddings: np.ndarray, quantile: float = QUALITY_QUANTILE) -> dict:
+    """``info["quality"]`` of a model from the embeddings of its fitting faces: the ``quantile`` of their squared
+    norms is the quality floor below which a probe is refused (:meth:`FusedPatchCNN.probe_refusal`)."""
+    y = np.sum(np.asarray(embeddings, dtype=np.float64) ** 2, axis=1)
+    y = y[np.isfinite(y)]
+    if not y.size:
+        raise ModelError("no finite embedding to take the quality floor from")
+    return {"images": int(y.size), "quantile": float(quantile), "min_squared_norm": float(np.quantile(y, quantile)),
+            "median_squared_norm": float(np.median(y))}
 
 
 def poly_distances(poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ class MeasuringHarness:
             return out
 
         template = timed(enroll, "encrypt", lambda: self.client.encrypt_face(first, info))
-        timed(enroll, "embed", lambda: self.server.enroll("template", template))
+        timed(enroll, "embed", lambda: self.server.enroll("template", template, replace=True))
         stats = Stats()     # the online verification's own counts: embedding and decision
         with online if online is not None else nullcontext():
             t_all = time.perf_counter()

@@ -34,6 +34,7 @@ secret key and so must never be used otherwise.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from fhe_ckks.ckks.encryptor import Decryptor, Encryptor
 from fhe_ckks.ckks.evaluator import Evaluator
 from fhe_ckks.circuits.sign import CompositeSign
 from fhe_ckks.errors import (
+    FheError,
     KeyMismatchError,
     LevelError,
     MissingKeyError,
@@ -67,7 +69,7 @@ from fhe_ckks.rlwe.keys import EncapsulationKeys, GaloisKeys, KeyGenerator, Publ
 from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
-from ..errors import ModelError, ProbeError
+from ..errors import ModelError, ProbeError, StoreError
 from ..model import FusedPatchCNN
 from .backends import LocalBackend
 from .decision import DECISION_SLOTS, PRE_DEPTH, Decision, DecisionOutcome, decision_bootstrap_config, flood
@@ -103,6 +105,49 @@ class Stats:
         return {"seconds": dict(self.seconds), "key_switches": self.key_switches, "bootstraps": self.bootstraps}
 
 
+class _MemoryGallery:
+    """The default gallery: templates in a dict, nothing persists (the interface of
+    :class:`cryptoface.store.TemplateStore`)."""
+
+    def __init__(self):
+        self._blobs: dict[str, bytes] = {}
+        self._identity: dict[str, str] | None = None
+
+    def bind(self, identity: dict[str, str]) -> None:
+        if self._identity is not None and self._identity != identity:
+            raise StoreError("this gallery holds templates of another model, parameters or rule")
+        self._identity = dict(identity)
+
+    def put(self, name: str, blob: bytes, replace: bool = False) -> None:
+        if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 256:
+            raise StoreError(f"a template name is a non-empty printable str of at most 256 characters, "
+                             f"got {name!r:.60}")
+        if name in self._blobs and not replace:
+            raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
+        self._blobs[name] = bytes(blob)
+
+    def get(self, name: str) -> bytes:
+        if not isinstance(name, str) or name not in self._blobs:
+            raise StoreError(f"no template enrolled as {name!r:.60}")
+        return self._blobs[name]
+
+    def delete(self, name: str) -> None:
+        self.get(name)
+        del self._blobs[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._blobs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def __iter__(self):
+        return iter(self.names())
+
+
 class Server:
     """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt.
 
@@ -114,7 +159,7 @@ class Server:
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
                  testing: bool = False, workers: int | None = None, backend: LocalBackend | None = None,
-                 decision_bootstrapper=None, decision_sign: CompositeSign | None = None):
+                 decision_bootstrapper=None, decision_sign: CompositeSign | None = None, store=None):
         """``dataset`` and ``fold`` pick the decision rule: the exact cosine threshold fitted for that dataset
         (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
         ``workers``: processes for the patch groups (default: one per core, at most one per group; 1 runs
@@ -123,7 +168,9 @@ class Server:
         network's chains (None: levelled); ``decision_bootstrapper``: for the decision's 8 slots (None: a
         real :class:`~fhe_ckks.bootstrap.Bootstrapper` made from the installed keys); ``decision_sign``: the
         decision's composite sign (default: margin 2^-8, error 2^-14, 12 levels; a shallower one only for tests
-        on short toy chains)."""
+        on short toy chains).  ``store``: where the gallery lives (a :class:`cryptoface.store.TemplateStore`,
+        e.g. :class:`cryptoface.store.SQLiteStore`; default: in memory); it is bound to
+        :meth:`store_identity` and refuses another model, parameters or rule."""
         for boot in (bootstrapper, decision_bootstrapper):
             if isinstance(boot, SecretKeyBootstrapper) and not testing:
                 raise SecurityError("the SecretKeyBootstrapper holds a secret key: servers accept it only with "
@@ -150,7 +197,8 @@ class Server:
             raise LevelError(f"the decision's sign needs {self.decision.post_depth()} levels after its bootstrap, "
                              f"these parameters leave {post}")
         self.decision_level = post
-        self.gallery: dict[str, Ciphertext] = {}
+        self.store = _MemoryGallery() if store is None else store
+        self.store.bind(self.store_identity())
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
@@ -158,6 +206,14 @@ class Server:
         self.workers = self.backend.workers
         self._flooder: Encryptor | None = None
         self._lock = threading.RLock()
+
+    def store_identity(self) -> dict[str, str]:
+        """What the gallery's templates belong to: the model's digest, the parameters, the decision rule and the
+        level templates are stored at."""
+        rule = {"cos_threshold": self.cos_threshold, "band": self.decision.band, "embedding_scale":
+                self.embedding_scale, "template_level": self.hint_level - 1}
+        return {"model": self.model.digest(), "params": self.params.fingerprint.hex(),
+                "rule": json.dumps(rule, sort_keys=True), "protocol": "hinted-cosine-decision"}
 
     def _plan_decision_bootstrap(self) -> BootstrapPlan:
         """The decision bootstrap's plan, refused early (typed) where the chain cannot bootstrap 8 slots."""
@@ -311,15 +367,29 @@ class Server:
             self.stats = stats
             return out
 
-    def enroll(self, name: str, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> None:
+    def enroll(self, name: str, face: Sequence[bytes | Ciphertext], stats: Stats | None = None,
+               replace: bool = False) -> None:
+        """Embed ``face`` and store it as ``name``'s template (atomically, in the store).  An existing name is
+        refused (:class:`~cryptoface.errors.StoreError`, before any evaluation) unless ``replace``."""
+        if not replace and isinstance(name, str) and name in self.store:
+            raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         template = self.embed(face, stats)
         with self._lock:
-            self.gallery[name] = template
+            self.store.put(name, serialize.dump(template), replace=replace)
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``'s template (:class:`~cryptoface.errors.StoreError` if there is none)."""
+        with self._lock:
+            self.store.delete(name)
+
+    def names(self) -> list[str]:
+        """The enrolled names."""
+        return self.store.names()
 
     def verify(self, face: Sequence[bytes | Ciphertext], name: str, stats: Stats | None = None) -> bytes:
-        self._template(name)
+        template = self._template(name)
         stats = Stats() if stats is None else stats
-        return self.match(self.embed(face, stats), name, stats)
+        return self._answer(self.embed(face, stats), template, stats)
 
     def match(self, probe: Ciphertext, name: str, stats: Stats | None = None) -> bytes:
         """The answer for an already embedded probe (:meth:`embed`) against one template."""
@@ -328,15 +398,16 @@ class Server:
     def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> dict[str, bytes]:
         stats = Stats() if stats is None else stats
         probe = self.embed(face, stats)
-        with self._lock:
-            gallery = dict(self.gallery)
-        return {name: self._answer(probe, tpl, stats) for name, tpl in gallery.items()}
+        return {name: self._answer(probe, self._template(name), stats) for name in self.store.names()}
 
     def _template(self, name: str) -> Ciphertext:
-        with self._lock:
-            if name not in self.gallery:
-                raise KeyError(f"no template enrolled as {name!r}")
-            return self.gallery[name]
+        """``name``'s template from the store, checked as a face is (parameters, key, level, scale, slots)."""
+        blob = self.store.get(name)
+        ev = self._ev()
+        try:
+            return self._checked(blob, ev, self.hint_level - 1, f"the template of {name!r:.40}")
+        except FheError as exc:
+            raise StoreError(f"the stored template of {name!r:.40} is not one of this server's: {exc}") from None
 
     def _answer(self, probe: Ciphertext, template: Ciphertext, stats: Stats) -> bytes:
         with self._lock:
@@ -349,6 +420,11 @@ class Server:
             stats.bootstraps += 1
             self.stats = stats
             return serialize.dump(out)
+
+
+#: What :meth:`Server.public_info` gives and :meth:`Client.encrypt_face` reads.
+_INFO_FIELDS = frozenset({"model", "input_size", "patch_size", "groups", "params", "hint_level", "embedding_scale",
+                          "norm_range"})
 
 
 class Client:
@@ -389,6 +465,9 @@ class Client:
 
         The face is first checked in plaintext (:meth:`FusedPatchCNN.check_probe` with the server's hint
         range): a face the model cannot vouch for raises :class:`~cryptoface.errors.ProbeError`."""
+        missing = _INFO_FIELDS - set(info) if isinstance(info, dict) else _INFO_FIELDS
+        if missing:
+            raise ShapeError(f"a server's public info has the fields {sorted(_INFO_FIELDS)}; missing {sorted(missing)}")
         x = np.asarray(image, dtype=np.float64)
         size, patch = info["input_size"], info["patch_size"]
         if x.shape != (3, size, size):
@@ -397,8 +476,8 @@ class Client:
             raise KeyMismatchError("the server uses other parameters")
         if info["model"] != self.model.name:
             raise ModelError(f"the server runs {info['model']!r}, this client checks faces with {self.model.name!r}")
-        scale, level = float(info["embedding_scale"]), info["hint_level"]
-        if not (np.isfinite(scale) and scale > 0) or isinstance(level, bool) or not isinstance(level, int) \
+        scale, level = info["embedding_scale"], info["hint_level"]
+        if not isinstance(scale, float) or not (np.isfinite(scale) and scale > 0) or isinstance(level, bool) or not isinstance(level, int) \
                 or not 0 <= level <= self.params.max_level:
             raise ShapeError(f"the server's hint scale {scale!r} or level {level!r} is not valid")
         embedding = self.model.check_probe(x[None], info["norm_range"])[0]

@@ -2,10 +2,11 @@
 
 The file is written by :func:`cryptoface.model.save_model` (numpy side, one
 format).  When verification data is given, the embeddings of its pairs are
-computed with the fused float64 model, and for each fold the quadratic
-``p(y) ~ 1/sqrt(y)`` and the threshold on ``||x p(|x|^2) - y p(|y|^2)||^2`` are
-fitted on the other folds (plus one fit on all of them), as the encrypted
-matcher uses them.
+computed with the fused float64 model, and for each fold the exact cosine rule's
+threshold (what the encrypted server decides), the quadratic ``p(y) ~ 1/sqrt(y)``
+and the threshold on ``||x p(|x|^2) - y p(|y|^2)||^2`` are fitted on the other
+folds (plus one fit on all of them); the quality floor (``info["quality"]``) is
+taken from the same embeddings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import data as facedata
-from ..model import FusedPatchCNN, fit_thresholds, poly_distances, save_model
+from ..model import FusedPatchCNN, embedding_quality, fit_exact_thresholds, fit_thresholds, poly_distances, save_model
 from ..verification import kfold_accuracy, pairs_in_folds, squared_distances
 from .checkpoint import backbone_state, input_size_of
 from .fusion import fuse
@@ -34,20 +35,22 @@ def fused_embeddings(model: FusedPatchCNN, vs: facedata.VerificationSet, pairs, 
 
 def attach_thresholds(model: FusedPatchCNN, sets: dict[str, facedata.VerificationSet],
                       folds: Sequence[int] | None) -> dict:
-    report = {}
+    report, every = {}, []
     for name, vs in sets.items():
         pairs = pairs_in_folds(vs.folds, folds)
         emb = fused_embeddings(model, vs, pairs)
         e1, e2, same, fo = emb[0::2], emb[1::2], vs.issame[pairs], vs.folds[pairs]
-        th = fit_thresholds(poly_distances, e1, e2, same, fo)
+        th = fit_exact_thresholds(fit_thresholds(poly_distances, e1, e2, same, fo), e1, e2, same, fo)
         model.thresholds[name] = th
+        every.append(emb)
         exact = kfold_accuracy(squared_distances(e1, e2), same, fo)
         report[name] = {"pairs": len(pairs), "folds": sorted(set(fo.tolist())), "fused_accuracy": exact.accuracy,
-                        "poly_norm_accuracy": th.accuracy}
+                        "poly_norm_accuracy": th.accuracy, "exact_rule_accuracy": th.exact_accuracy}
         log.info("%s: fused %.4f, with polynomial 1/sqrt %.4f over %d pairs", name, exact.accuracy, th.accuracy,
                  len(pairs))
     if sets:
         model.norm = next(iter(model.thresholds.values())).norm
+        model.info["quality"] = embedding_quality(np.concatenate(every))
     return report
 
 

@@ -86,8 +86,8 @@ def test_verification_decisions_equal_plaintext():
     params, model, client, server = session(LEVELLED)
     x = faces(6, seed=7)
     info = server.public_info()
-    server.enroll("a", client.encrypt_face(x[0], info))
-    server.enroll("b", client.encrypt_face(x[1], info))
+    server.enroll("a", client.encrypt_face(x[0], info), replace=True)
+    server.enroll("b", client.encrypt_face(x[1], info), replace=True)
     checked = 0
     for probe in x[2:]:
         answers = server.identify(client.encrypt_face(probe, info))
@@ -106,7 +106,7 @@ def test_a_hint_that_does_not_normalize_gives_invalid_never_same():
     params, model, client, server = session(LEVELLED)
     x = faces(2, seed=7)
     info = server.public_info()
-    server.enroll("a", client.encrypt_face(x[0], info))
+    server.enroll("a", client.encrypt_face(x[0], info), replace=True)
     # a lying client: the probe scaled off the unit sphere, within the decision's domain (|p|^2 <= 2; beyond it
     # the answer is unspecified, docs/threat_model.md: the client, which decrypts it, only fools itself)
     for factor in (1.1, 0.9, 1.35, 0.5):

@@ -80,7 +80,7 @@ def test_one_server_in_two_threads_counts_each_call_once():
     params, model, client, server = session(LEVELLED)
     x = faces(2, seed=12)
     info = server.public_info()
-    server.enroll("t", client.encrypt_face(x[0], info))
+    server.enroll("t", client.encrypt_face(x[0], info), replace=True)
     per_call = sum(p.key_switches for p in server.plans) + 1 + server.decision.key_switches()
     stats = [Stats(), Stats()]
     answers = in_threads(*(lambda st=st: server.verify(client.encrypt_face(x[1], info), "t", st) for st in stats))
@@ -111,7 +111,7 @@ def test_the_client_checks_an_answer_before_decrypting():
     params, model, client, server = session(LEVELLED)
     x = faces(2, seed=13)
     info = server.public_info()
-    server.enroll("t", client.encrypt_face(x[0], info))
+    server.enroll("t", client.encrypt_face(x[0], info), replace=True)
     probe = client.encrypt_face(x[1], info)
     answer = server.verify(probe, "t")
     assert isinstance(client.decide(answer), bool)
@@ -151,6 +151,11 @@ def test_the_server_checks_a_face_before_evaluating():
         server.embed(face[:-1])                                      # no hint
     with pytest.raises(LevelError):                                  # the hint at the top level
         server.embed([*face[:-1], face[0]])
+    info = server.public_info()
+    for broken in ({k: v for k, v in info.items() if k != "hint_level"}, {**info, "embedding_scale": "1"},
+                   {**info, "hint_level": params.max_level + 1}, None):
+        with pytest.raises(ShapeError):
+            client.encrypt_face(faces(1, seed=14)[0], broken)
     other = Client(params, model, seed=bytes(32))
     with pytest.raises(KeyMismatchError):
         server.embed(other.encrypt_face(faces(1, seed=14)[0], server.public_info()))
