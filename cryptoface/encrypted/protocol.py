@@ -22,7 +22,9 @@ the hint, and answers with the encrypted decision of :mod:`.decision`: it
 checks under encryption that the hint normalizes probe and template, decides
 the exact cosine rule, bootstraps those 8 slots, takes a composite sign, and
 floods the answer's noise.  The key holder learns "same", "different" or
-"invalid" and nothing else (docs/threat_model.md).
+"invalid" and nothing else (docs/threat_model.md).  The gallery lives in a
+template store (``store=``: :class:`cryptoface.store.SQLiteStore`, or in memory
+by default), bound to the model, the parameters and the rule (docs/store.md).
 
 It accepts a bootstrapper for the network, and one for the decision's 8 slots
 (by default a real :class:`fhe_ckks.bootstrap.Bootstrapper` built from the
