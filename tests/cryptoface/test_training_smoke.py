@@ -86,6 +86,9 @@ def test_cli_evaluate_and_export(tiny, tmp_path, capsys):
     assert model.input_size == 64 and model.num_patches == 4
     assert set(model.thresholds) == {"lfw"} and len(model.thresholds["lfw"].per_fold) == 6
     assert model.info["evaluation"]["lfw"]["pairs"] == 6
+    # what the encrypted server needs: the exact cosine rule per fold, and the client's quality floor
+    assert -1 < model.thresholds["lfw"].cosine_for_fold(None) < 1 and len(model.thresholds["lfw"].exact_per_fold) == 6
+    assert model.info["quality"]["images"] == 12 and model.quality_floor() > 0
 
 
 def test_config_errors(tiny):
