@@ -107,6 +107,13 @@ class Stats:
         return {"seconds": dict(self.seconds), "key_switches": self.key_switches, "bootstraps": self.bootstraps}
 
 
+def _check_name(name: object) -> str:
+    """A template name: a non-empty printable ``str`` of at most 256 characters (what every store takes)."""
+    if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 256:
+        raise StoreError(f"a template name is a non-empty printable str of at most 256 characters, got {name!r:.60}")
+    return name
+
+
 class _MemoryGallery:
     """The default gallery: templates in a dict, nothing persists (the interface of
     :class:`cryptoface.store.TemplateStore`)."""
@@ -121,9 +128,7 @@ class _MemoryGallery:
         self._identity = dict(identity)
 
     def put(self, name: str, blob: bytes, replace: bool = False) -> None:
-        if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 256:
-            raise StoreError(f"a template name is a non-empty printable str of at most 256 characters, "
-                             f"got {name!r:.60}")
+        _check_name(name)
         if name in self._blobs and not replace:
             raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         self._blobs[name] = bytes(blob)
@@ -373,7 +378,8 @@ class Server:
                replace: bool = False) -> None:
         """Embed ``face`` and store it as ``name``'s template (atomically, in the store).  An existing name is
         refused (:class:`~cryptoface.errors.StoreError`, before any evaluation) unless ``replace``."""
-        if not replace and isinstance(name, str) and name in self.store:
+        _check_name(name)                               # before the expensive part
+        if not replace and name in self.store:
             raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         template = self.embed(face, stats)
         with self._lock:

@@ -164,4 +164,7 @@ def test_the_default_gallery_refuses_and_replaces_like_a_store():
         server.verify(client.encrypt_face(x[0], info), "nobody")
     with pytest.raises(StoreError):
         server.enroll("", client.encrypt_face(x[0], info))
+    for bad in ("", "a\nb", "x" * 257, 7):            # refused before any evaluation: the face is not even read
+        with pytest.raises(StoreError, match="template name"):
+            server.enroll(bad, [])
     assert np.isfinite(len(server.store))
