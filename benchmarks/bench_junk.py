@@ -375,10 +375,9 @@ class Rules:
     def accept(self, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
         """Row-wise "same person" of ``a[i]`` and ``b[i]`` under each rule.  Not finite: rejected."""
         with np.errstate(all="ignore"):
-            cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
             return {"poly": poly_distances(self.poly, a, b) < self.tau_poly,
                     "exact": exact_distances(self.poly, a, b) < self.tau_exact,
-                    "cosine": cos >= self.cos_threshold}
+                    "cosine": verification.cosines(a, b) >= self.cos_threshold}
 
     def hint_range(self) -> tuple[float, float]:
         """The squared norms the server's hint range admits (``Server.public_info()["norm_range"]``)."""

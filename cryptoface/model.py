@@ -351,7 +351,8 @@ class FusedPatchCNN:
         """The embeddings of faces this model can vouch for; :class:`~cryptoface.errors.ProbeError` otherwise.
 
         Refused: a non-finite embedding; a low-quality face, whose squared embedding norm is below the model's
-        quality floor (:meth:`quality_floor`, when the file records one); a HerPN input above ``activation_slack`` times the largest one
+        quality floor (:meth:`quality_floor`, when the file records one); a HerPN input above
+        ``activation_slack`` times the largest one
         recorded on the fitting data (``info["activation_range"]["max"]``; far beyond it the encrypted
         activations wrap modulo the ciphertext modulus); a squared embedding norm outside ``norm_range``
         (a server's hint range, ``Server.public_info()["norm_range"]``; default: the ``[lo, hi]`` of the
@@ -725,9 +726,7 @@ def poly_distances(poly: NormPolynomial, a: np.ndarray, b: np.ndarray) -> np.nda
 def decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, dataset: str,
               folds: Sequence[int | None]) -> np.ndarray:
     """Plaintext decisions (True = same) with the model's polynomial normalization and thresholds."""
-    if dataset not in model.thresholds:
-        raise ModelError(f"model {model.name} has no threshold for {dataset!r} (has {sorted(model.thresholds)})")
-    th = model.thresholds[dataset]
+    th = _threshold_of(model, dataset)
     out = []
     for a, b, f in zip(emb1, emb2, folds):
         tau, poly = th.for_fold(f)
@@ -740,10 +739,13 @@ def exact_decisions(model: FusedPatchCNN, emb1: np.ndarray, emb2: np.ndarray, da
     """Plaintext decisions (True = same) of the exact cosine rule, ``cos >= c`` with the fold's
     :meth:`Threshold.cosine_for_fold`: what the server decides under encryption
     (:class:`cryptoface.encrypted.decision.Decision`)."""
+    from .verification import cosines
+
+    th = _threshold_of(model, dataset)
+    return np.array([c >= th.cosine_for_fold(f) for c, f in zip(cosines(emb1, emb2), folds)], dtype=bool)
+
+
+def _threshold_of(model: FusedPatchCNN, dataset: str) -> Threshold:
     if dataset not in model.thresholds:
         raise ModelError(f"model {model.name} has no threshold for {dataset!r} (has {sorted(model.thresholds)})")
-    th = model.thresholds[dataset]
-    a = np.asarray(emb1, dtype=np.float64)
-    b = np.asarray(emb2, dtype=np.float64)
-    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return np.array([c >= th.cosine_for_fold(f) for c, f in zip(cos, folds)], dtype=bool)
+    return model.thresholds[dataset]

@@ -29,6 +29,14 @@ def squared_distances(a: np.ndarray, b: np.ndarray, normalize: bool = True) -> n
     return np.where(np.isfinite(d), d, np.inf)
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of ``a`` and ``b``; NaN where an embedding is zero or not finite (so it
+    compares False with any threshold: it matches nothing)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
     """Threshold maximizing accuracy of ``distance < t`` (midpoint between neighbours), and that accuracy."""
     d = np.asarray(distances, dtype=np.float64)

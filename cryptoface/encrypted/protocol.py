@@ -196,7 +196,7 @@ class Server:
                        for g in self.groups]
         self.plans: list[Plan] = [m.plan for m in self.models]
         self.hint_level = min(p.output_level for p in self.plans)
-        self._decision_boot = self.decision_bootstrapper = decision_bootstrapper
+        self.decision_bootstrapper = decision_bootstrapper   # a real one replaces None in install_keys
         self._decision_plan = None if decision_bootstrapper is not None else self._plan_decision_bootstrap()
         post = (decision_bootstrapper.output_level if decision_bootstrapper is not None
                 else params.max_level - self._decision_plan.depth)
@@ -251,8 +251,7 @@ class Server:
         groups = [{"patches": list(g.patches), "depth": m.plan.depth, "key_switches": m.plan.key_switches,
                    "bootstraps": m.plan.bootstraps, "diagonals": m.diagonal_count, "galois_keys": len(m.key_plan()),
                    "layers": m.layer_costs()} for g, m in zip(self.groups, self.models)]
-        boot_depth = (self._decision_plan.depth if self._decision_plan is not None
-                      else self.params.max_level - self.decision_level)
+        boot_depth = self.params.max_level - self.decision_level
         return {"groups": groups,
                 "tail": {"depth": 1 + self.decision.pre_depth() + boot_depth + self.decision.post_depth(),
                          "key_switches": 1 + self.decision.key_switches(), "bootstraps": 1},
@@ -296,9 +295,8 @@ class Server:
         if missing:
             raise MissingKeyError(f"the Galois keys do not cover the plan: rotations {missing[:8]} are missing "
                                   "or too shallow")
-        boot = self._decision_boot
-        if boot is None:
-            boot = Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation"))
+        boot = self.decision_bootstrapper if self._decision_plan is None else \
+            Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation"))
         for key in (relin, *galois.keys.values()):
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         with self._lock:
@@ -334,7 +332,7 @@ class Server:
     def _checked(self, blob, ev: Evaluator, level: int, what: str) -> Ciphertext:
         ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
         if not isinstance(ct, Ciphertext):
-            raise ShapeError("a face is a list of ciphertexts")
+            raise ShapeError(f"{what} is not a ciphertext but a {type(ct).__name__}")
         if ct.params_fingerprint != self.params.fingerprint or ct.key_id != ev.key_id:
             raise KeyMismatchError(f"{what} of other parameters or another key")
         if ct.level != level:
