@@ -177,10 +177,14 @@ class LinearTransform:
         return out
 
     def _plaintexts(self, encoder: Encoder, level: int, scale: float):
+        """The diagonals encoded at ``(level, scale)``, kept compact: ``(poly, repeat)`` with ``poly`` of
+        ``2 period`` coefficients per prime (:meth:`~fhe_ckks.ckks.encoder.Encoder.encode_compact`), so that
+        the cache of a sparse transform (a bootstrap of ``n`` slots) holds ``N / 2n`` times less than
+        full plaintexts would."""
         key = (level, scale)
         if key not in self._encoded:
             self._encoded[key] = {
-                g: {b: encoder.encode(d, level=level, scale=scale, slots=self.period) for b, d in group.items()}
+                g: {b: encoder.encode_compact(d, level, scale, self.period) for b, d in group.items()}
                 for g, group in self._plan.items()
             }
         return self._encoded[key]
@@ -220,11 +224,10 @@ class LinearTransform:
             for start in range(0, len(items), PlainDot.MAX_TERMS):
                 dot = evaluator.plain_dot(ct)
                 for b, d in items[start:start + PlainDot.MAX_TERMS]:
-                    if cached is not None:
-                        dot.add(rotated[b], cached[g][b])
-                    else:   # encoded just before its product, compact when sparse: NTTs of size 2P, not N
-                        poly, repeat = encoder.encode_compact(d, ct.level, pt_scale, self.period)
-                        dot.add(rotated[b], poly, pt_scale, repeat)
+                    # cached, or encoded just before its product; compact when sparse: NTTs of size 2P, not N
+                    poly, repeat = cached[g][b] if cached is not None else \
+                        encoder.encode_compact(d, ct.level, pt_scale, self.period)
+                    dot.add(rotated[b], poly, pt_scale, repeat)
                 part = dot.result()
                 inner = part if inner is None else evaluator.add(inner, part)
             acc = inner if acc is None else evaluator.add(evaluator.rotate(acc, prev - g), inner)
