@@ -33,3 +33,20 @@ class ConfigError(CryptoFaceError, ValueError):
 class StoreError(CryptoFaceError):
     """A template store or gallery refused a request: an unknown or existing name, a bad name or template, another
     model or parameters, a damaged database."""
+
+
+class UnknownNameError(StoreError):
+    """No template is enrolled under the name asked for."""
+
+
+class NameTakenError(StoreError):
+    """A template is enrolled under that name already (and replacing it was not asked for)."""
+
+
+class ServiceError(CryptoFaceError):
+    """The service refused a request (or could not be reached): ``status`` is the HTTP status (0 when no answer
+    came), ``kind`` the server's error type."""
+
+    def __init__(self, message: str, status: int = 0, kind: str = ""):
+        super().__init__(message)
+        self.status, self.kind = status, kind

@@ -97,6 +97,14 @@ LITERALS: dict[str, ParametersLiteral] = {
     "INSECURE_BOOT_N12_QP1354_L19_S40": ParametersLiteral(
         log_n=12, log_q=(60,) + (40,) * 3 + (50,) * 3 + (60,) * 13, log_p=(61,) * 4, log_scale=40,
         name="INSECURE_BOOT_N12_QP1354_L19_S40"),
+    # N = 2^12, the chain of the encrypted CryptoFaceNet's default N16_QP1762_L29_S38 in miniature (q_0 = 60
+    # bits under 29 primes of 38 bits): a toy model's network, its hint and the decision's checks, then the
+    # decision's real 8-slot bootstrap (13 levels) and its sign (16), with no secret-key double -- the
+    # end-to-end tests of the service, whose server holds public keys only.  3 digits of 10 primes (11 in
+    # the first), 8 special primes.
+    "INSECURE_N12_QP1642_L29_S38": ParametersLiteral(
+        log_n=12, log_q=(60,) + (38,) * 29, log_p=(60,) * 8, log_scale=38, digits=3,
+        name="INSECURE_N12_QP1642_L29_S38"),
 }
 
 

@@ -71,7 +71,7 @@ from fhe_ckks.rlwe.keys import EncapsulationKeys, GaloisKeys, KeyGenerator, Publ
 from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
-from ..errors import ModelError, ProbeError, StoreError
+from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
 from .backends import LocalBackend
 from .decision import DECISION_SLOTS, PRE_DEPTH, Decision, DecisionOutcome, decision_bootstrap_config, flood
@@ -130,12 +130,12 @@ class _MemoryGallery:
     def put(self, name: str, blob: bytes, replace: bool = False) -> None:
         _check_name(name)
         if name in self._blobs and not replace:
-            raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
+            raise NameTakenError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         self._blobs[name] = bytes(blob)
 
     def get(self, name: str) -> bytes:
         if not isinstance(name, str) or name not in self._blobs:
-            raise StoreError(f"no template enrolled as {name!r:.60}")
+            raise UnknownNameError(f"no template enrolled as {name!r:.60}")
         return self._blobs[name]
 
     def delete(self, name: str) -> None:
@@ -378,7 +378,7 @@ class Server:
         refused (:class:`~cryptoface.errors.StoreError`, before any evaluation) unless ``replace``."""
         _check_name(name)                               # before the expensive part
         if not replace and name in self.store:
-            raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
+            raise NameTakenError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         template = self.embed(face, stats)
         with self._lock:
             self.store.put(name, serialize.dump(template), replace=replace)
@@ -436,15 +436,24 @@ _INFO_FIELDS = frozenset({"model", "input_size", "patch_size", "groups", "params
 class Client:
     """Owns the secret key: makes the keys a server asks for, checks and encrypts faces, reads decisions."""
 
-    def __init__(self, params: Parameters, model: FusedPatchCNN, seed: bytes | None = None):
+    def __init__(self, params: Parameters, model: FusedPatchCNN, seed: bytes | None = None,
+                 secret_key: SecretKey | None = None):
         """``model``: the server's (public) model file.  :meth:`encrypt_face` runs it in plaintext on the
         face: to refuse a face the model cannot vouch for (:meth:`FusedPatchCNN.check_probe`,
         :class:`~cryptoface.errors.ProbeError`) before anything is encrypted, and to compute the
-        normalization hint."""
+        normalization hint.  ``secret_key``: the key holder's existing key (read back with
+        :func:`fhe_ckks.serialize.load`); by default a new one (from ``seed``, tests only, or the OS CSPRNG)."""
         if not isinstance(model, FusedPatchCNN):
             raise ModelError(f"a client needs the server's model file (a FusedPatchCNN), got {type(model).__name__}")
         self.params, self.model = params, model
-        self._keygen = KeyGenerator(params, seed=seed)
+        if secret_key is None:
+            self._keygen = KeyGenerator(params, seed=seed)
+        elif seed is not None or not isinstance(secret_key, SecretKey):
+            raise ParameterError("give a Client either a seed or an existing SecretKey, not both")
+        elif secret_key.params.fingerprint != params.fingerprint:
+            raise KeyMismatchError("the secret key belongs to other parameters")
+        else:
+            self._keygen = KeyGenerator.from_secret_key(secret_key)
         self._encoder = Encoder(params)
         self._encryptor = Encryptor(params, self._keygen.secret_key)      # symmetric: half the upload
         self._decryptor = Decryptor(params, self._keygen.secret_key)

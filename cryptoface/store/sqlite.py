@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from ..errors import StoreError
+from ..errors import NameTakenError, StoreError, UnknownNameError
 from .base import check_blob, check_identity, check_name, identity_mismatch
 
 SCHEMA_VERSION = "1"
@@ -128,7 +128,7 @@ class SQLiteStore:
             with self._transaction():
                 exists = self._db.execute("SELECT 1 FROM templates WHERE name = ?", (name,)).fetchone()
                 if exists and not replace:
-                    raise StoreError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
+                    raise NameTakenError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
                 if exists:
                     self._db.execute("DELETE FROM templates WHERE name = ?", (name,))
                 self._db.execute("INSERT INTO templates (name, blob, enrolled) VALUES (?, ?, ?)",
@@ -139,7 +139,7 @@ class SQLiteStore:
         def get():
             row = self._db.execute("SELECT blob FROM templates WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise StoreError(f"no template enrolled as {name!r:.60}")
+                raise UnknownNameError(f"no template enrolled as {name!r:.60}")
             return bytes(row[0])
         return self._run(get)
 
@@ -147,7 +147,7 @@ class SQLiteStore:
         def delete():
             with self._transaction():
                 if self._db.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount != 1:
-                    raise StoreError(f"no template enrolled as {name!r:.60}")
+                    raise UnknownNameError(f"no template enrolled as {name!r:.60}")
         self._run(delete)
 
     def names(self) -> list[str]:

@@ -272,6 +272,19 @@ class KeyGenerator:
             coeffs = hamming_ternary(self._stream, params.n, params.hamming_weight)
         self.secret_key = SecretKey(params, self._key_id, coeffs.astype(np.int8), signed_to_ntt(params, coeffs, rows))
 
+    @classmethod
+    def from_secret_key(cls, secret_key: SecretKey) -> KeyGenerator:
+        """A generator of more keys under an existing secret key (one read back from the key holder's file):
+        the same key id, fresh randomness from the OS CSPRNG for every new key."""
+        if not isinstance(secret_key, SecretKey):
+            raise ParameterError(f"expected a SecretKey, got {type(secret_key).__name__}")
+        self = cls.__new__(cls)
+        self.params = secret_key.params
+        self._stream = SecretStream(None, b"fhe_ckks.keygen")
+        self._key_id = secret_key.key_id
+        self.secret_key = secret_key
+        return self
+
     # ---- helpers -------------------------------------------------------------
 
     def _public_seed(self) -> bytes:
