@@ -483,13 +483,17 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) ->
     from cryptoface.encrypted.network import patch_network_depth
     from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
 
+    from cryptoface.encrypted.decision import CHECK_BITS, CHECK_MARGIN
+    from cryptoface.encrypted.protocol import TAIL_RESERVE
+    from fhe_ckks.circuits.sign import CompositeSign
+
     decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold))
-    network, before = patch_network_depth(model), 1 + decision.pre_depth()
+    network, before = patch_network_depth(model), TAIL_RESERVE
     name = params.literal.name
     if network + before > params.max_level:
         raise UsageError(f"--preset {name}: {params.max_level} levels, model {model.name} needs "
-                         f"{network + before} before the decision's bootstrap ({network} for a patch network, 1 for "
-                         f"the hint, {decision.pre_depth()} for the decision's checks; this script does not "
+                         f"{network + before} before the decision's bootstrap ({network} for a patch network, "
+                         f"{before} for the hint, the spread and the gallery decision; this script does not "
                          "bootstrap the network)")
     boot = 0
     if not name.startswith("INSECURE_"):
@@ -502,9 +506,11 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) ->
             raise UsageError(f"--preset {name}: the decision's bootstrap would encode its diagonals with "
                              f"{bits:.1f} bits (at least {MIN_CTS_DIAGONAL_BITS})")
         boot = plan.depth
-    if boot + decision.post_depth() > params.max_level:
+    after = max(decision.post_depth(), CompositeSign.for_margin(CHECK_MARGIN, CHECK_BITS).depth() + 3,
+                decision.sign.depth() + 4)            # the verification, the enrollment check, the gallery
+    if boot + after > params.max_level:
         raise UsageError(f"--preset {name}: {params.max_level} levels, the decision needs {boot} for its bootstrap "
-                         f"and {decision.post_depth()} for its sign after it")
+                         f"and {after} for its sign and combination after it")
 
 
 def prepare(args):

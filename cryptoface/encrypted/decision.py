@@ -42,23 +42,26 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from fhe_ckks.bootstrap import BootstrapConfig
 from fhe_ckks.ckks.ciphertext import Ciphertext
+from fhe_ckks.ckks.dot import PlainDot
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Encryptor
 from fhe_ckks.ckks.evaluator import Evaluator
 from fhe_ckks.circuits.evalmod import EvalMod
 from fhe_ckks.circuits.sign import CompositeSign
-from fhe_ckks.errors import LevelError
+from fhe_ckks.errors import LevelError, ShapeError
 from fhe_ckks.rlwe.keyplan import KeyPlan
 
 from ..errors import ModelError
-from .matching import period_of, sum_steps
+from .matching import period_of, spread_factor, spread_steps, spread_sum, sum_steps
 
-__all__ = ["DECISION_SLOTS", "NORM_BAND", "Decision", "DecisionOutcome", "decision_bootstrap_config"]
+__all__ = ["DECISION_SLOTS", "NORM_BAND", "Decision", "DecisionOutcome", "GalleryDecision", "TemplateCheck",
+           "decision_bootstrap_config", "gallery_bootstrap_config"]
 
 #: The slots of the checks and decision vector (and of the answer).
 DECISION_SLOTS = 8
@@ -76,9 +79,11 @@ COMBINE_DEPTH = 4
 #: Levels before the bootstrap, after the hinted normalization: the products, the masked sum.
 PRE_DEPTH = 2
 
-#: The flooding noise's standard deviation (log2, in the answer's coefficients below its scale): slot errors of
-#: about ``2^-4`` on the answer +-1 / 0, read with thresholds at +-1/2.
-FLOODING_BELOW_SCALE = 6
+#: The flooding noise's size in the answer's slots (log2, below its scale): errors of about ``2^-4`` on the
+#: answer +-1 / 0, read with thresholds at +-1/2.  A sparse answer of n slots decodes 2n coefficients into each
+#: slot, so the coefficients get ``2^-(FLOODING_SLOT_BITS + log2(2n) / 2)`` (``2^-6`` for the 8 slots of a
+#: verification, ``2^-8`` for the 128 of a gallery batch).
+FLOODING_SLOT_BITS = 4
 
 
 def decision_bootstrap_config() -> BootstrapConfig:
@@ -235,8 +240,9 @@ class Decision:
 
 
 def flood(evaluator: Evaluator, encryptor: Encryptor, answer: Ciphertext) -> Ciphertext:
-    """``answer`` plus a public-key encryption of a Gaussian ``2^FLOODING_BELOW_SCALE`` below its scale."""
-    bits = math.log2(answer.scale) - FLOODING_BELOW_SCALE
+    """``answer`` plus a public-key encryption of a Gaussian whose slot errors are ``2^-FLOODING_SLOT_BITS``
+    (the coefficients' deviation scaled by the slot count, see :data:`FLOODING_SLOT_BITS`)."""
+    bits = math.log2(answer.scale) - FLOODING_SLOT_BITS - 0.5 * math.log2(2 * answer.slots)
     noise = encryptor.encrypt_noise(answer.level, answer.scale, answer.slots, bits)
     return evaluator.add(answer, noise)
 
@@ -246,3 +252,235 @@ def _slots(entries: dict[int, float], n: int) -> np.ndarray:
     for k, v in entries.items():
         out[k] = v
     return out
+
+
+# ---- 1:N: the template check at enrollment and the packed gallery's decision ---------------------------------
+
+#: The enrollment check's band and sign: ``|T - 1| < CHECK_BAND`` for a template's squared norm ``T``; an honest
+#: template (``T = 1`` up to 2^-19) sits ``CHECK_BAND / (1 + CHECK_BAND)`` = 0.059 from the check's edges, well
+#: outside the sign's margin 2^-5, so a shallow sign (depth 9) decides it.
+CHECK_BAND = 2.0**-4
+CHECK_MARGIN = 2.0**-5
+CHECK_BITS = 14
+#: The enrollment check's combination: three rotate-and-multiply steps (the product of its 8 slots).
+CHECK_COMBINE_DEPTH = 3
+#: Levels the gallery decision takes after its sign: the probe checks' mask, their product, the product with
+#: the signs, the product with the templates' checks.
+GALLERY_COMBINE_DEPTH = 4
+#: Levels the gallery decision takes before its bootstrap, from the spread probe and templates: the masks that
+#: pack the gallery, the products, the weights.
+GALLERY_PRE_DEPTH = 3
+
+
+def gallery_bootstrap_config(width: int) -> BootstrapConfig:
+    """:func:`decision_bootstrap_config` for the gallery decision's ``width`` slots (128 at N = 2^16)."""
+    from dataclasses import replace
+
+    return replace(decision_bootstrap_config(), slots=width)
+
+
+class TemplateCheck:
+    """At enrollment: ``f = 4`` in every slot when the spread template's squared norm ``T`` is within
+    :data:`CHECK_BAND` of 1, else ``f = 0``; the packed gallery's decision multiplies each template's answer
+    by its ``f / 4``, so a template whose hint did not normalize it never matches (its answers are "invalid").
+
+    Before the decision's 8-slot bootstrap (2 levels from the template): ``T`` (square, sum over the spread
+    coordinates), then ``x = [(T - 1 + b) / R, (1 + b - T) / R, 1/2, ..., 1/2]``.  After it (``sign.depth() + 3``):
+    ``y = sign(x) + [1, 1, 0, ..., 0]`` and the product of the 8 slots, ``y0 y1`` in every slot."""
+
+    def __init__(self, dim: int, slots: int, sign: CompositeSign | None = None, band: float = CHECK_BAND):
+        spread_factor(dim, slots)                          # refuses a layout that does not fit
+        if not 0.0 < band <= 0.25:
+            raise ModelError(f"the check band is in (0, 1/4], got {band!r}")
+        self.dim, self.slots, self.band = dim, slots, float(band)
+        self.sign = sign if sign is not None else CompositeSign.for_margin(CHECK_MARGIN, CHECK_BITS)
+        r = 1.0 + self.band
+        self._weight = _slots({0: 1 / r, 1: -1 / r}, DECISION_SLOTS)
+        self._offset = np.array([-(1 - self.band) / r, (1 + self.band) / r] + [0.5] * (DECISION_SLOTS - 2))
+        self._lift = _slots({0: 1.0, 1: 1.0}, DECISION_SLOTS)
+
+    def pre_depth(self) -> int:
+        return 2
+
+    def post_depth(self) -> int:
+        return self.sign.depth() + CHECK_COMBINE_DEPTH
+
+    def key_plan(self, level: int, post_level: int) -> KeyPlan:
+        """The spread sums below ``level`` (the template's); the combining rotations from ``post_level`` down."""
+        return KeyPlan.rotations_at(spread_steps(self.dim, self.slots), level - 1, relinearization=True) | \
+            KeyPlan.rotations_at([1, 2, 4], post_level - self.sign.depth())
+
+    def value_plain(self, template: np.ndarray) -> float:
+        """``f`` of exact arithmetic: 4 or 0."""
+        t = np.asarray(template, dtype=np.float64).reshape(-1)[: self.dim]
+        return 4.0 if abs(float(t @ t) - 1.0) < self.band else 0.0
+
+    def prepare(self, evaluator: Evaluator, encoder: Encoder, template: Ciphertext) -> Ciphertext:
+        ev = evaluator
+        if template.level < self.pre_depth():
+            raise LevelError(f"the template check needs the template at level >= {self.pre_depth()}, got "
+                             f"{template.level}")
+        t = spread_sum(ev, ev.rescale(ev.square(template)), self.dim)
+        n = ev.params.slots // DECISION_SLOTS
+        pt = encoder.encode(np.tile(self._weight, n), level=t.level,
+                            scale=ev.params.scale_at(t.level - 1) * ev.params.q_primes[t.level] / t.scale)
+        x = ev.rescale(ev.mul_plain(t, pt))
+        x = ev.add(x, encoder.encode(np.tile(self._offset, n), level=x.level, scale=x.scale))
+        return x.with_metadata(slots=DECISION_SLOTS)
+
+    def finish(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext) -> Ciphertext:
+        """``f`` in every slot of a full-slot ciphertext."""
+        ev = evaluator
+        if x.level < self.post_depth():
+            raise LevelError(f"the template check needs {self.post_depth()} levels after its bootstrap, got "
+                             f"{x.level}")
+        y = self.sign.evaluate(ev, x)
+        y = ev.add(y, encoder.encode(self._lift, level=y.level, scale=y.scale, slots=DECISION_SLOTS))
+        for step in (1, 2, 4):
+            y = ev.rescale(ev.mul(y, ev.rotate(y, step)))
+        return y.with_metadata(slots=ev.params.slots)        # the 8 equal slots, replicated over all slots
+
+
+class GalleryDecision:
+    """The decisions of one spread probe against a packed batch of up to ``width - 2`` enrolled templates.
+
+    ``width = B = slots / Dp`` (128 at N = 2^16 and 256-dimensional embeddings).  Template ``j`` of the batch
+    sits in the residue class ``j`` mod B of the gallery ciphertext (a plaintext mask of period B), the probe's
+    norm checks in the last two classes.  Before the bootstrap (:data:`GALLERY_PRE_DEPTH` levels from the spread
+    probe and templates)::
+
+        G = sum_j mask_j * t_j                     (1 level: the packed gallery, one fused dot product)
+        s = sum over coordinates of q * G          (1 level: <p, t_j> in class j)
+        P = sum over coordinates of q * q
+        x = [(s_j - c) / K for j < B - 2, (P - 1 + b) / R, (1 + b - P) / R]      (1 level)
+
+    then the bootstrap of those B slots (:func:`gallery_bootstrap_config`), and after it
+    (``sign.depth() + 4``)::
+
+        z   = sign(x)
+        a   = (z_(B-2) + 1) / 2 * (z_(B-1) + 1) / 2, broadcast to every slot    (the probe passed its checks)
+        v_j = z_j * a * f_j / 4                    (f_j the template's enrollment check, 4 or 0)
+
+    so ``v_j`` is +1 (same), -1 (different) or 0 (the probe or template ``j`` failed its check: invalid)."""
+
+    def __init__(self, dim: int, slots: int, cos_threshold: float, sign: CompositeSign | None = None,
+                 band: float = NORM_BAND):
+        self.dim, self.slots = dim, slots
+        self.width = spread_factor(dim, slots)
+        if self.width < 4:
+            raise ModelError(f"{slots} slots hold {self.width} spread templates; a gallery needs at least 4")
+        self.capacity = self.width - 2
+        c = float(cos_threshold)
+        if not -1.0 < c < 1.0:
+            raise ModelError(f"a cosine threshold lies in (-1, 1), got {cos_threshold!r}")
+        self.c, self.band = c, float(band)
+        self.sign = sign if sign is not None else CompositeSign.for_margin(SIGN_MARGIN, SIGN_BITS)
+        w, cap = self.width, self.capacity
+        r, k = 1.0 + self.band, 2.0 + abs(c)
+        self._ws = _slots({j: 1 / k for j in range(cap)}, w)
+        self._wp = _slots({cap: 1 / r, cap + 1: -1 / r}, w)
+        self._offset = _slots({**{j: -c / k for j in range(cap)}, cap: -(1 - self.band) / r,
+                               cap + 1: (1 + self.band) / r}, w)
+        self._lift = _slots({cap: 1.0, cap + 1: 1.0}, w)
+        self._half = _slots({cap: 0.5, cap + 1: 0.5}, w)
+
+    def pre_depth(self) -> int:
+        return GALLERY_PRE_DEPTH
+
+    def post_depth(self) -> int:
+        return self.sign.depth() + GALLERY_COMBINE_DEPTH
+
+    def key_switches(self, templates: int) -> int:
+        """Per batch, the bootstrap not counted: two products and their spread sums, the sign's products, the
+        combination's products and rotations."""
+        sums = len(spread_steps(self.dim, self.slots))
+        return 2 + 2 * sums + self.sign.products() + 4 + 1 + (self.width.bit_length() - 1)
+
+    def key_plan(self, level: int, post_level: int) -> KeyPlan:
+        """The spread sums below ``level`` (the spread probe's); the combination's rotations (1 and the
+        broadcast over the B slots) from ``post_level`` down."""
+        post = post_level - self.sign.depth() - 2
+        return KeyPlan.rotations_at(spread_steps(self.dim, self.slots), level - 1, relinearization=True) | \
+            KeyPlan.rotations_at([1], post + 1) | \
+            KeyPlan.rotations_at(Evaluator.rotation_steps_for_sum(self.width), post)
+
+    # ---- plaintext twin ------------------------------------------------------------
+
+    def inputs_plain(self, probe: np.ndarray, templates: Sequence[np.ndarray]) -> np.ndarray:
+        p = np.asarray(probe, dtype=np.float64).reshape(-1)[: self.dim]
+        s = np.zeros(self.width)
+        for j, t in enumerate(templates):
+            s[j] = float(p @ np.asarray(t, dtype=np.float64).reshape(-1)[: self.dim])
+        return self._ws * s + self._wp * float(p @ p) + self._offset
+
+    def exact(self, probe: np.ndarray, templates: Sequence[np.ndarray], checks: Sequence[float]) -> list[str]:
+        """The outcomes of exact arithmetic, one per template."""
+        x = self.inputs_plain(probe, templates)
+        ok = x[self.capacity] > 0 and x[self.capacity + 1] > 0
+        return ["invalid" if not ok or not f else "same" if x[j] >= 0 else "different"
+                for j, f in enumerate(checks)]
+
+    # ---- encrypted -----------------------------------------------------------------
+
+    def prepare(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
+                templates: Sequence[Ciphertext]) -> Ciphertext:
+        """``x`` of the spread ``probe`` against up to :attr:`capacity` spread ``templates`` (all at the probe's
+        level), at :data:`GALLERY_PRE_DEPTH` levels below it, with :attr:`width` slots."""
+        ev = evaluator
+        if not 0 < len(templates) <= self.capacity:
+            raise ShapeError(f"a gallery batch holds 1 to {self.capacity} templates, got {len(templates)}")
+        if probe.level < self.pre_depth() or any(t.level != probe.level for t in templates):
+            raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
+                             f"{self.pre_depth()}")
+        level = probe.level
+        gallery = self._masked_sum(ev, encoder, templates, 1.0)
+        s = spread_sum(ev, ev.rescale(ev.mul(ev.bring_to(probe, gallery.level), gallery)), self.dim)
+        norm = spread_sum(ev, ev.rescale(ev.square(probe)), self.dim)
+        norm = ev.bring_to(norm, s.level)
+        target = ev.params.scale_at(level - 3)
+        x = None
+        for q, w in ((s, self._ws), (norm, self._wp)):
+            pt = encoder.encode(w, level=q.level, scale=target * ev.params.q_primes[q.level] / q.scale,
+                                slots=self.width)
+            term = ev.rescale(ev.mul_plain(q, pt))
+            x = term if x is None else ev.add(x, term)
+        x = ev.add(x, encoder.encode(np.tile(self._offset, ev.params.slots // self.width), level=x.level,
+                                     scale=x.scale))
+        return x.with_metadata(slots=self.width)
+
+    def _masked_sum(self, ev: Evaluator, encoder: Encoder, cts: Sequence[Ciphertext], factor: float) -> Ciphertext:
+        """``sum_j factor * mask_j * cts[j]`` (masks of period B, encoded compact), rescaled: one level."""
+        like = cts[0]
+        pt_scale = ev.params.scale_at(like.level - 1) * ev.params.q_primes[like.level] / like.scale
+        out = None
+        for start in range(0, len(cts), PlainDot.MAX_TERMS):
+            dot = ev.plain_dot(like)
+            for j in range(start, min(len(cts), start + PlainDot.MAX_TERMS)):
+                mask = np.zeros(self.width)
+                mask[j] = factor
+                poly, repeat = encoder.encode_compact(mask, like.level, pt_scale, self.width)
+                dot.add(cts[j], poly, pt_scale, repeat)
+            part = dot.result()
+            out = part if out is None else ev.add(out, part)
+        return ev.rescale(out)
+
+    def finish(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext, checks: Sequence[Ciphertext]) -> Ciphertext:
+        """``v`` of a bootstrapped ``x`` and the batch's enrollment checks ``f_j`` (full-slot, in order)."""
+        ev = evaluator
+        if x.level < self.post_depth():
+            raise LevelError(f"the gallery decision needs {self.post_depth()} levels after its bootstrap, got "
+                             f"{x.level}")
+        if not 0 < len(checks) <= self.capacity:
+            raise ShapeError(f"a gallery batch holds 1 to {self.capacity} checks, got {len(checks)}")
+        z = self.sign.evaluate(ev, x)
+        m = ev.add(z, encoder.encode(self._lift, level=z.level, scale=z.scale, slots=self.width))
+        pt = encoder.encode(self._half, level=m.level, slots=self.width,
+                            scale=ev.params.scale_at(m.level - 1) * ev.params.q_primes[m.level] / m.scale)
+        m = ev.rescale(ev.mul_plain(m, pt))
+        a = ev.rescale(ev.mul(m, ev.rotate(m, 1)))             # class B-2: the product of the two checks
+        a = ev.rotate_and_sum(a, self.width)                    # ... in every class
+        v = ev.rescale(ev.mul(ev.bring_to(z, a.level), a))
+        wide = [c.with_metadata(slots=ev.params.slots) for c in checks]
+        f = self._masked_sum(ev, encoder, [ev.bring_to(c, wide[0].level) for c in wide], 0.25)
+        f = ev.bring_to(f, v.level).with_metadata(slots=self.width)
+        return ev.rescale(ev.mul(v, f))

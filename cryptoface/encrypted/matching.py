@@ -39,3 +39,53 @@ def embedding_scale(norm: NormPolynomial) -> float:
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
         raise ModelError(f"a squared-norm range is 0 < lo < hi, got [{lo!r}, {hi!r}]")
     return float(1.0 / np.sqrt(np.sqrt(lo * hi)))
+
+
+# ---- the spread layout of identification ---------------------------------------------------------------------
+#
+# A 1:N gallery packs B = slots / Dp templates per ciphertext, template j's coordinate d at slot d B + j.  The
+# probe and each template are first *spread*: coordinate d repeated over slots d B .. d B + B - 1, so that a
+# template spread and masked to the residue class j (a plaintext mask of period B) lands in its place, and
+# the products with the spread probe summed over the strides B, 2B, ..., Dp B / 2 leave <p, t_j> in every slot
+# of class j.
+
+
+def spread_factor(dim: int, slots: int) -> int:
+    """B: the templates one gallery ciphertext holds (``slots`` over the embedding's period)."""
+    period = period_of(dim)
+    if slots % period or slots < period:
+        raise ModelError(f"{slots} slots do not hold an embedding of period {period}")
+    return slots // period
+
+
+def spread_steps(dim: int, slots: int) -> list[int]:
+    """The rotation steps of a sum over the spread layout's coordinates: ``B * 2^k`` for ``2^k < Dp``."""
+    b = spread_factor(dim, slots)
+    return [b * s for s in sum_steps(dim)]
+
+
+def spread_sum(evaluator: Evaluator, ct, dim: int):
+    """Slot i receives the sum of the slots ``i + B k`` over the coordinates ``k < Dp`` (no level)."""
+    for step in spread_steps(dim, ct.slots):
+        ct = evaluator.add(ct, evaluator.rotate(ct, step))
+    return ct
+
+
+def spread_plain(embedding: np.ndarray, dim: int, slots: int) -> np.ndarray:
+    """The spread layout of one embedding in plaintext (its first ``dim`` coordinates; zeros above)."""
+    period, b = period_of(dim), spread_factor(dim, slots)
+    e = np.zeros(period)
+    e[:dim] = np.asarray(embedding, dtype=np.float64).reshape(-1)[:dim]
+    return np.repeat(e, b)
+
+
+def spread_transform(dim: int, slots: int):
+    """The linear map from the replicated layout (``x[i] = e[i mod Dp]``) to the spread one
+    (``y[i] = e[i // B]``), as ``Dp`` diagonals of the full slot vector: ``y = sum_r d_r * rot(x, r)`` with
+    ``d_r[i] = 1`` where ``(i // B - i) mod Dp == r`` (one level; BSGS rotations)."""
+    from fhe_ckks.circuits.lintrans import LinearTransform
+
+    period, b = period_of(dim), spread_factor(dim, slots)
+    i = np.arange(slots)
+    offset = (i // b - i) % period
+    return LinearTransform({r: (offset == r).astype(np.float64) for r in range(period)}, slots)

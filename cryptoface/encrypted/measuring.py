@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fhe_ckks import serialize
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor
@@ -135,3 +136,29 @@ class MeasuringHarness:
             key_switches=stats.key_switches, bootstraps=stats.bootstraps,
             upload_bytes=sum(len(c) for c in probe), answer_bytes=len(answer),
             decision_bootstrap=self.decision_bootstrap)
+
+
+def gallery_record(harness: MeasuringHarness, embedding: np.ndarray) -> bytes:
+    """A stored template record encrypted by the key holder from a plaintext embedding (benchmarks only: a
+    1,000-person gallery enrolled through the server would take days here).  It holds what
+    :meth:`Server.enroll` stores for that face up to the network's error (2^-19): the unit embedding in the
+    replicated layout, its spread, and the enrollment check's value 4 (a valid template) in every slot.  The
+    identification under measurement runs on it exactly as on enrolled templates."""
+    from . import wire
+    from .matching import spread_plain
+
+    server, client = harness.server, harness.client
+    e = np.asarray(embedding, dtype=np.float64).reshape(-1)
+    e = e / np.linalg.norm(e)
+    dim, slots = harness.model.embedding_dim, harness.params.slots
+    period = slots // server.gallery.width
+    replicated = np.zeros(period)
+    replicated[:dim] = e
+    enc, encryptor = client._encoder, client._encryptor
+
+    def ct(values, level):
+        return serialize.dump(encryptor.encrypt(enc.encode(values, level=level)))
+
+    return wire.pack({"template": ct(np.tile(replicated, slots // period), server.hint_level - 1),
+                      "spread": ct(spread_plain(e, dim, slots), server.hint_level - 2),
+                      "check": ct(np.full(slots, 4.0), server.check_level)})

@@ -11,6 +11,7 @@ server's public description of what it needs).  A session::
     server.enroll("alice", client.encrypt_face(face_a, server.public_info()))      # offline
     answer = server.verify(client.encrypt_face(probe, server.public_info()), "alice")
     same = client.decide(answer)                         # only the decision is learned
+    found = client.identification(server.identify(client.encrypt_face(probe, server.public_info())))
 
 A face is one ciphertext per patch group and the *normalization hint*
 ``1 / (s ||e||)`` (``s`` the embedding scale folded into the network's last
@@ -22,7 +23,10 @@ the hint, and answers with the encrypted decision of :mod:`.decision`: it
 checks under encryption that the hint normalizes probe and template, decides
 the exact cosine rule, bootstraps those 8 slots, takes a composite sign, and
 floods the answer's noise.  The key holder learns "same", "different" or
-"invalid" and nothing else (docs/threat_model.md).  The gallery lives in a
+"invalid" and nothing else (docs/threat_model.md).  Enrollment also keeps the
+template's spread layout and its encrypted norm check, so that identification
+decides the probe against 126 templates per packed answer
+(:class:`~.decision.GalleryDecision`, docs/identification.md).  The gallery lives in a
 template store (``store=``: :class:`cryptoface.store.SQLiteStore`, or in memory
 by default), bound to the model, the parameters and the rule (docs/store.md).
 
@@ -74,8 +78,20 @@ from ..data import split_patches
 from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
 from .backends import LocalBackend
-from .decision import DECISION_SLOTS, PRE_DEPTH, Decision, DecisionOutcome, decision_bootstrap_config, flood
-from .matching import embedding_scale
+from . import wire
+from .decision import (
+    DECISION_SLOTS,
+    GALLERY_PRE_DEPTH,
+    PRE_DEPTH,
+    Decision,
+    DecisionOutcome,
+    GalleryDecision,
+    TemplateCheck,
+    decision_bootstrap_config,
+    flood,
+    gallery_bootstrap_config,
+)
+from .matching import embedding_scale, spread_factor, spread_transform
 from .network import PatchGroup, build_group, group_patches
 
 #: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, 29 levels at 2^38: 23 for
@@ -83,6 +99,10 @@ from .network import PatchGroup, build_group, group_patches
 #: and its sign and combination (16), so the network itself needs no bootstrap.
 DEFAULT_PRESET = "N16_QP1762_L29_S38"
 
+
+#: Levels each patch network leaves below it: the hint's product, the spread, and the gallery decision's masks,
+#: products and weights.
+TAIL_RESERVE = 2 + GALLERY_PRE_DEPTH
 
 #: Answers leave the server at level 0 and its standard scale, with the decision's 8 slots, the decision in
 #: slot 0: the client refuses anything else before decrypting.
@@ -189,10 +209,14 @@ class Server:
         self.cos_threshold = rule.cosine_for_fold(fold)          # ModelError when the model has no exact rule
         self.embedding_scale = embedding_scale(rule.norm)
         self.decision = Decision(model.embedding_dim, self.cos_threshold, decision_sign)
+        self.gallery = GalleryDecision(model.embedding_dim, params.slots, self.cos_threshold, decision_sign)
+        self.check = TemplateCheck(model.embedding_dim, params.slots, decision_sign)
+        self.spread = spread_transform(model.embedding_dim, params.slots)
         self.groups: list[PatchGroup] = [build_group(model, g, self.embedding_scale)
                                          for g in group_patches(model, params.slots, patches_per_ciphertext)]
-        # each chain leaves the hint's product and the decision's checks their levels; any bootstrap goes in front
-        self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper, reserve=1 + PRE_DEPTH)
+        # each chain leaves its levels to the hint's product, the spread and the gallery decision (which needs
+        # more than the verification's checks); any bootstrap goes in front
+        self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper, reserve=TAIL_RESERVE)
                        for g in self.groups]
         self.plans: list[Plan] = [m.plan for m in self.models]
         self.hint_level = min(p.output_level for p in self.plans)
@@ -200,10 +224,16 @@ class Server:
         self._decision_plan = None if decision_bootstrapper is not None else self._plan_decision_bootstrap()
         post = (decision_bootstrapper.output_level if decision_bootstrapper is not None
                 else params.max_level - self._decision_plan.depth)
-        if post < self.decision.post_depth():
-            raise LevelError(f"the decision's sign needs {self.decision.post_depth()} levels after its bootstrap, "
-                             f"these parameters leave {post}")
+        for what, need in (("decision", self.decision.post_depth()), ("enrollment check", self.check.post_depth()),
+                           ("gallery decision", self.gallery.post_depth())):
+            if post < need:
+                raise LevelError(f"the {what}'s sign needs {need} levels after its bootstrap, these parameters "
+                                 f"leave {post}")
         self.decision_level = post
+        self.check_level = post - self.check.post_depth()       # the level of a stored template's check
+        self.gallery_bootstrapper = decision_bootstrapper       # a real one replaces None in install_keys
+        self._gallery_plan = None if decision_bootstrapper is not None else \
+            BootstrapPlan.build(params, gallery_bootstrap_config(self.gallery.width))
         self.store = _MemoryGallery() if store is None else store
         self.store.bind(self.store_identity())
         self.evaluator: Evaluator | None = None
@@ -218,9 +248,10 @@ class Server:
         """What the gallery's templates belong to: the model's digest, the parameters, the decision rule and the
         level templates are stored at."""
         rule = {"cos_threshold": self.cos_threshold, "band": self.decision.band, "embedding_scale":
-                self.embedding_scale, "template_level": self.hint_level - 1}
+                self.embedding_scale, "template_level": self.hint_level - 1, "check_band": self.check.band,
+                "check_level": self.check_level}
         return {"model": self.model.digest(), "params": self.params.fingerprint.hex(),
-                "rule": json.dumps(rule, sort_keys=True), "protocol": "hinted-cosine-decision"}
+                "rule": json.dumps(rule, sort_keys=True), "protocol": "hinted-cosine-decision+spread-gallery"}
 
     def _plan_decision_bootstrap(self) -> BootstrapPlan:
         """The decision bootstrap's plan, refused early (typed) where the chain cannot bootstrap 8 slots."""
@@ -237,10 +268,15 @@ class Server:
     def key_plan(self) -> KeyPlan:
         """Every evaluation key of the plan: each rotation step with the highest level it is used at, the
         decision's bootstrap included (with its encapsulation weight) unless a double was given."""
+        probe = self.hint_level - 1
         parts = [*(m.key_plan() for m in self.models),
-                 self.decision.key_plan(self.hint_level - 1, self.decision_level)]
-        if self._decision_plan is not None:
-            parts.append(self._decision_plan.key_plan())
+                 self.decision.key_plan(probe, self.decision_level),
+                 KeyPlan.rotations_at(self.spread.rotation_steps(), probe),
+                 self.check.key_plan(probe - 1, self.decision_level),
+                 self.gallery.key_plan(probe - 1, self.decision_level)]
+        for plan in (self._decision_plan, self._gallery_plan):
+            if plan is not None:
+                parts.append(plan.key_plan())
         return KeyPlan.merge(parts)
 
     def costs(self) -> dict[str, Any]:
@@ -252,9 +288,16 @@ class Server:
                    "bootstraps": m.plan.bootstraps, "diagonals": m.diagonal_count, "galois_keys": len(m.key_plan()),
                    "layers": m.layer_costs()} for g, m in zip(self.groups, self.models)]
         boot_depth = self.params.max_level - self.decision_level
+        spread_ks = self.spread.key_switches()
         return {"groups": groups,
                 "tail": {"depth": 1 + self.decision.pre_depth() + boot_depth + self.decision.post_depth(),
                          "key_switches": 1 + self.decision.key_switches(), "bootstraps": 1},
+                "enrollment": {"key_switches": 1 + spread_ks + 2 + len(self.check.key_plan(
+                    self.hint_level - 2, self.decision_level).steps) + self.check.sign.products() + 3,
+                               "bootstraps": 1},
+                "gallery": {"capacity": self.gallery.capacity, "spread_key_switches": spread_ks,
+                            "key_switches_per_batch": self.gallery.key_switches(self.gallery.capacity),
+                            "bootstraps_per_batch": 1},
                 "galois_keys_network": len(KeyPlan.merge(m.key_plan() for m in self.models)),
                 "galois_keys": len(self.key_plan())}
 
@@ -297,10 +340,14 @@ class Server:
                                   "or too shallow")
         boot = self.decision_bootstrapper if self._decision_plan is None else \
             Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation"))
+        gallery_boot = self.gallery_bootstrapper if self._gallery_plan is None else \
+            Bootstrapper(self.params, relin, galois, gallery_bootstrap_config(self.gallery.width),
+                         loaded.get("encapsulation"))
         for key in (relin, *galois.keys.values()):
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         with self._lock:
             self.evaluator, self._flooder, self.decision_bootstrapper = evaluator, Encryptor(self.params, public), boot
+            self.gallery_bootstrapper = gallery_boot
 
     def key_memory_bytes(self) -> int:
         """Memory of the installed evaluation keys (both halves expanded), 0 before :meth:`install_keys`."""
@@ -330,7 +377,7 @@ class Server:
         return cts[:-1], cts[-1]
 
     def _checked(self, blob, ev: Evaluator, level: int, what: str) -> Ciphertext:
-        ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray)) else blob
+        ct = serialize.load(blob, self.params) if isinstance(blob, (bytes, bytearray, memoryview)) else blob
         if not isinstance(ct, Ciphertext):
             raise ShapeError(f"{what} is not a ciphertext but a {type(ct).__name__}")
         if ct.params_fingerprint != self.params.fingerprint or ct.key_id != ev.key_id:
@@ -379,9 +426,26 @@ class Server:
         _check_name(name)                               # before the expensive part
         if not replace and name in self.store:
             raise NameTakenError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
+        stats = Stats() if stats is None else stats
         template = self.embed(face, stats)
         with self._lock:
-            self.store.put(name, serialize.dump(template), replace=replace)
+            ev = self._ev()
+            t0 = time.perf_counter()
+            spread = self._spread(template)
+            t1 = time.perf_counter()
+            check = self.check.finish(ev, self.encoder, self.decision_bootstrapper.bootstrap(
+                self.check.prepare(ev, self.encoder, spread)))
+            stats.seconds["spread"] = t1 - t0
+            stats.seconds["enrollment check"] = time.perf_counter() - t1
+            stats.bootstraps += 1
+            record = {"template": serialize.dump(template), "spread": serialize.dump(spread),
+                      "check": serialize.dump(check)}
+            self.store.put(name, wire.pack(record), replace=replace)
+            self.stats = stats
+
+    def _spread(self, embedding: Ciphertext) -> Ciphertext:
+        """The spread layout of a hint-normalized embedding (one level; the gallery's layout)."""
+        return self.spread.evaluate(self._ev(), self.encoder, embedding, cache=False)
 
     def delete(self, name: str) -> None:
         """Remove ``name``'s template (:class:`~cryptoface.errors.StoreError` if there is none)."""
@@ -401,17 +465,63 @@ class Server:
         """The answer for an already embedded probe (:meth:`embed`) against one template."""
         return self._answer(probe, self._template(name), Stats() if stats is None else stats)
 
-    def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> dict[str, bytes]:
+    def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> list[tuple[list[str], bytes]]:
+        """1:N: the probe's decisions against every enrolled template, packed: one answer per batch of up to
+        :attr:`GalleryDecision.capacity` names (126 at N = 2^16), as ``[(names, answer), ...]``; answer slot
+        ``j`` is the decision for ``names[j]`` (:meth:`Client.identification`).  Costs one embedding, its spread
+        and per batch one packed product, one bootstrap of the batch's slots and one sign."""
         stats = Stats() if stats is None else stats
-        probe = self.embed(face, stats)
-        return {name: self._answer(probe, self._template(name), stats) for name in self.store.names()}
+        return self.identify_embedded(self.embed(face, stats), stats)
+
+    def identify_embedded(self, probe: Ciphertext, stats: Stats | None = None) -> list[tuple[list[str], bytes]]:
+        """:meth:`identify` for an already embedded probe (:meth:`embed`)."""
+        stats = Stats() if stats is None else stats
+        names = self.store.names()
+        if not names:
+            raise StoreError("no template is enrolled: nothing to identify against")
+        with self._lock:
+            ev = self._ev()
+            t0 = time.perf_counter()
+            spread = self._spread(probe)
+            stats.seconds["spread"] = time.perf_counter() - t0
+            out = []
+            cap = self.gallery.capacity
+            for start in range(0, len(names), cap):
+                batch = names[start:start + cap]
+                records = [self._record(n, ("spread", "check")) for n in batch]
+                t0 = time.perf_counter()
+                x = self.gallery.prepare(ev, self.encoder, spread, [r["spread"] for r in records])
+                t1 = time.perf_counter()
+                xb = self.gallery_bootstrapper.bootstrap(x)
+                t2 = time.perf_counter()
+                v = self.gallery.finish(ev, self.encoder, xb, [r["check"] for r in records])
+                v = flood(ev, self._flooder, ev.bring_to(v, ANSWER_LEVEL))
+                for key, dt in (("gallery: prepare", t1 - t0), ("gallery: bootstrap", t2 - t1),
+                                ("gallery: sign", time.perf_counter() - t2)):
+                    stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
+                stats.key_switches += self.gallery.key_switches(len(batch))
+                stats.bootstraps += 1
+                out.append((batch, serialize.dump(v)))
+            self.stats = stats
+            return out
 
     def _template(self, name: str) -> Ciphertext:
-        """``name``'s template from the store, checked as a face is (parameters, key, level, scale, slots)."""
+        """``name``'s template (for verification) from the store, checked as a face is."""
+        return self._record(name)["template"]
+
+    def _record(self, name: str, fields: Sequence[str] = ("template", "spread", "check")) -> dict[str, Ciphertext]:
+        """The ``fields`` of ``name``'s stored record: the template (for verification), its spread (for the
+        gallery) and its enrollment check, each checked as a face is (parameters, key, level, scale, slots,
+        size)."""
         blob = self.store.get(name)
         ev = self._ev()
+        what = f"the template of {name!r:.40}"
+        levels = {"template": self.hint_level - 1, "spread": self.hint_level - 2, "check": self.check_level}
         try:
-            return self._checked(blob, ev, self.hint_level - 1, f"the template of {name!r:.40}")
+            parts = wire.unpack(blob, copy=False)
+            if set(parts) != set(levels):
+                raise SerializationError("a template record holds a template, its spread and its check")
+            return {f: self._checked(parts[f], ev, levels[f], f"{what} ({f})") for f in fields}
         except FheError as exc:
             raise StoreError(f"the stored template of {name!r:.40} is not one of this server's: {exc}") from None
 
@@ -511,14 +621,34 @@ class Client:
         """The decision in slot 0 of a server's answer, after checking the answer against the protocol
         (:data:`ANSWER_LEVEL`, its standard scale, the decision's 8 slots, size 2, this client's key); the
         decryption is noise-flooded and only slot 0 is read."""
+        return DecisionOutcome(float(self._answer_values(answer, DECISION_SLOTS)[0]))
+
+    def identification(self, answers: Sequence[tuple[Sequence[str], bytes]]) -> dict[str, DecisionOutcome]:
+        """``{name: outcome}`` from :meth:`Server.identify`'s packed answers: slot ``j`` of each batch's answer
+        is the decision for its ``j``-th name (each answer checked as :meth:`outcome` checks one, with the
+        gallery's slot count; the names of one identification unique)."""
+        width = spread_factor(self.model.embedding_dim, self.params.slots)
+        out: dict[str, DecisionOutcome] = {}
+        for names, answer in answers:
+            names = list(names)
+            if not 0 < len(names) <= width - 2 or not all(isinstance(n, str) for n in names):
+                raise ShapeError(f"a gallery answer decides 1 to {width - 2} names, got {len(names)}")
+            values = self._answer_values(answer, width)
+            for j, name in enumerate(names):
+                if name in out:
+                    raise SecurityError(f"the name {name!r:.40} is answered twice")
+                out[name] = DecisionOutcome(float(values[j]))
+        return out
+
+    def _answer_values(self, answer: bytes, slots: int) -> np.ndarray:
         ct = serialize.load(answer, self.params)
         if not isinstance(ct, Ciphertext):
             raise SecurityError(f"an answer is a ciphertext, got a {type(ct).__name__}")
         if ct.key_id != self._keygen.secret_key.key_id:
             raise KeyMismatchError("the answer is encrypted under another key")
-        if ct.level != ANSWER_LEVEL or ct.size != 2 or ct.slots != DECISION_SLOTS:
+        if ct.level != ANSWER_LEVEL or ct.size != 2 or ct.slots != slots:
             raise SecurityError(f"an answer is a size-2 ciphertext at level {ANSWER_LEVEL} with "
-                                f"{DECISION_SLOTS} slots; got size {ct.size}, level {ct.level}, "
+                                f"{slots} slots; got size {ct.size}, level {ct.level}, "
                                 f"{ct.slots} slots")
         standard = self.params.scale_at(ANSWER_LEVEL)
         # the server's arithmetic lands on the standard scale up to float rounding; a ciphertext dropped
@@ -526,8 +656,7 @@ class Client:
         if not abs(ct.scale / standard - 1.0) <= 2.0**-32:
             raise ScaleMismatchError(f"an answer has the standard scale 2^{np.log2(standard):.3f} of level "
                                      f"{ANSWER_LEVEL}; got 2^{np.log2(ct.scale):.3f}")
-        values = self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20))
-        return DecisionOutcome(float(np.real(values[0])))
+        return np.real(self._encoder.decode(self._decryptor.decrypt(ct, flooding_bits=20)))
 
     def decide(self, answer: bytes) -> bool:
         """True = the same person.  An "invalid" answer (the hint did not normalize the probe or the

@@ -5,7 +5,7 @@
 * :mod:`.client`: the key holder's folder (:class:`~.client.KeyHome`, the secret key at mode 0600) and
   :class:`~.client.ServiceClient` over httpx.
 * :mod:`.cli`: the ``cryptoface`` command.
-* :mod:`.wire`: the bodies' container format.
+* the bodies are bundles of :mod:`cryptoface.encrypted.wire`.
 
 Importing this package needs neither FastAPI nor httpx; the parts that use them say so when absent.
 """

@@ -33,7 +33,7 @@ from ..data import check_aligned, preprocess, read_image
 from ..encrypted import Client
 from ..errors import ModelError, ServiceError
 from ..model import load_model
-from . import wire
+from ..encrypted import wire
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class ServiceClient:
         client = Client(params, model)
         log.info("making the evaluation keys of %d rotations for %s", len(plan.steps), params.name)
         keys = client.evaluation_keys(plan)
-        self._request("PUT", "/keys", content=wire.pack(keys))
+        self._request("PUT", "/keys", content=wire.iter_pack(keys))     # streamed: gigabytes at 128 bits
         self.home.save(client.secret_key, params, model_file, {"url": self.url, "model_digest": info["model_digest"]},
                        force=force)
         self._client = client
@@ -229,9 +229,11 @@ class ServiceClient:
 
     def identify(self, photo) -> dict[str, str]:
         """``{name: "same" | "different" | "invalid"}`` over the enrolled names."""
+        from .server import unpack_identification
+
         client, body = self._face(photo)
-        answers = wire.unpack(self._request("POST", "/identify", content=body).content)
-        return {name: client.outcome(blob).kind for name, blob in answers.items()}
+        batches = unpack_identification(self._request("POST", "/identify", content=body).content)
+        return {name: outcome.kind for name, outcome in client.identification(batches).items()}
 
     def delete(self, name: str) -> None:
         self._request("DELETE", "/templates", params={"name": name})

@@ -18,7 +18,7 @@ PUT     /keys               bundle relin, galois, public[, encapsulation]    204
 GET     /templates          --                                               JSON names
 POST    /enroll?name=N      face bundle (``&replace=true`` to replace)       201
 POST    /verify?name=N      face bundle                                      answer ciphertext
-POST    /identify           face bundle                                      bundle name -> answer
+POST    /identify           face bundle                                      bundle: names k, answer k per batch
 DELETE  /templates?name=N   --                                               204
 ======  ==================  ===============================================  ==================
 
@@ -32,7 +32,9 @@ and the listing stay answerable; requests are served from FastAPI's thread pool.
 """
 
 
+import json
 import logging
+import mmap
 import os
 import tempfile
 import threading
@@ -58,11 +60,11 @@ from ..encrypted import Server
 from ..errors import CryptoFaceError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
 from ..store import SQLiteStore
-from . import wire
+from ..encrypted import wire
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServiceState", "create_app", "status_of"]
+__all__ = ["ServiceState", "create_app", "pack_identification", "status_of", "unpack_identification"]
 
 KEYS_FILE = "evaluation_keys.bundle"
 STORE_FILE = "templates.sqlite"
@@ -101,7 +103,7 @@ class ServiceState:
         self.key_limit = self._key_limit()
         path = self.state_dir / KEYS_FILE
         if path.is_file():
-            self.install_keys(path.read_bytes(), persist=False)
+            self.install_key_file(path)
             log.info("installed the evaluation keys kept in %s", path)
 
     def _face_limit(self) -> int:
@@ -118,10 +120,11 @@ class ServiceState:
         extra = 0 if plan.encapsulation_weight is None else 2 * per_key
         return keys * per_key + extra + 2 * (p.max_level + 1) * p.n * 8 + BODY_SLACK
 
-    def install_keys(self, body: bytes, persist: bool = True) -> None:
-        """Install a key bundle (and keep it for restarts).  Keys under another secret key are refused while
-        templates made under the installed ones are stored (delete them first)."""
-        entries = wire.unpack(body)
+    def install_keys(self, body: bytes | memoryview, keep: Path | None = None) -> None:
+        """Install a key bundle.  Keys under another secret key are refused while templates made under the
+        installed ones are stored (delete them first).  ``keep``: the file ``body`` was read from, renamed to
+        the state folder's key file once the keys are installed (what a restart installs again)."""
+        entries = wire.unpack(body, copy=False)
         public = entries.get("public")
         if public is None:
             raise SerializationError("the key bundle has no 'public' entry")
@@ -134,8 +137,24 @@ class ServiceState:
                                      "delete them before installing another key holder's keys")
             self.server.install_keys(entries)
             self.key_id = pk.key_id
-            if persist:
-                _write_atomically(self.state_dir / KEYS_FILE, body)
+            if keep is not None:
+                os.replace(keep, self.state_dir / KEYS_FILE)
+
+    def install_key_file(self, path: Path) -> None:
+        """Install the keys of a bundle file, memory-mapped (a multi-GB bundle is not read into memory)."""
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise SerializationError("an empty key bundle")
+            error = None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    self.install_keys(view, keep=None if path == self.state_dir / KEYS_FILE else path)
+                except (CryptoFaceError, FheError) as exc:
+                    error = exc.with_traceback(None)    # its frames held slices of the mapping
+                view.release()
+            if error is not None:
+                raise error
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.model.name, "params": self.params.fingerprint.hex(),
@@ -149,17 +168,34 @@ class ServiceState:
         return wire.unpack_list(body)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def pack_identification(batches) -> bytes:
+    """:meth:`Server.identify`'s ``[(names, answer), ...]`` as one bundle: ``names k`` (a JSON list) and ``answer k``
+    per batch."""
+    entries: dict[str, bytes] = {}
+    for k, (names, answer) in enumerate(batches):
+        entries[f"names {k}"] = json.dumps(list(names)).encode()
+        entries[f"answer {k}"] = answer
+    return wire.pack(entries)
+
+
+def unpack_identification(body: bytes) -> list[tuple[list[str], bytes]]:
+    """The inverse of :func:`pack_identification`, every field checked."""
+    entries = wire.unpack(body)
+    count = len(entries) // 2
+    if set(entries) != {f"{kind} {k}" for k in range(count) for kind in ("names", "answer")}:
+        raise SerializationError("an identification answer holds 'names k' and 'answer k' for k = 0, 1, ...")
+    out = []
+    for k in range(count):
+        try:
+            names = json.loads(entries[f"names {k}"].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise SerializationError(f"batch {k}'s names are not a JSON list") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SerializationError(f"batch {k}'s names are not a list of strings")
+        out.append((names, entries[f"answer {k}"]))
+    return out
 
 
 def create_app(state: ServiceState, model_file: bytes):
@@ -187,7 +223,9 @@ def create_app(state: ServiceState, model_file: bytes):
     async def too_large(request, exc):
         return JSONResponse({"error": "RequestTooLarge", "message": str(exc)}, status_code=413)
 
-    async def body(request: Request, limit: int) -> bytes:
+    async def body(request: Request, limit: int, into=None) -> bytes:
+        """The request's body (or written to the file ``into``), refused past ``limit`` bytes: from the
+        declared length before reading, else as it streams in."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise TooLarge(f"the body has {int(declared)} bytes, this endpoint takes at most {limit}")
@@ -196,7 +234,10 @@ def create_app(state: ServiceState, model_file: bytes):
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"the body exceeds the {limit} bytes this endpoint takes")
-            parts.append(chunk)
+            if into is not None:
+                into.write(chunk)
+            else:
+                parts.append(chunk)
         return b"".join(parts)
 
     def octets(data: bytes, status: int = 200) -> Response:
@@ -224,8 +265,18 @@ def create_app(state: ServiceState, model_file: bytes):
 
     @app.put("/keys", status_code=204)
     async def keys(request: Request):
-        data = await body(request, state.key_limit)
-        await run_in_threadpool(state.install_keys, data)
+        # streamed to a file beside the kept keys (a multi-GB body never sits in memory), installed from it
+        # memory-mapped, and kept in place of the old keys only once installed
+        fd, name = tempfile.mkstemp(dir=state.state_dir, prefix=KEYS_FILE + ".upload.")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                await body(request, state.key_limit, f)
+                f.flush()
+                os.fsync(f.fileno())
+            await run_in_threadpool(state.install_key_file, path)
+        finally:
+            path.unlink(missing_ok=True)
         return Response(status_code=204)
 
     @app.get("/templates")
@@ -246,8 +297,8 @@ def create_app(state: ServiceState, model_file: bytes):
     @app.post("/identify")
     async def identify(request: Request):
         face = state.face(await body(request, state.face_limit))
-        answers = await run_in_threadpool(server.identify, face)
-        return octets(wire.pack(answers))
+        batches = await run_in_threadpool(server.identify, face)
+        return octets(pack_identification(batches))
 
     @app.delete("/templates", status_code=204)
     def delete(name: str):

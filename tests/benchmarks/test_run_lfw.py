@@ -306,7 +306,7 @@ def test_a_preset_too_shallow_for_the_model(toy_file, tmp_path, capsys, work):
     out = tmp_path / "out"
     assert load_script().main(["--model", str(toy_file), "--preset", "INSECURE_N12_QP520_L7_S40",
                                "--output", str(out), "--no-progress"]) == 2
-    one_error_line(capsys, "INSECURE_N12_QP520_L7_S40", "7 levels", "14 before the decision's bootstrap")
+    one_error_line(capsys, "INSECURE_N12_QP520_L7_S40", "7 levels", "16 before the decision's bootstrap")
     nothing_done(work, out)
 
 

@@ -15,7 +15,7 @@ from cryptoface.encrypted.decision import DECISION_SLOTS, Decision, DecisionOutc
 from cryptoface.errors import ModelError
 from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
-from fhe_ckks.errors import LevelError, ParameterError
+from fhe_ckks.errors import LevelError, ParameterError, ShapeError
 
 PRESET = "INSECURE_N12_QP900_L18_S40"
 DIM = 8
@@ -127,3 +127,98 @@ def test_the_embedding_layout_and_scale():
             period_of(bad)
     with pytest.raises(ModelError):
         embedding_scale(NormPolynomial([1.0, 0.0, 0.0], 4.0, 4.0))
+
+
+# ---- 1:N: the enrollment check and the packed gallery ---------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def gallery_toy():
+    from cryptoface.encrypted.decision import GalleryDecision, TemplateCheck
+    from cryptoface.encrypted.matching import spread_transform
+    from fhe_ckks.rlwe.keyplan import KeyPlan
+
+    params = presets.get(PRESET, allow_insecure=True)
+    gallery, check = GalleryDecision(DIM, params.slots, 0.3), TemplateCheck(DIM, params.slots)
+    spread = spread_transform(DIM, params.slots)
+    top = 8
+    kg = KeyGenerator(params, seed=bytes(range(32)))
+    plan = KeyPlan.merge([KeyPlan.rotations_at(spread.rotation_steps(), top, relinearization=True),
+                          gallery.key_plan(top - 1, params.max_level), check.key_plan(top - 1, params.max_level)])
+    keys = kg.evaluation_keys(plan)
+    ev = Evaluator(params, keys.relin, keys.galois)
+    return (params, ev, Encoder(params), Encryptor(params, kg.secret_key, seed=bytes(32)),
+            Decryptor(params, kg.secret_key), SecretKeyBootstrapper(params, kg.secret_key), gallery, check, spread, top)
+
+
+@settings(max_examples=40, deadline=None)
+@given(vectors, st.lists(vectors, min_size=1, max_size=6), st.floats(0.8, 1.2), st.floats(-0.5, 0.5))
+def test_the_gallery_twin_reads_the_exact_rule(p, ts, sp, c):
+    from cryptoface.encrypted.decision import GalleryDecision
+
+    g = GalleryDecision(DIM, 2048, round(c, 3))
+    p = unit(p) * np.sqrt(sp)
+    ts = [unit(t) for t in ts]
+    x = g.inputs_plain(p, ts)
+    assert np.all(np.abs(x) <= 1)                     # the sign's domain wherever the probe's check is in its own
+    out = g.exact(p, ts, [4.0] * len(ts))
+    valid = abs(sp - 1) < g.band
+    for j, t in enumerate(ts):
+        if not valid:
+            assert out[j] == "invalid"
+        else:
+            assert out[j] == ("same" if p @ t >= g.c else "different")
+    assert g.exact(p, ts, [0.0] * len(ts)) == ["invalid"] * len(ts)
+
+
+def test_spread_then_check_then_gallery_decisions_equal_the_exact_rule():
+    params, ev, enc, encryptor, decryptor, boot, gallery, check, spread, top = gallery_toy()
+    from cryptoface.encrypted.matching import spread_plain
+
+    rng = np.random.default_rng(4)
+    p = unit(rng.normal(size=DIM))
+    ts = [unit(p + 0.2 * rng.normal(size=DIM)), unit(rng.normal(size=DIM)), 1.3 * unit(rng.normal(size=DIM)),
+          unit(-p + 0.1 * rng.normal(size=DIM)), 0.8 * unit(p)]
+    q = spread.evaluate(ev, enc, encryptor.encrypt(enc.encode(np.tile(p, params.slots // DIM), level=top)),
+                        cache=False)
+    got = np.real(enc.decode(decryptor.decrypt(q)))
+    assert np.max(np.abs(got - spread_plain(p, DIM, params.slots))) < 2**-20
+    templates = [encryptor.encrypt(enc.encode(spread_plain(t, DIM, params.slots), level=q.level)) for t in ts]
+    checks = [check.finish(ev, enc, boot.bootstrap(check.prepare(ev, enc, t))) for t in templates]
+    for ct, t in zip(checks, ts):
+        values = np.real(enc.decode(decryptor.decrypt(ct)))
+        assert ct.slots == params.slots and np.max(np.abs(values - check.value_plain(t))) < 2**-8
+    x = gallery.prepare(ev, enc, q, templates)
+    assert x.slots == gallery.width and x.level == q.level - gallery.pre_depth()
+    xs = np.real(enc.decode(decryptor.decrypt(x)))
+    assert np.max(np.abs(xs - gallery.inputs_plain(p, ts))) < 2**-16
+    out = gallery.finish(ev, enc, boot.bootstrap(x), checks)
+    values = np.real(enc.decode(decryptor.decrypt(out)))
+    want = gallery.exact(p, ts, [check.value_plain(t) for t in ts])
+    assert [DecisionOutcome(v).kind for v in values[:len(ts)]] == want == \
+        ["same", "different", "invalid", "different", "invalid"]
+    assert np.max(np.abs(values[len(ts):])) < 2**-8          # no template there: 0
+    # a probe off the unit sphere: every decision invalid
+    q2 = spread.evaluate(ev, enc, encryptor.encrypt(enc.encode(np.tile(1.2 * p, params.slots // DIM), level=top)),
+                         cache=False)
+    out = gallery.finish(ev, enc, boot.bootstrap(gallery.prepare(ev, enc, q2, templates)), checks)
+    assert np.max(np.abs(np.real(enc.decode(decryptor.decrypt(out))))) < 2**-8
+
+
+def test_gallery_bad_batches_and_levels_are_refused():
+    params, ev, enc, encryptor, _, _, gallery, check, _, _ = gallery_toy()
+    from cryptoface.encrypted.decision import GalleryDecision
+
+    low = encryptor.encrypt(enc.encode(np.zeros(params.slots), level=2))
+    with pytest.raises(ShapeError):
+        gallery.prepare(ev, enc, low, [])
+    with pytest.raises(ShapeError):
+        gallery.prepare(ev, enc, low, [low] * (gallery.capacity + 1))
+    with pytest.raises(LevelError):
+        gallery.prepare(ev, enc, low, [low])
+    with pytest.raises(LevelError):
+        check.prepare(ev, enc, encryptor.encrypt(enc.encode(np.zeros(params.slots), level=1)))
+    with pytest.raises(ModelError):
+        GalleryDecision(DIM, 16, 0.2)                   # 16 slots hold 2 templates
+    with pytest.raises(ModelError):
+        GalleryDecision(DIM, params.slots, 1.2)

@@ -90,16 +90,74 @@ def test_verification_decisions_equal_plaintext():
     server.enroll("b", client.encrypt_face(x[1], info), replace=True)
     checked = 0
     for probe in x[2:]:
-        answers = server.identify(client.encrypt_face(probe, info))
+        face = client.encrypt_face(probe, info)
         for name, ref in (("a", x[0]), ("b", x[1])):
+            answer = server.verify(face, name)
             margin = cosine_rule(model, probe, ref, server.cos_threshold)
-            value = client.outcome(answers[name]).value
+            value = client.outcome(answer).value
             if abs(margin) > 2**-7:                       # outside the sign's margin band
-                assert client.decide(answers[name]) == (margin >= 0)
+                assert client.decide(answer) == (margin >= 0)
                 assert value == pytest.approx(1.0 if margin >= 0 else -1.0, abs=0.3)
                 checked += 1
     assert checked >= 4
-    assert serialize.load(answers["a"], params).slots == DECISION_SLOTS
+    assert serialize.load(answer, params).slots == DECISION_SLOTS
+
+
+def test_identification_over_the_packed_gallery_equals_plaintext():
+    """1:N: one packed answer per batch of names; each name's decision is the exact cosine rule; a template
+    enrolled with a hint that does not normalize it is "invalid" in every identification, never "same"."""
+    params, model, client, server = session(LEVELLED)
+    x = faces(7, seed=11)
+    info = server.public_info()
+    for name in server.names():
+        server.delete(name)
+    for i in range(4):
+        server.enroll(f"p{i}", client.encrypt_face(x[i], info))
+    lying = {**info, "embedding_scale": info["embedding_scale"] / 1.3}       # |t|^2 = 1.69: fails its check
+    server.enroll("liar", client.encrypt_face(x[4], lying))
+    checked = 0
+    for probe in (x[0], x[2], x[5], x[6]):
+        answers = server.identify(client.encrypt_face(probe, info))
+        assert len(answers) == 1 and answers[0][0] == server.names()
+        width = server.gallery.width
+        assert serialize.load(answers[0][1], params).slots == width
+        got = client.identification(answers)
+        assert got["liar"].kind == "invalid"
+        for i in range(4):
+            margin = cosine_rule(model, probe, x[i], server.cos_threshold)
+            if abs(margin) > 2**-7:
+                assert got[f"p{i}"].kind == ("same" if margin >= 0 else "different"), (i, margin, got[f"p{i}"])
+                checked += 1
+    assert checked >= 12
+    assert server.stats.bootstraps == 1 and "gallery: bootstrap" in server.stats.seconds
+    # a lying probe: every answer invalid
+    face = client.encrypt_face(x[0], {**info, "embedding_scale": info["embedding_scale"] / 1.2})
+    assert {o.kind for o in client.identification(server.identify(face)).values()} == {"invalid"}
+    # the client refuses answers that are not the gallery's
+    with pytest.raises(SecurityError):
+        client.identification([(["p0"], server.verify(client.encrypt_face(x[0], info), "p0"))])
+    with pytest.raises(SecurityError):
+        client.identification([(["p0"], answers[0][1]), (["p0"], answers[0][1])])
+
+
+def test_identification_batches_a_gallery_larger_than_one_ciphertext():
+    params, model, client, server = session(LEVELLED)
+    cap = server.gallery.capacity
+    face = client.encrypt_face(faces(1, seed=3)[0], server.public_info())
+    for name in server.names():
+        server.delete(name)
+    server.enroll("seed", face)
+    template = server.store.get("seed")
+    server.delete("seed")
+    names = [f"n{i:04d}" for i in range(cap + 3)]
+    for n in names:                                   # the same record under many names: enrollment is tested above
+        server.store.put(n, template)
+    answers = server.identify(face)
+    assert [len(b) for b, _ in answers] == [cap, 3] and [n for b, _ in answers for n in b] == names
+    got = client.identification(answers)
+    assert {o.kind for o in got.values()} == {"same"}, [(n, o.value) for n, o in got.items() if o.kind != "same"][:8]
+    for n in names:
+        server.delete(n)
 
 
 def test_a_hint_that_does_not_normalize_gives_invalid_never_same():

@@ -18,7 +18,7 @@ import pytest
 
 from cryptoface.errors import ServiceError
 from cryptoface.model import save_model
-from cryptoface.service import wire
+from cryptoface.encrypted import wire
 from fhe_ckks import presets, serialize
 from fhe_ckks.errors import SecurityError, SerializationError
 

@@ -1,4 +1,4 @@
-"""The service's bodies: named byte strings in one versioned, checksummed container.
+"""Named byte strings in one versioned, checksummed container: the service's bodies, a stored template's parts.
 
 A face is its ciphertexts in order (``"0"``, ``"1"``, ..., the hint last), the evaluation keys are
 ``{"relin", "galois", "public", "encapsulation"}``, an identification answer is one entry per enrolled
@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from fhe_ckks.errors import SerializationError
 
-__all__ = ["MAX_ENTRIES", "pack", "pack_list", "unpack", "unpack_list"]
+__all__ = ["MAX_ENTRIES", "iter_pack", "pack", "pack_list", "unpack", "unpack_list"]
 
 MAGIC = b"CFBUNDLE"
 VERSION = 1
@@ -41,18 +41,32 @@ _VALUE = struct.Struct("<Q")
 _DIGEST = 32
 
 
-def pack(entries: Mapping[str, bytes]) -> bytes:
-    """``{name: bytes}`` -> one container (names in the mapping's order)."""
+def iter_pack(entries: Mapping[str, bytes]) -> Iterator[bytes]:
+    """The container of ``{name: bytes}`` as pieces (the values themselves, not copies), then the digest: a
+    multi-GB key bundle streams out without being joined in memory."""
     if len(entries) > MAX_ENTRIES:
         raise SerializationError(f"a bundle holds at most {MAX_ENTRIES} entries")
-    parts = [_HEAD.pack(MAGIC, VERSION, len(entries))]
-    for name, value in entries.items():
-        raw = _name_bytes(name)
+    for name, value in entries.items():             # every name and value checked before the first piece
+        _name_bytes(name)
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise SerializationError(f"bundle entry {name!r} is {type(value).__name__}, not bytes")
-        parts += [_NAME.pack(len(raw)), raw, _VALUE.pack(len(value)), bytes(value)]
-    body = b"".join(parts)
-    return body + hashlib.sha256(body).digest()
+    digest = hashlib.sha256()
+
+    def out(piece):
+        digest.update(piece)
+        return piece
+
+    yield out(_HEAD.pack(MAGIC, VERSION, len(entries)))
+    for name, value in entries.items():
+        raw = _name_bytes(name)
+        yield out(_NAME.pack(len(raw)) + raw + _VALUE.pack(len(value)))
+        yield out(value)
+    yield digest.digest()
+
+
+def pack(entries: Mapping[str, bytes]) -> bytes:
+    """``{name: bytes}`` -> one container (names in the mapping's order)."""
+    return b"".join(bytes(piece) for piece in iter_pack(entries))
 
 
 def pack_list(values: Sequence[bytes]) -> bytes:
@@ -60,11 +74,12 @@ def pack_list(values: Sequence[bytes]) -> bytes:
     return pack({str(i): v for i, v in enumerate(values)})
 
 
-def unpack(data: bytes | bytearray | memoryview) -> dict[str, bytes]:
-    """The entries of one container, every framing field checked first."""
+def unpack(data: bytes | bytearray | memoryview, copy: bool = True) -> dict[str, bytes]:
+    """The entries of one container, every framing field checked first.  ``copy=False``: the values are
+    read-only ``memoryview`` slices of ``data`` (a memory-mapped key file is not copied)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SerializationError(f"a bundle is bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = bytes(data) if copy else memoryview(data).toreadonly().cast("B")
     if len(data) < _HEAD.size + _DIGEST:
         raise SerializationError(f"a bundle has at least {_HEAD.size + _DIGEST} bytes, got {len(data)}")
     magic, version, count = _HEAD.unpack_from(data, 0)
@@ -75,7 +90,7 @@ def unpack(data: bytes | bytearray | memoryview) -> dict[str, bytes]:
     if count > MAX_ENTRIES:
         raise SerializationError(f"a bundle holds at most {MAX_ENTRIES} entries, this one says {count}")
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    if hashlib.sha256(body).digest() != bytes(digest):
         raise SerializationError("bundle checksum mismatch (truncated or corrupted)")
     out: dict[str, bytes] = {}
     pos = _HEAD.size
@@ -85,7 +100,7 @@ def unpack(data: bytes | bytearray | memoryview) -> dict[str, bytes]:
         if not 1 <= n <= MAX_NAME_BYTES or pos + n > len(body):
             raise SerializationError("a bundle entry's name is empty, too long or truncated")
         try:
-            name = body[pos:pos + n].decode("utf-8")
+            name = bytes(body[pos:pos + n]).decode("utf-8")
         except UnicodeDecodeError:
             raise SerializationError("a bundle entry's name is not UTF-8") from None
         if not name.isprintable() or name in out:
