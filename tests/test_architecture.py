@@ -116,7 +116,9 @@ CRYPTOFACE_ROOMS = {
     "cryptoface.encrypted.measuring": NUMPY_SIDE | {"cryptoface.encrypted"},
     "cryptoface.encrypted": NUMPY_SIDE | {"cryptoface.encrypted.backends"},
     "cryptoface.store": NUMPY_SIDE,
-    "cryptoface.service": NUMPY_SIDE | {"cryptoface.encrypted", "cryptoface.encrypted.backends", "cryptoface.store"},
+    "cryptoface.align": {"cryptoface.data"},
+    "cryptoface.service": NUMPY_SIDE | {"cryptoface.encrypted", "cryptoface.encrypted.backends", "cryptoface.store",
+                                        "cryptoface.align"},
 }
 SHARED = {"cryptoface", "cryptoface.errors"}
 

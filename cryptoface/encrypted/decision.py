@@ -305,6 +305,11 @@ class TemplateCheck:
     def post_depth(self) -> int:
         return self.sign.depth() + CHECK_COMBINE_DEPTH
 
+    def key_switches(self) -> int:
+        """The square and its spread sums, the sign's products, the three combining products and rotations
+        (the bootstrap not counted)."""
+        return 1 + len(spread_steps(self.dim, self.slots)) + self.sign.products() + 3 + 3
+
     def key_plan(self, level: int, post_level: int) -> KeyPlan:
         """The spread sums below ``level`` (the template's); the combining rotations from ``post_level`` down."""
         return KeyPlan.rotations_at(spread_steps(self.dim, self.slots), level - 1, relinearization=True) | \

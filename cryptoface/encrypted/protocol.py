@@ -233,7 +233,7 @@ class Server:
         self.check_level = post - self.check.post_depth()       # the level of a stored template's check
         self.gallery_bootstrapper = decision_bootstrapper       # a real one replaces None in install_keys
         self._gallery_plan = None if decision_bootstrapper is not None else \
-            BootstrapPlan.build(params, gallery_bootstrap_config(self.gallery.width))
+            self._plan_decision_bootstrap(gallery_bootstrap_config(self.gallery.width))
         self.store = _MemoryGallery() if store is None else store
         self.store.bind(self.store_identity())
         self.evaluator: Evaluator | None = None
@@ -253,12 +253,14 @@ class Server:
         return {"model": self.model.digest(), "params": self.params.fingerprint.hex(),
                 "rule": json.dumps(rule, sort_keys=True), "protocol": "hinted-cosine-decision+spread-gallery"}
 
-    def _plan_decision_bootstrap(self) -> BootstrapPlan:
-        """The decision bootstrap's plan, refused early (typed) where the chain cannot bootstrap 8 slots."""
-        plan = BootstrapPlan.build(self.params, decision_bootstrap_config())
+    def _plan_decision_bootstrap(self, config=None) -> BootstrapPlan:
+        """The plan of the decision's bootstrap (or of ``config``'s: the gallery's), refused early (typed) where
+        the chain cannot bootstrap its slots."""
+        config = decision_bootstrap_config() if config is None else config
+        plan = BootstrapPlan.build(self.params, config)
         bits = plan.cts_diagonal_bits(self.params)
         if bits < MIN_CTS_DIAGONAL_BITS:
-            raise ParameterError(f"these parameters bootstrap the decision's {DECISION_SLOTS} slots with "
+            raise ParameterError(f"these parameters bootstrap the decision's {config.slots} slots with "
                                  f"{bits:.1f}-bit CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} "
                                  "needed)")
         return plan
@@ -292,9 +294,7 @@ class Server:
         return {"groups": groups,
                 "tail": {"depth": 1 + self.decision.pre_depth() + boot_depth + self.decision.post_depth(),
                          "key_switches": 1 + self.decision.key_switches(), "bootstraps": 1},
-                "enrollment": {"key_switches": 1 + spread_ks + 2 + len(self.check.key_plan(
-                    self.hint_level - 2, self.decision_level).steps) + self.check.sign.products() + 3,
-                               "bootstraps": 1},
+                "enrollment": {"key_switches": spread_ks + self.check.key_switches(), "bootstraps": 1},
                 "gallery": {"capacity": self.gallery.capacity, "spread_key_switches": spread_ks,
                             "key_switches_per_batch": self.gallery.key_switches(self.gallery.capacity),
                             "bootstraps_per_batch": 1},
@@ -471,14 +471,26 @@ class Server:
         ``j`` is the decision for ``names[j]`` (:meth:`Client.identification`).  Costs one embedding, its spread
         and per batch one packed product, one bootstrap of the batch's slots and one sign."""
         stats = Stats() if stats is None else stats
+        if not len(self.store):                                  # before the expensive part
+            raise UnknownNameError("no template is enrolled: nothing to identify against")
         return self.identify_embedded(self.embed(face, stats), stats)
 
-    def identify_embedded(self, probe: Ciphertext, stats: Stats | None = None) -> list[tuple[list[str], bytes]]:
-        """:meth:`identify` for an already embedded probe (:meth:`embed`)."""
+    def identify_embedded(self, probe: Ciphertext, stats: Stats | None = None,
+                          names: Sequence[str] | None = None) -> list[tuple[list[str], bytes]]:
+        """:meth:`identify` for an already embedded probe (:meth:`embed`), against every enrolled name or only
+        ``names`` (a watch list: enrolled names, each once)."""
         stats = Stats() if stats is None else stats
-        names = self.store.names()
+        if names is None:
+            names = self.store.names()
+        else:
+            names = [_check_name(n) for n in names]
+            if len(set(names)) != len(names):
+                raise StoreError("a watch list names each template once")
+            for n in names:
+                if n not in self.store:
+                    raise UnknownNameError(f"no template enrolled as {n!r:.60}")
         if not names:
-            raise StoreError("no template is enrolled: nothing to identify against")
+            raise UnknownNameError("no template is enrolled: nothing to identify against")
         with self._lock:
             ev = self._ev()
             t0 = time.perf_counter()

@@ -7,8 +7,11 @@
     cryptoface identify PHOTO                                     # the enrolled names that match
     cryptoface delete NAME
     cryptoface names | health
+    cryptoface fetch-mtcnn                                        # the face detector's weights, once
+    cryptoface align SRC_DIR DST_DIR                              # raw photos -> aligned crops (for run_lfw)
 
-PHOTO is an aligned 112 x 112 face crop (the ArcFace template).  Every client command reads the key
+PHOTO is an ordinary photo of one face (aligned by the client: MTCNN, then a similarity transform to the
+ArcFace template; needs fetch-mtcnn once) or an aligned 112 x 112 crop.  Every client command reads the key
 holder's folder (``--home``, default ``$CRYPTOFACE_HOME`` or ``~/.cryptoface``), which also remembers the
 server's address.  A refused request or bad input ends with one line on stderr and exit status 2.
 """
@@ -27,8 +30,10 @@ from ..errors import CryptoFaceError
 
 log = logging.getLogger("cryptoface")
 
-#: Exit statuses: a decision "same" (or success), "different", an error.
+#: Exit statuses: a decision "same" (or success), "different" (or some photos refused by align), an error.
 SAME, DIFFERENT, ERROR = 0, 1, 2
+#: The facenet-pytorch wheel whose MTCNN weights fetch-mtcnn converts (it is never installed).
+MTCNN_WHEEL_VERSION = "2.6.0"
 
 
 def model_path(name: str) -> Path:
@@ -68,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--server", default=None, help="the server's URL (default: the one keygen used)")
         c.add_argument("--insecure", action="store_true", help="accept INSECURE_ parameters (toy tests only)")
         c.add_argument("--timeout", type=float, default=None, help="seconds per request (default: none)")
+        c.add_argument("--mtcnn", default=None, help="MTCNN weights (default ~/.cryptoface/mtcnn.npz)")
         return c
 
     k = client_command("keygen", "make a secret key here and upload the evaluation keys")
@@ -79,7 +85,48 @@ def _parser() -> argparse.ArgumentParser:
     client_command("delete", "delete a name's template", "name")
     client_command("names", "list the enrolled names")
     client_command("health", "the server's status")
+    f = sub.add_parser("fetch-mtcnn", help="download the facenet-pytorch wheel (not installed) and convert its "
+                                           "MTCNN weights")
+    f.add_argument("--wheel", default=None, help="a facenet_pytorch-2.6.0 wheel already downloaded")
+    f.add_argument("--out", default=None, help="where to write them (default ~/.cryptoface/mtcnn.npz)")
+    a = sub.add_parser("align", help="align every photo of a folder to 112 x 112 crops (e.g. for run_lfw --data)")
+    a.add_argument("src")
+    a.add_argument("dst")
+    a.add_argument("--mtcnn", default=None, help="MTCNN weights (default ~/.cryptoface/mtcnn.npz)")
     return ap
+
+
+def _fetch_mtcnn(args) -> int:
+    import subprocess
+    import tempfile
+
+    from ..align.weights import convert, default_weights_path
+
+    out = Path(args.out) if args.out else default_weights_path()
+    if args.wheel:
+        wheel = Path(args.wheel)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="cryptoface-mtcnn-"))
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               f"facenet-pytorch=={MTCNN_WHEEL_VERSION}", "-d", str(tmp)],
+                              capture_output=True, text=True)
+        wheels = sorted(tmp.glob("facenet_pytorch-*.whl"))
+        if done.returncode or not wheels:
+            raise CryptoFaceError(f"pip could not download facenet-pytorch=={MTCNN_WHEEL_VERSION}: "
+                                  f"{done.stderr.strip()[-300:]}")
+        wheel = wheels[0]
+    sys.stdout.write(f"MTCNN weights in {convert(wheel, out)}\n")
+    return SAME
+
+
+def _align(args) -> int:
+    from ..align import MTCNN, align_folder
+
+    refused = align_folder(args.src, args.dst, MTCNN(args.mtcnn))
+    for rel, why in refused.items():
+        sys.stderr.write(f"refused {rel}: {why}\n")
+    sys.stdout.write(f"aligned into {args.dst}; {len(refused)} refused\n")
+    return SAME if not refused else DIFFERENT
 
 
 def _serve(args) -> int:
@@ -99,7 +146,8 @@ def _client(args) -> int:
     from .client import ServiceClient
 
     out = sys.stdout
-    with ServiceClient(args.server, args.home, allow_insecure=args.insecure, timeout=args.timeout) as client:
+    with ServiceClient(args.server, args.home, allow_insecure=args.insecure, timeout=args.timeout,
+                       mtcnn=args.mtcnn) as client:
         if args.command == "keygen":
             client.keygen(force=args.force)
             out.write(f"secret key in {client.home.path}; evaluation keys installed on {client.url}\n")
@@ -128,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return _serve(args) if args.command == "serve" else _client(args)
+        commands = {"serve": _serve, "fetch-mtcnn": _fetch_mtcnn, "align": _align}
+        return commands.get(args.command, _client)(args)
     except (CryptoFaceError, FheError, ImportError, OSError) as exc:
         sys.stderr.write(f"cryptoface {args.command}: {type(exc).__name__}: {exc}\n")
         return ERROR

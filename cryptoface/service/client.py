@@ -10,7 +10,8 @@
 :class:`ServiceClient` makes the keys (:meth:`~ServiceClient.keygen`: the secret key stays in the folder,
 the evaluation keys go to the server), then enrolls, verifies and identifies photos: it reads the photo,
 checks and encrypts the face (:class:`~cryptoface.encrypted.Client`), sends the ciphertexts and decrypts
-the decision.  The photo is an aligned 112 x 112 crop (the ArcFace template).
+the decision.  A photo is an aligned 112 x 112 crop (the ArcFace template) or an ordinary photo, which the
+client aligns itself (:mod:`cryptoface.align`: MTCNN and a similarity transform).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fhe_ckks.rlwe.keyplan import KeyPlan
 from fhe_ckks.rlwe.keys import SecretKey
 from fhe_ckks.rlwe.params import Parameters
 
-from ..data import check_aligned, preprocess, read_image
+from ..data import ALIGNED_SIZE, check_aligned, preprocess, read_image
 from ..encrypted import Client
 from ..errors import ModelError, ServiceError
 from ..model import load_model
@@ -37,7 +38,7 @@ from ..encrypted import wire
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyHome", "ServiceClient", "default_home"]
+__all__ = ["KeyHome", "ServiceClient", "default_home", "read_face"]
 
 SECRET_KEY = "secret.key"
 
@@ -100,11 +101,16 @@ class KeyHome:
         return Client(params, model, secret_key=key)
 
 
-def read_face(photo: str | os.PathLike, size: int) -> np.ndarray:
-    """An aligned 112 x 112 photo -> the model's input ``(3, size, size)`` in [-1, 1]
-    (:class:`~cryptoface.errors.DataError` for anything else)."""
-    image = check_aligned(read_image(photo), str(photo))
-    return preprocess(image[None], size)[0]
+def read_face(photo: str | os.PathLike, size: int, mtcnn: str | os.PathLike | None = None) -> np.ndarray:
+    """A photo -> the model's input ``(3, size, size)`` in [-1, 1].  A 112 x 112 image is taken as an aligned
+    crop; any other is aligned first (:func:`cryptoface.align.align_photo`: MTCNN with the weights at ``mtcnn``,
+    default ``~/.cryptoface/mtcnn.npz``); no face or several faces raise :class:`~cryptoface.errors.DataError`."""
+    image = read_image(photo)
+    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+        from ..align import MTCNN, align_photo
+
+        image = align_photo(image, MTCNN(mtcnn), str(photo))
+    return preprocess(check_aligned(image, str(photo))[None], size)[0]
 
 
 class ServiceClient:
@@ -119,7 +125,8 @@ class ServiceClient:
     """
 
     def __init__(self, url: str | None = None, home: KeyHome | str | os.PathLike | None = None,
-                 allow_insecure: bool = False, timeout: float | None = None, transport=None):
+                 allow_insecure: bool = False, timeout: float | None = None, transport=None,
+                 mtcnn: str | os.PathLike | None = None):
         try:
             import httpx
         except ImportError as exc:
@@ -129,7 +136,7 @@ class ServiceClient:
         if url is None:
             url = self.home.server()["url"]
         self.url = url.rstrip("/")
-        self.allow_insecure = allow_insecure
+        self.allow_insecure, self.mtcnn = allow_insecure, mtcnn
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._httpx = httpx
         self._client: Client | None = None
@@ -210,7 +217,7 @@ class ServiceClient:
 
     def _face(self, photo) -> tuple[Client, bytes]:
         client, info = self._ready()
-        face = read_face(photo, info["input_size"]) if not isinstance(photo, np.ndarray) else photo
+        face = read_face(photo, info["input_size"], self.mtcnn) if not isinstance(photo, np.ndarray) else photo
         return client, wire.pack_list(client.encrypt_face(face, info))
 
     # ---- the calls ------------------------------------------------------------------

@@ -12,9 +12,9 @@ client learns "same", "different" or "invalid", and nothing else.
 Default: the shipped CryptoFaceNet4 at the 128-bit levelled preset
 N16_QP1762_L29_S38 (keys in a minute or two, each face a few minutes on 2
 cores, the two patch groups in two worker processes; ~10 GB of memory).
-``--toy``: a small random CryptoFaceNet on an INSECURE toy ring, in seconds;
-there the decision's bootstrap is the secret-key test double (a toy chain has
-too few levels for a real one after the network).
+``--toy``: a small random CryptoFaceNet on the INSECURE toy ring
+INSECURE_N12_QP1642_L29_S38 (the default chain in miniature), in seconds, with
+the decision's real 8-slot bootstrap.
 
 Run:  python docs/examples/09_encrypted_face_verification.py [--toy] [--pair 5]
 """
@@ -39,7 +39,6 @@ from cryptoface.model import (
     poly_distances,
 )
 from fhe_ckks import presets
-from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.rlwe.keyplan import KeyPlan
 
 
@@ -67,15 +66,14 @@ def main(toy: bool, pair: int) -> None:
     meta = json.loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]
     folds = np.array([p["fold"] for p in meta])
     model = toy_model(sample, folds) if toy else load_model(DEFAULT_MODEL)
-    params = presets.get("INSECURE_N12_QP900_L18_S40" if toy else DEFAULT_PRESET, allow_insecure=toy)
+    params = presets.get("INSECURE_N12_QP1642_L29_S38" if toy else DEFAULT_PRESET, allow_insecure=toy)
     first, second = sample.pair(pair, model.input_size)
     names = [f"{meta[pair][k][0]} #{meta[pair][k][1]}" for k in ("first", "second")]
 
     section("1. Server: model and plan (no keys yet)")
     t0 = time.perf_counter()
     client = Client(params, model)           # the key holder; the model file is public
-    double = SecretKeyBootstrapper(params, client.secret_key) if toy else None      # tests and --toy only
-    server = Server(model, params, testing=toy, decision_bootstrapper=double)
+    server = Server(model, params)           # public keys only, here too
     plan = server.key_plan()
     costs = server.costs()
     print(f"{model.name}: {model.num_patches} patch networks in {len(costs['groups'])} ciphertext(s) of "

@@ -13,7 +13,7 @@ from cryptoface.encrypted import Client, Server
 from cryptoface.encrypted.decision import DECISION_SLOTS
 from cryptoface.encrypted.matching import embedding_scale
 from cryptoface.encrypted.protocol import HINT_RANGE_LOG2
-from cryptoface.errors import ModelError, ProbeError
+from cryptoface.errors import ModelError, ProbeError, UnknownNameError
 from fhe_ckks import presets, serialize
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.encoder import Encoder
@@ -158,6 +158,8 @@ def test_identification_batches_a_gallery_larger_than_one_ciphertext():
     assert {o.kind for o in got.values()} == {"same"}, [(n, o.value) for n, o in got.items() if o.kind != "same"][:8]
     for n in names:
         server.delete(n)
+    with pytest.raises(UnknownNameError):                 # an empty gallery: refused before the embedding
+        server.identify(face)
 
 
 def test_a_hint_that_does_not_normalize_gives_invalid_never_same():
