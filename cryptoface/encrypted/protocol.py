@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -77,7 +78,7 @@ from fhe_ckks.rlwe.params import Parameters
 from ..data import split_patches
 from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
-from .backends import LocalBackend
+from .backends import GroupResult, LocalBackend
 from . import wire
 from .decision import (
     DECISION_SLOTS,
@@ -496,26 +497,34 @@ class Server:
             t0 = time.perf_counter()
             spread = self._spread(probe)
             stats.seconds["spread"] = time.perf_counter() - t0
-            out = []
             cap = self.gallery.capacity
-            for start in range(0, len(names), cap):
-                batch = names[start:start + cap]
-                records = [self._record(n, ("spread", "check")) for n in batch]
-                t0 = time.perf_counter()
-                x = self.gallery.prepare(ev, self.encoder, spread, [r["spread"] for r in records])
-                t1 = time.perf_counter()
-                xb = self.gallery_bootstrapper.bootstrap(x)
-                t2 = time.perf_counter()
-                v = self.gallery.finish(ev, self.encoder, xb, [r["check"] for r in records])
-                v = flood(ev, self._flooder, ev.bring_to(v, ANSWER_LEVEL))
-                for key, dt in (("gallery: prepare", t1 - t0), ("gallery: bootstrap", t2 - t1),
-                                ("gallery: sign", time.perf_counter() - t2)):
+            batches = [names[start:start + cap] for start in range(0, len(names), cap)]
+            tasks = [partial(self._gallery_batch, ev, spread) for _ in batches]
+            # the records are read here, before each worker forks (a store's connection stays in this process);
+            # the batches run in the backend's workers, two at a time on two cores
+            results = self.backend.run_tasks(tasks, ev, "gallery batch",
+                                             setup=lambda i: [self._record(n, ("spread", "check")) for n in batches[i]])
+            out = []
+            for batch, res in zip(batches, results):
+                for key, dt in res.seconds.items():
                     stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
                 stats.key_switches += self.gallery.key_switches(len(batch))
                 stats.bootstraps += 1
-                out.append((batch, serialize.dump(v)))
+                out.append((batch, serialize.dump(res.ciphertext)))
             self.stats = stats
             return out
+
+    def _gallery_batch(self, ev: Evaluator, spread: Ciphertext, records: list[dict[str, Ciphertext]]) -> GroupResult:
+        """One batch's flooded answer, and the seconds of its stages (the body of a gallery worker)."""
+        t0 = time.perf_counter()
+        x = self.gallery.prepare(ev, self.encoder, spread, [r["spread"] for r in records])
+        t1 = time.perf_counter()
+        xb = self.gallery_bootstrapper.bootstrap(x)
+        t2 = time.perf_counter()
+        v = self.gallery.finish(ev, self.encoder, xb, [r["check"] for r in records])
+        v = flood(ev, self._flooder, ev.bring_to(v, ANSWER_LEVEL))
+        return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
+                               "gallery: sign": time.perf_counter() - t2})
 
     def _template(self, name: str) -> Ciphertext:
         """``name``'s template (for verification) from the store, checked as a face is."""

@@ -140,8 +140,10 @@ def test_identification_over_the_packed_gallery_equals_plaintext():
         client.identification([(["p0"], answers[0][1]), (["p0"], answers[0][1])])
 
 
-def test_identification_batches_a_gallery_larger_than_one_ciphertext():
-    params, model, client, server = session(LEVELLED)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_identification_batches_a_gallery_larger_than_one_ciphertext(workers):
+    """Two batches: in this process, or in two forked workers (the records read before each fork)."""
+    params, model, client, server = session(LEVELLED, workers=workers)
     cap = server.gallery.capacity
     face = client.encrypt_face(faces(1, seed=3)[0], server.public_info())
     for name in server.names():

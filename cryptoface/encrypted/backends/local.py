@@ -19,7 +19,8 @@ import os
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 from fhe_ckks import serialize
 from fhe_ckks.ckks.ciphertext import Ciphertext
@@ -52,10 +53,10 @@ def _run(model: EncryptedModel, evaluator: Evaluator, encoder: Encoder, ct: Ciph
     return GroupResult(out, seconds)
 
 
-def _child(model: EncryptedModel, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext, conn: Connection) -> None:
-    """The body of one forked worker: evaluate, send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
+def _child(task: Callable[[], GroupResult], conn: Connection) -> None:
+    """The body of one forked worker: run the task, send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
     try:
-        res = _run(model, evaluator, encoder, ct)
+        res = task()
         conn.send(("ok", serialize.dump(res.ciphertext), res.seconds))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it typed
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
@@ -79,26 +80,40 @@ class LocalBackend:
     def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
                    cts: Sequence[Ciphertext]) -> list[GroupResult]:
         """Group i's chain ``models[i]`` on ``cts[i]``; results in group order."""
-        workers = min(self.workers, len(cts))
+        return self.run_tasks([partial(_run, m, evaluator, encoder, ct) for m, ct in zip(models, cts)],
+                              evaluator, "patch group")
+
+    def run_tasks(self, tasks: Sequence[Callable[..., GroupResult]], evaluator: Evaluator, what: str = "task",
+                  setup: Callable[[int], object] | None = None) -> list[GroupResult]:
+        """Each task (a closure over this process's objects, handed to its worker through the fork, never
+        pickled) in a worker; results in task order.  ``setup(i)``, when given, runs in this process just
+        before task i's worker starts, and its result is the task's argument: what must not be touched in a
+        forked child (a database connection) is read there.  The server's gallery batches run this way."""
+        workers = min(self.workers, len(tasks))
+
+        def ready(i: int) -> Callable[[], GroupResult]:           # in this process
+            return partial(tasks[i], setup(i)) if setup is not None else tasks[i]
+
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
-            return [_run(m, evaluator, encoder, ct) for m, ct in zip(models, cts)]
+            return [ready(i)() for i in range(len(tasks))]
         ctx = mp.get_context("fork")
-        results: list[GroupResult | None] = [None] * len(cts)
-        pending = list(range(len(cts)))
+        results: list[GroupResult | None] = [None] * len(tasks)
+        pending = list(range(len(tasks)))
         running: dict[Connection, tuple[int, mp.process.BaseProcess]] = {}
         try:
             while pending or running:
                 while pending and len(running) < workers:
                     i = pending.pop(0)
+                    task = ready(i)                              # the setup here, before the fork
                     recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child, args=(models[i], evaluator, encoder, cts[i], send),
-                                       name=f"patch-group-{i}", daemon=True)
+                    proc = ctx.Process(target=_child, args=(task, send), name=f"{what}-{i}".replace(" ", "-"),
+                                       daemon=True)
                     proc.start()
                     send.close()
                     running[recv] = (i, proc)
                 for conn in wait(list(running)):
                     i, proc = running.pop(conn)
-                    results[i] = self._receive(conn, proc, i, evaluator)
+                    results[i] = self._receive(conn, proc, i, evaluator, what)
         finally:
             for conn, (_, proc) in running.items():      # only after a failure: stop the other workers
                 proc.kill()
@@ -107,8 +122,8 @@ class LocalBackend:
         return results
 
     @staticmethod
-    def _receive(conn: Connection, proc, i: int, evaluator: Evaluator) -> GroupResult:
-        """Group i's result from its worker: the project's own errors are raised as they were raised
+    def _receive(conn: Connection, proc, i: int, evaluator: Evaluator, what: str) -> GroupResult:
+        """Task i's result from its worker: the project's own errors are raised as they were raised
         in the child, anything else (or a dead worker) as a :class:`WorkerError`."""
         try:
             message = conn.recv()
@@ -118,11 +133,11 @@ class LocalBackend:
             conn.close()
         proc.join()
         if message is None:
-            raise WorkerError(f"the worker of patch group {i} died (exit code {proc.exitcode})")
+            raise WorkerError(f"the worker of {what} {i} died (exit code {proc.exitcode})")
         if message[0] != "ok":
             _, exc, text = message
             if exc is not None:
                 raise exc
-            raise WorkerError(f"patch group {i} failed in its worker: {text}")
+            raise WorkerError(f"{what} {i} failed in its worker: {text}")
         _, blob, seconds = message
         return GroupResult(serialize.load(blob, evaluator.params), dict(seconds))
