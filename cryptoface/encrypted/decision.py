@@ -386,6 +386,9 @@ class GalleryDecision:
         self._wp = _slots({cap: 1 / r, cap + 1: -1 / r}, w)
         self._offset = _slots({**{j: -c / k for j in range(cap)}, cap: -(1 - self.band) / r,
                                cap + 1: (1 + self.band) / r}, w)
+        # the bootstrap gets x / 2 and the sign x / 2 + conj(x / 2): the real part of x, exactly, at no level
+        # (a 128-slot bootstrap leaves imaginary errors of 2^-10.6, which the sign's steep first stage
+        # would turn into outputs far off the real axis, and its second stage into garbage)
         self._lift = _slots({cap: 1.0, cap + 1: 1.0}, w)
         self._half = _slots({cap: 0.5, cap + 1: 0.5}, w)
 
@@ -399,7 +402,7 @@ class GalleryDecision:
         """Per batch, the bootstrap not counted: two products and their spread sums, the sign's products, the
         combination's products and rotations."""
         sums = len(spread_steps(self.dim, self.slots))
-        return 2 + 2 * sums + self.sign.products() + 4 + 1 + (self.width.bit_length() - 1)
+        return 2 + 2 * sums + 1 + self.sign.products() + 4 + 1 + (self.width.bit_length() - 1)
 
     def key_plan(self, level: int, post_level: int) -> KeyPlan:
         """The spread sums below ``level`` (the spread probe's); the combination's rotations (1 and the
@@ -407,7 +410,7 @@ class GalleryDecision:
         post = post_level - self.sign.depth() - 2
         return KeyPlan.rotations_at(spread_steps(self.dim, self.slots), level - 1, relinearization=True) | \
             KeyPlan.rotations_at([1], post + 1) | \
-            KeyPlan.rotations_at(Evaluator.rotation_steps_for_sum(self.width), post)
+            KeyPlan.rotations_at(Evaluator.rotation_steps_for_sum(self.width), post) | KeyPlan(conjugation=True)
 
     # ---- plaintext twin ------------------------------------------------------------
 
@@ -429,8 +432,9 @@ class GalleryDecision:
 
     def prepare(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
                 templates: Sequence[Ciphertext]) -> Ciphertext:
-        """``x`` of the spread ``probe`` against up to :attr:`capacity` spread ``templates`` (all at the probe's
-        level), at :data:`GALLERY_PRE_DEPTH` levels below it, with :attr:`width` slots."""
+        """``x / 2`` (the bootstrap's input; :meth:`finish` takes the real part of twice it) of the spread
+        ``probe`` against up to :attr:`capacity` spread ``templates`` (all at the probe's level), at
+        :data:`GALLERY_PRE_DEPTH` levels below it, with :attr:`width` slots."""
         ev = evaluator
         if not 0 < len(templates) <= self.capacity:
             raise ShapeError(f"a gallery batch holds 1 to {self.capacity} templates, got {len(templates)}")
@@ -445,11 +449,11 @@ class GalleryDecision:
         target = ev.params.scale_at(level - 3)
         x = None
         for q, w in ((s, self._ws), (norm, self._wp)):
-            pt = encoder.encode(w, level=q.level, scale=target * ev.params.q_primes[q.level] / q.scale,
+            pt = encoder.encode(w / 2, level=q.level, scale=target * ev.params.q_primes[q.level] / q.scale,
                                 slots=self.width)
             term = ev.rescale(ev.mul_plain(q, pt))
             x = term if x is None else ev.add(x, term)
-        x = ev.add(x, encoder.encode(np.tile(self._offset, ev.params.slots // self.width), level=x.level,
+        x = ev.add(x, encoder.encode(np.tile(self._offset / 2, ev.params.slots // self.width), level=x.level,
                                      scale=x.scale))
         return x.with_metadata(slots=self.width)
 
@@ -477,7 +481,7 @@ class GalleryDecision:
                              f"{x.level}")
         if not 0 < len(checks) <= self.capacity:
             raise ShapeError(f"a gallery batch holds 1 to {self.capacity} checks, got {len(checks)}")
-        z = self.sign.evaluate(ev, x)
+        z = self.sign.evaluate(ev, ev.add(x, ev.conjugate(x)))           # the real part of 2 (x / 2)
         m = ev.add(z, encoder.encode(self._lift, level=z.level, scale=z.scale, slots=self.width))
         pt = encoder.encode(self._half, level=m.level, slots=self.width,
                             scale=ev.params.scale_at(m.level - 1) * ev.params.q_primes[m.level] / m.scale)

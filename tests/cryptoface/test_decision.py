@@ -191,7 +191,7 @@ def test_spread_then_check_then_gallery_decisions_equal_the_exact_rule():
     x = gallery.prepare(ev, enc, q, templates)
     assert x.slots == gallery.width and x.level == q.level - gallery.pre_depth()
     xs = np.real(enc.decode(decryptor.decrypt(x)))
-    assert np.max(np.abs(xs - gallery.inputs_plain(p, ts))) < 2**-16
+    assert np.max(np.abs(2 * xs - gallery.inputs_plain(p, ts))) < 2**-16       # prepare gives x / 2
     out = gallery.finish(ev, enc, boot.bootstrap(x), checks)
     values = np.real(enc.decode(decryptor.decrypt(out)))
     want = gallery.exact(p, ts, [check.value_plain(t) for t in ts])
