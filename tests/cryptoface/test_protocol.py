@@ -211,8 +211,9 @@ def test_plan_places_bootstraps_with_the_secret_key_double():
 def test_keys_follow_the_plan_and_its_levels():
     params, model, client, server = session(LEVELLED)
     plan = server.key_plan()
-    # with the secret-key double for the decision's bootstrap, no bootstrapping keys
-    assert plan.relinearization and not plan.conjugation and plan.encapsulation_weight is None
+    # with the secret-key double for the decision's bootstrap, no bootstrapping keys; conjugation for the
+    # gallery decision, whose sign reads the real part of its bootstrapped input
+    assert plan.relinearization and plan.conjugation and plan.encapsulation_weight is None
     assert all(0 <= level <= params.max_level for level in plan.rotations.values())
     assert max(plan.rotations.values()) == params.max_level          # conv0 rotates at the top
     assert min(plan.rotations.values()) < params.max_level - 5       # the head and the decision far below
@@ -221,7 +222,7 @@ def test_keys_follow_the_plan_and_its_levels():
     galois = serialize.load(keys["galois"], params)
     from fhe_ckks.rlwe.keys import galois_element
 
-    assert len(galois.keys) == len(plan)
+    assert len(galois.keys) == len(plan) + 1                          # the rotations and the conjugation
     for step, level in plan.rotations.items():
         assert galois.keys[galois_element(step, params.log_n)].max_level == level
 
