@@ -222,3 +222,39 @@ def test_gallery_bad_batches_and_levels_are_refused():
         GalleryDecision(DIM, 16, 0.2)                   # 16 slots hold 2 templates
     with pytest.raises(ModelError):
         GalleryDecision(DIM, params.slots, 1.2)
+
+
+@pytest.mark.slow
+def test_a_gallery_batch_at_the_default_preset_with_the_real_bootstrap():
+    """126 templates around a probe at N = 2^16 (N16_QP1762_L29_S38), the real 128-slot bootstrap: every
+    decision outside the sign's margin band equals the exact rule (the imaginary part of the bootstrap's error
+    would break them without the real-part step; about 2 minutes)."""
+    from cryptoface.encrypted.decision import GalleryDecision, gallery_bootstrap_config
+    from cryptoface.encrypted.matching import spread_plain
+    from fhe_ckks.bootstrap import Bootstrapper
+    from fhe_ckks.bootstrap.bootstrapper import BootstrapPlan
+    from fhe_ckks.rlwe.keyplan import KeyPlan
+
+    params = presets.get("N16_QP1762_L29_S38")
+    dim, slots, level = 256, params.slots, 4
+    g = GalleryDecision(dim, slots, 0.2279)
+    config = gallery_bootstrap_config(g.width)
+    plan = BootstrapPlan.build(params, config)
+    kg = KeyGenerator(params)
+    keys = kg.evaluation_keys(KeyPlan.merge([g.key_plan(level, params.max_level - plan.depth), plan.key_plan()]))
+    ev, enc = Evaluator(params, keys.relin, keys.galois), Encoder(params)
+    encryptor, decryptor = Encryptor(params, kg.secret_key), Decryptor(params, kg.secret_key)
+    boot = Bootstrapper(params, keys.relin, keys.galois, config, keys.encapsulation)
+    rng = np.random.default_rng(0)
+    p = unit(rng.normal(size=dim))
+    ts = [unit(p + rng.normal(size=dim) * (1 + 3 * (j % 3)) * 0.9 / np.sqrt(dim)) for j in range(g.capacity)]
+    q = encryptor.encrypt(enc.encode(spread_plain(p, dim, slots), level=level))
+    templates = [encryptor.encrypt(enc.encode(spread_plain(t, dim, slots), level=level)) for t in ts]
+    checks = [encryptor.encrypt(enc.encode(np.full(slots, 4.0), level=level)) for _ in ts]
+    out = g.finish(ev, enc, boot.bootstrap(g.prepare(ev, enc, q, templates)), checks)
+    values = np.real(enc.decode(decryptor.decrypt(out)))
+    want = g.exact(p, ts, [4.0] * len(ts))
+    band = g.sign.margin * (2.0 + abs(g.c))
+    outside = [j for j, t in enumerate(ts) if abs(p @ t - g.c) > band]
+    assert len(outside) > 100 and {"same", "different"} <= set(want)
+    assert [DecisionOutcome(values[j]).kind for j in outside] == [want[j] for j in outside]
