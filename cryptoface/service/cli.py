@@ -26,7 +26,7 @@ from pathlib import Path
 from fhe_ckks.errors import FheError
 
 from cryptoface import ASSETS
-from ..errors import CryptoFaceError
+from ..errors import CryptoFaceError, ProbeError
 
 log = logging.getLogger("cryptoface")
 
@@ -159,7 +159,10 @@ def _client(args) -> int:
             out.write(f"{decision}\n")
             return SAME if decision == "same" else DIFFERENT
         elif args.command == "identify":
-            found = [name for name, kind in client.identify(args.photo).items() if kind == "same"]
+            kinds = client.identify(args.photo)
+            if kinds and all(kind == "invalid" for kind in kinds.values()):
+                raise ProbeError("every answer is invalid: the probe failed its encrypted norm check")
+            found = [name for name, kind in kinds.items() if kind == "same"]
             out.write(("\n".join(found) if found else "no enrolled name matches") + "\n")
         elif args.command == "delete":
             client.delete(args.name)
