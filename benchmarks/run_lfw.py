@@ -483,9 +483,8 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) ->
     from cryptoface.encrypted.network import patch_network_depth
     from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
 
-    from cryptoface.encrypted.decision import CHECK_BITS, CHECK_MARGIN
+    from cryptoface.encrypted.decision import GALLERY_COMBINE_DEPTH, TemplateCheck
     from cryptoface.encrypted.protocol import TAIL_RESERVE
-    from fhe_ckks.circuits.sign import CompositeSign
 
     decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold))
     network, before = patch_network_depth(model), TAIL_RESERVE
@@ -506,8 +505,8 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) ->
             raise UsageError(f"--preset {name}: the decision's bootstrap would encode its diagonals with "
                              f"{bits:.1f} bits (at least {MIN_CTS_DIAGONAL_BITS})")
         boot = plan.depth
-    after = max(decision.post_depth(), CompositeSign.for_margin(CHECK_MARGIN, CHECK_BITS).depth() + 3,
-                decision.sign.depth() + 4)            # the verification, the enrollment check, the gallery
+    after = max(decision.post_depth(), TemplateCheck(model.embedding_dim, params.slots).post_depth(),
+                decision.sign.depth() + GALLERY_COMBINE_DEPTH)     # the verification, the enrollment check, the gallery
     if boot + after > params.max_level:
         raise UsageError(f"--preset {name}: {params.max_level} levels, the decision needs {boot} for its bootstrap "
                          f"and {after} for its sign and combination after it")

@@ -188,7 +188,8 @@ class MTCNN:
 
     @staticmethod
     def _crops(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The boxes' pixels (clipped to the image, 1-based inclusive corners as in the original), resized."""
+        """The boxes' pixels (clipped to the image, 1-based inclusive corners as in the original), resized and
+        scaled, and the boxes that have any (the others are dropped)."""
         _, h, w = img.shape
         b = np.trunc(boxes[:, :4]).astype(np.int64)
         x1, y1 = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
@@ -196,7 +197,7 @@ class MTCNN:
         ok = (y2 > y1 - 1) & (x2 > x1 - 1)
         crops = [_area_resize(img[:, y1[k] - 1:y2[k], x1[k] - 1:x2[k]], size, size) for k in np.flatnonzero(ok)]
         out = np.stack(crops) if crops else np.zeros((0, 3, size, size))
-        return (out - 127.5) * 0.0078125, ok
+        return (out - 127.5) * 0.0078125, boxes[ok]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """The faces in an ``(H, W, 3)`` uint8 RGB image, best score first."""
@@ -232,8 +233,7 @@ class MTCNN:
                                 boxes[:, 4:5]], axis=1)
         boxes = _square(boxes)
         # stage 2: R-Net
-        crops, ok = self._crops(img, boxes, 24)
-        boxes = boxes[ok]
+        crops, boxes = self._crops(img, boxes, 24)
         if not len(boxes):
             return []
         reg, prob = self.rnet(crops)
@@ -244,8 +244,7 @@ class MTCNN:
         if not len(boxes):
             return []
         # stage 3: O-Net
-        crops, ok = self._crops(img, boxes, 48)
-        boxes = boxes[ok]
+        crops, boxes = self._crops(img, boxes, 48)
         if not len(boxes):
             return []
         reg, marks, prob = self.onet(crops)

@@ -213,10 +213,7 @@ class Decision:
         if x.level < self.post_depth():
             raise LevelError(f"the decision's sign and combination need {self.post_depth()} levels, the "
                              f"bootstrapped vector has {x.level}")
-        y = self.sign.evaluate(ev, x)
-        y = ev.add(y, encoder.encode(self._lift, level=y.level, scale=y.scale, slots=DECISION_SLOTS))
-        for step in (1, 2, 4):
-            y = ev.rescale(ev.mul(y, ev.rotate(y, step)))
+        y = _signed_product(ev, encoder, self.sign, x, self._lift)
         mask = _slots({0: 1.0 / 16.0}, DECISION_SLOTS)
         pt = encoder.encode(mask, level=y.level, slots=DECISION_SLOTS,
                             scale=ev.params.scale_at(y.level - 1) * ev.params.q_primes[y.level] / y.scale)
@@ -245,6 +242,17 @@ def flood(evaluator: Evaluator, encryptor: Encryptor, answer: Ciphertext) -> Cip
     bits = math.log2(answer.scale) - FLOODING_SLOT_BITS - 0.5 * math.log2(2 * answer.slots)
     noise = encryptor.encrypt_noise(answer.level, answer.scale, answer.slots, bits)
     return evaluator.add(answer, noise)
+
+
+def _signed_product(ev: Evaluator, encoder: Encoder, sign: CompositeSign, x: Ciphertext,
+                    lift: np.ndarray) -> Ciphertext:
+    """``prod_k (sign(x_k) + lift_k)`` over the 8 slots of ``x``, in every slot (three rotate-and-multiply
+    steps): the combination of the verification's decision and of the enrollment check."""
+    y = sign.evaluate(ev, x)
+    y = ev.add(y, encoder.encode(lift, level=y.level, scale=y.scale, slots=DECISION_SLOTS))
+    for step in (1, 2, 4):
+        y = ev.rescale(ev.mul(y, ev.rotate(y, step)))
+    return y
 
 
 def _slots(entries: dict[int, float], n: int) -> np.ndarray:
@@ -339,10 +347,7 @@ class TemplateCheck:
         if x.level < self.post_depth():
             raise LevelError(f"the template check needs {self.post_depth()} levels after its bootstrap, got "
                              f"{x.level}")
-        y = self.sign.evaluate(ev, x)
-        y = ev.add(y, encoder.encode(self._lift, level=y.level, scale=y.scale, slots=DECISION_SLOTS))
-        for step in (1, 2, 4):
-            y = ev.rescale(ev.mul(y, ev.rotate(y, step)))
+        y = _signed_product(ev, encoder, self.sign, x, self._lift)
         return y.with_metadata(slots=ev.params.slots)        # the 8 equal slots, replicated over all slots
 
 
