@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import threading
-from functools import partial
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -78,7 +77,7 @@ from fhe_ckks.rlwe.params import Parameters
 from ..data import split_patches
 from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
-from .backends import GroupResult, LocalBackend
+from .backends import Backend, GroupResult, make_backend
 from . import wire
 from .decision import (
     DECISION_SLOTS,
@@ -186,13 +185,16 @@ class Server:
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
-                 testing: bool = False, workers: int | None = None, backend: LocalBackend | None = None,
-                 decision_bootstrapper=None, decision_sign: CompositeSign | None = None, store=None):
+                 testing: bool = False, workers: int | None = None, backend: Backend | str | None = None,
+                 decision_bootstrapper=None, decision_sign: CompositeSign | None = None, store=None,
+                 ray_address: str | None = None):
         """``dataset`` and ``fold`` pick the decision rule: the exact cosine threshold fitted for that dataset
         (on the folds other than ``fold``, for honest k-fold figures; on all folds when ``None``).
         ``workers``: processes for the patch groups (default: one per core, at most one per group; 1 runs
-        them in this process); ``backend``: where the patch groups run (default: a
-        :class:`~cryptoface.encrypted.backends.LocalBackend` with ``workers``).  ``bootstrapper``: for the
+        them in this process); ``backend``: where the patch groups, the decisions and the gallery batches run:
+        a :class:`~cryptoface.encrypted.backends.Backend`, or its name, ``"local"`` (the default: forked
+        workers on this machine, ``workers`` of them) or ``"ray"`` (the Ray cluster at ``ray_address``, or
+        a local Ray instance; the ``ray`` extra).  ``bootstrapper``: for the
         network's chains (None: levelled); ``decision_bootstrapper``: for the decision's 8 slots (None: a
         real :class:`~fhe_ckks.bootstrap.Bootstrapper` made from the installed keys); ``decision_sign``: the
         decision's composite sign (default: margin 2^-8, error 2^-14, 12 levels; a shallower one only for tests
@@ -240,7 +242,8 @@ class Server:
         self.evaluator: Evaluator | None = None
         self.encoder = Encoder(params)
         self.stats = Stats()
-        self.backend = LocalBackend(workers) if backend is None else backend
+        self.backend = make_backend(backend or "local", workers=workers, address=ray_address) \
+            if backend is None or isinstance(backend, str) else backend
         self.workers = self.backend.workers
         self._flooder: Encryptor | None = None
         self._lock = threading.RLock()
@@ -400,24 +403,39 @@ class Server:
         ``stats``: the call's counts and timings are added there (a fresh :class:`Stats` by default); the
         server keeps them as :attr:`stats` once the call completes."""
         stats = Stats() if stats is None else stats
+        return self.embed_many([face], [stats])[0]
+
+    def embed_many(self, faces: Sequence[Sequence[bytes | Ciphertext]],
+                   stats: Sequence[Stats] | None = None) -> list[Ciphertext]:
+        """:meth:`embed` for several faces in one call to the backend: the patch groups of all of them are
+        handed out together, so a cluster runs as many at once as it has CPUs.  Every face is checked
+        before any evaluation.  ``stats``: one per face (each face's own counts and layer times)."""
+        stats = [Stats() for _ in faces] if stats is None else list(stats)
+        if len(stats) != len(faces):
+            raise ShapeError("one Stats per face")
         with self._lock:
             ev = self._ev()
-            cts, hint = self._face(face, ev)
+            checked = [self._face(face, ev) for face in faces]
             t0 = time.perf_counter()
-            total = None
-            for i, res in enumerate(self.backend.run_groups(self.models, ev, self.encoder, cts)):
-                for name, sec in res.seconds.items():
-                    stats.seconds[f"group {i}: {name}"] = sec
-                total = res.ciphertext if total is None else ev.add(total, res.ciphertext)
-            stats.seconds["network"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            out = ev.rescale(ev.mul(ev.bring_to(total, self.hint_level), hint))
-            stats.seconds["hint"] = time.perf_counter() - t0
-            for plan in self.plans:
-                stats.key_switches += plan.key_switches
-                stats.bootstraps += plan.bootstraps
-            stats.key_switches += 1
-            self.stats = stats
+            results = self.backend.run_groups(self.models, ev, self.encoder, [ct for cts, _ in checked for ct in cts])
+            network = time.perf_counter() - t0
+            out, k = [], len(self.groups)
+            for f, ((_, hint), st) in enumerate(zip(checked, stats)):
+                total = None
+                for i, res in enumerate(results[f * k:(f + 1) * k]):
+                    for name, sec in res.seconds.items():
+                        st.seconds[f"group {i}: {name}"] = sec
+                    total = res.ciphertext if total is None else ev.add(total, res.ciphertext)
+                st.seconds["network"] = network
+                t1 = time.perf_counter()
+                out.append(ev.rescale(ev.mul(ev.bring_to(total, self.hint_level), hint)))
+                st.seconds["hint"] = time.perf_counter() - t1
+                for plan in self.plans:
+                    st.key_switches += plan.key_switches
+                    st.bootstraps += plan.bootstraps
+                st.key_switches += 1
+            if stats:
+                self.stats = stats[-1]
             return out
 
     def enroll(self, name: str, face: Sequence[bytes | Ciphertext], stats: Stats | None = None,
@@ -499,11 +517,12 @@ class Server:
             stats.seconds["spread"] = time.perf_counter() - t0
             cap = self.gallery.capacity
             batches = [names[start:start + cap] for start in range(0, len(names), cap)]
-            tasks = [partial(self._gallery_batch, ev, spread) for _ in batches]
-            # the records are read here, before each worker forks (a store's connection stays in this process);
-            # the batches run in the backend's workers, two at a time on two cores
-            results = self.backend.run_tasks(tasks, ev, "gallery batch",
-                                             setup=lambda i: [self._record(n, ("spread", "check")) for n in batches[i]])
+            # the records are read here, just before each batch is handed out (a store's connection stays in
+            # this process); the batches run in the backend's workers, two at a time on two cores
+            results = self.backend.run_tasks(
+                _gallery_task, (ev, self.encoder, self.gallery, self.gallery_bootstrapper, self._flooder),
+                batches, ev, "gallery batch",
+                setup=lambda i: (spread, [self._record(n, ("spread", "check")) for n in batches[i]]))
             out = []
             for batch, res in zip(batches, results):
                 for key, dt in res.seconds.items():
@@ -513,18 +532,6 @@ class Server:
                 out.append((batch, serialize.dump(res.ciphertext)))
             self.stats = stats
             return out
-
-    def _gallery_batch(self, ev: Evaluator, spread: Ciphertext, records: list[dict[str, Ciphertext]]) -> GroupResult:
-        """One batch's flooded answer, and the seconds of its stages (the body of a gallery worker)."""
-        t0 = time.perf_counter()
-        x = self.gallery.prepare(ev, self.encoder, spread, [r["spread"] for r in records])
-        t1 = time.perf_counter()
-        xb = self.gallery_bootstrapper.bootstrap(x)
-        t2 = time.perf_counter()
-        v = self.gallery.finish(ev, self.encoder, xb, [r["check"] for r in records])
-        v = flood(ev, self._flooder, ev.bring_to(v, ANSWER_LEVEL))
-        return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
-                               "gallery: sign": time.perf_counter() - t2})
 
     def _template(self, name: str) -> Ciphertext:
         """``name``'s template (for verification) from the store, checked as a face is."""
@@ -547,16 +554,62 @@ class Server:
             raise StoreError(f"the stored template of {name!r:.40} is not one of this server's: {exc}") from None
 
     def _answer(self, probe: Ciphertext, template: Ciphertext, stats: Stats) -> bytes:
+        return self.match_many([(probe, template)], [stats])[0]
+
+    def match_many(self, pairs: Sequence[tuple[Ciphertext, Ciphertext]],
+                   stats: Sequence[Stats] | None = None) -> list[bytes]:
+        """The answers for ``(probe, template)`` pairs of already embedded faces (each as :meth:`embed`
+        returns it: one level below the hint's), in one call to the backend: a cluster decides them side by
+        side.  Each embedding is checked as a stored template is."""
+        stats = [Stats() for _ in pairs] if stats is None else list(stats)
+        if len(stats) != len(pairs):
+            raise ShapeError("one Stats per pair")
         with self._lock:
             ev = self._ev()
+            level = self.hint_level - 1
+            items = [(self._checked(p, ev, level, "a probe embedding"), self._checked(t, ev, level, "a template"))
+                     for p, t in pairs]
             t0 = time.perf_counter()
-            out = self.decision.forward(ev, self.encoder, probe, template, self.decision_bootstrapper, stats.seconds)
-            out = flood(ev, self._flooder, ev.bring_to(out, ANSWER_LEVEL))
-            stats.seconds["match"] = stats.seconds.get("match", 0.0) + time.perf_counter() - t0
-            stats.key_switches += self.decision.key_switches()
-            stats.bootstraps += 1
-            self.stats = stats
-            return serialize.dump(out)
+            results = self.backend.run_tasks(_decision_task, (ev, self.encoder, self.decision,
+                                                              self.decision_bootstrapper, self._flooder),
+                                             items, ev, "decision")
+            wall = time.perf_counter() - t0
+            out = []
+            for res, st in zip(results, stats):
+                for key, dt in res.seconds.items():
+                    st.seconds[key] = st.seconds.get(key, 0.0) + dt
+                st.seconds["match"] = st.seconds.get("match", 0.0) + (wall if len(items) == 1 else
+                                                                      sum(res.seconds.values()))
+                st.key_switches += self.decision.key_switches()
+                st.bootstraps += 1
+                out.append(serialize.dump(res.ciphertext))
+            if stats:
+                self.stats = stats[-1]
+            return out
+
+
+def _decision_task(ev: Evaluator, encoder: Encoder, decision: Decision, boot, flooder: Encryptor,
+                   item: tuple[Ciphertext, Ciphertext]) -> GroupResult:
+    """One verification's flooded answer (the body of a decision task in the backend)."""
+    probe, template = item
+    seconds: dict[str, float] = {}
+    out = decision.forward(ev, encoder, probe, template, boot, seconds)
+    return GroupResult(flood(ev, flooder, ev.bring_to(out, ANSWER_LEVEL)), seconds)
+
+
+def _gallery_task(ev: Evaluator, encoder: Encoder, gallery: GalleryDecision, boot, flooder: Encryptor,
+                  item: tuple[Ciphertext, list[dict[str, Ciphertext]]]) -> GroupResult:
+    """One gallery batch's flooded answer and the seconds of its stages (the body of a gallery task)."""
+    spread, records = item
+    t0 = time.perf_counter()
+    x = gallery.prepare(ev, encoder, spread, [r["spread"] for r in records])
+    t1 = time.perf_counter()
+    xb = boot.bootstrap(x)
+    t2 = time.perf_counter()
+    v = gallery.finish(ev, encoder, xb, [r["check"] for r in records])
+    v = flood(ev, flooder, ev.bring_to(v, ANSWER_LEVEL))
+    return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
+                           "gallery: sign": time.perf_counter() - t2})
 
 
 #: What :meth:`Server.public_info` gives and :meth:`Client.encrypt_face` reads.

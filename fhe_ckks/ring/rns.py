@@ -250,6 +250,16 @@ class BasisConverter:
         self._rows = np.arange(len(dst), dtype=np.uint64)
         self._local = threading.local()
 
+    def __getstate__(self) -> dict:
+        # the per-thread scratch buffers stay behind (a copy, or a worker on another machine, makes its own)
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, out_rows: np.ndarray | None = None,
                 check: bool = True) -> np.ndarray:
         """Convert ``a`` (``(len(src), N)``, reduced) into ``out``

@@ -184,6 +184,16 @@ class Rescaler:
         self._barrett_m = np.array([(1 << 64) // q for q in rest], dtype=np.uint64)
         self._local = threading.local()
 
+    def __getstate__(self) -> dict:
+        # the per-thread scratch buffers stay behind (a copy, or a worker on another machine, makes its own)
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def correction(self, last_limb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``(r - h) mod q_i`` for every remaining prime, ``(L-1, N)``, from the
         coefficient-domain last limb (reduced).

@@ -1,15 +1,21 @@
-"""Execution backends: where the patch groups of one encrypted face run.
+"""Execution backends: where the patch groups of an encrypted face (and the server's other tasks) run.
 
-A backend takes the planned chains (:class:`fhe_ckks.nn.planner.EncryptedModel`,
-one per patch group), the server's evaluator and encoder, and one input
-ciphertext per group, and returns each group's output ciphertext with its
-per-layer wall times.  It knows nothing of roles, galleries or decisions
-(it never imports :mod:`cryptoface.encrypted.protocol`).
+A backend runs tasks ``fn(*shared, item)``: the large read-only objects of a call (the evaluator with the
+evaluation keys, the planned chains of :class:`fhe_ckks.nn.planner.EncryptedModel`, a bootstrapper) are
+shared, the per-task input (one ciphertext) goes by value, and each task returns its output ciphertext with
+its per-stage wall times.  A backend knows nothing of roles, galleries or decisions (it never imports
+:mod:`cryptoface.encrypted.protocol`).
 
-* :class:`~.local.LocalBackend` (the default): this machine, one forked
-  worker process per group at a time, sharing the keys copy-on-write.
+* :class:`~.local.LocalBackend` (the default): this machine, one forked worker process per task at a time,
+  sharing the keys copy-on-write.  Needs nothing installed.
+* :class:`~.ray.RayBackend` (the ``ray`` extra): a Ray cluster; shared objects are put in the object store
+  once and passed by reference, dead workers' tasks are retried.
+
+:func:`make_backend` picks one by name (``--backend local|ray``, ``--ray-address``).
 """
 
-from .local import GroupResult, LocalBackend, WorkerError
+from .base import BACKENDS, Backend, BackendError, GroupResult, WorkerError, make_backend, run_group
+from .local import LocalBackend
 
-__all__ = ["GroupResult", "LocalBackend", "WorkerError"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "GroupResult", "LocalBackend", "WorkerError", "make_backend",
+           "run_group"]

@@ -17,10 +17,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from functools import partial
-from typing import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Sequence
 
 from fhe_ckks import serialize
 from fhe_ckks.ckks.ciphertext import Ciphertext
@@ -31,26 +30,9 @@ from fhe_ckks.nn.planner import EncryptedModel
 from fhe_ckks.errors import FheError
 
 from ...errors import CryptoFaceError
+from .base import GroupResult, WorkerError, run_group
 
-__all__ = ["GroupResult", "LocalBackend", "WorkerError"]
-
-
-class WorkerError(CryptoFaceError, RuntimeError):
-    """A worker process failed or died while evaluating a patch group."""
-
-
-@dataclass
-class GroupResult:
-    """One patch group's output and the wall time of each of its layers (and bootstraps)."""
-
-    ciphertext: Ciphertext
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _run(model: EncryptedModel, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> GroupResult:
-    seconds: dict[str, float] = {}
-    out = model.run(evaluator, encoder, ct, seconds)
-    return GroupResult(out, seconds)
+__all__ = ["LocalBackend"]
 
 
 def _child(task: Callable[[], GroupResult], conn: Connection) -> None:
@@ -68,6 +50,12 @@ def _child(task: Callable[[], GroupResult], conn: Connection) -> None:
         conn.close()
 
 
+def _run_indexed(evaluator: Evaluator, encoder: Encoder, models: tuple[EncryptedModel, ...],
+                 item: tuple[int, Ciphertext]) -> GroupResult:
+    i, ct = item
+    return run_group(evaluator, encoder, models[i % len(models)], ct)
+
+
 class LocalBackend:
     """Runs patch groups on this machine: in this process (``workers=1``, or where ``fork`` is unavailable)
     or in up to ``workers`` forked processes at a time (default: one per core)."""
@@ -77,28 +65,32 @@ class LocalBackend:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
+    def close(self) -> None:
+        """Nothing to let go of: a worker lives for one task."""
+
     def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
                    cts: Sequence[Ciphertext]) -> list[GroupResult]:
-        """Group i's chain ``models[i]`` on ``cts[i]``; results in group order."""
-        return self.run_tasks([partial(_run, m, evaluator, encoder, ct) for m, ct in zip(models, cts)],
-                              evaluator, "patch group")
+        """Chain ``models[i % len(models)]`` on ``cts[i]``; results in input order."""
+        return self.run_tasks(_run_indexed, (evaluator, encoder, tuple(models)), list(enumerate(cts)), evaluator,
+                              "patch group")
 
-    def run_tasks(self, tasks: Sequence[Callable[..., GroupResult]], evaluator: Evaluator, what: str = "task",
-                  setup: Callable[[int], object] | None = None) -> list[GroupResult]:
-        """Each task (a closure over this process's objects, handed to its worker through the fork, never
-        pickled) in a worker; results in task order.  ``setup(i)``, when given, runs in this process just
-        before task i's worker starts, and its result is the task's argument: what must not be touched in a
+    def run_tasks(self, fn: Callable[..., GroupResult], shared: tuple, items: Sequence[Any], evaluator: Evaluator,
+                  what: str = "task", setup: Callable[[int], Any] | None = None) -> list[GroupResult]:
+        """``fn(*shared, item)`` per item, each in a worker forked for it (``fn``, ``shared`` and the item reach
+        it through the fork, never pickled); results in item order.  ``setup(i)``, when given, runs in this
+        process just before task i's worker starts and replaces ``items[i]``: what must not be touched in a
         forked child (a database connection) is read there.  The server's gallery batches run this way."""
-        workers = min(self.workers, len(tasks))
+        count = len(items)
+        workers = min(self.workers, count)
 
         def ready(i: int) -> Callable[[], GroupResult]:           # in this process
-            return partial(tasks[i], setup(i)) if setup is not None else tasks[i]
+            return partial(fn, *shared, setup(i) if setup is not None else items[i])
 
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
-            return [ready(i)() for i in range(len(tasks))]
+            return [ready(i)() for i in range(count)]
         ctx = mp.get_context("fork")
-        results: list[GroupResult | None] = [None] * len(tasks)
-        pending = list(range(len(tasks)))
+        results: list[GroupResult | None] = [None] * count
+        pending = list(range(count))
         running: dict[Connection, tuple[int, mp.process.BaseProcess]] = {}
         try:
             while pending or running:
