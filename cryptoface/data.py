@@ -49,7 +49,7 @@ import numpy as np
 from .errors import DataError
 
 VERIFICATION_DATASETS = ("lfw", "cfp_fp", "cplfw", "agedb_30", "calfw")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp")
 ALIGNED_SIZE = 112
 #: Pillow formats :func:`decode_image` opens (MPO: camera JPEGs with a second picture).
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
@@ -345,7 +345,15 @@ def write_verification_bin(path: str | os.PathLike, encoded: Sequence[bytes], is
 
 
 def _lfw_image_path(root: Path, person: str, number: int) -> Path:
-    return root / person / f"{person}_{number:04d}.jpg"
+    """``<root>/<person>/<person>_NNNN`` with the first of :data:`IMAGE_SUFFIXES` (either case) that exists
+    (``.jpg`` when none does: the error then names the usual file)."""
+    stem = root / person / f"{person}_{number:04d}"
+    for suffix in IMAGE_SUFFIXES:
+        for s in (suffix, suffix.upper()):
+            p = stem.with_name(stem.name + s)
+            if p.exists():
+                return p
+    return stem.with_name(stem.name + ".jpg")
 
 
 _COUNT = re.compile(r"[0-9]{1,9}")      # a count or an image number: ASCII digits, at most 9 of them
@@ -429,8 +437,11 @@ def read_people(path: str | os.PathLike) -> list[dict[str, int]]:
     return sets
 
 
-def load_lfw_dir(root: str | os.PathLike, pairs_file: str | os.PathLike | None = None) -> VerificationSet:
-    """A raw LFW folder of aligned crops plus ``pairs.txt`` (default: ``<root>/../pairs.txt`` or ``<root>/pairs.txt``)."""
+def load_lfw_dir(root: str | os.PathLike, pairs_file: str | os.PathLike | None = None,
+                 name: str = "lfw") -> VerificationSet:
+    """A raw folder of aligned crops in LFW's layout (``<root>/<Name>/<Name>_NNNN.jpg``, or ``.png``,
+    ``.pgm``, ... see :data:`IMAGE_SUFFIXES`) plus a ``pairs.txt`` in LFW's format (default:
+    ``<root>/pairs.txt`` or ``<root>/../pairs.txt``), as dataset ``name``."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such LFW image folder")
@@ -447,27 +458,50 @@ def load_lfw_dir(root: str | os.PathLike, pairs_file: str | os.PathLike | None =
             sources.append(p)
         issame.append(n1 == n2)
         folds.append(fold)
-    return VerificationSet("lfw", sources, np.array(issame), np.array(folds), str(root))
+    return VerificationSet(name, sources, np.array(issame), np.array(folds), str(root))
 
 
-def load_verification_dir(data_dir: str | os.PathLike, datasets: Sequence[str]) -> dict[str, VerificationSet]:
-    """Open ``datasets`` from ``data_dir``: ``<name>.bin`` files, or a raw LFW folder with ``pairs.txt``."""
+def raw_folder_images(data_dir: Path) -> Path:
+    """Where a raw folder's person folders are: ``aligned_112x112/``, ``lfw/`` or ``images/`` inside it,
+    or the folder itself."""
+    return next((data_dir / d for d in ("aligned_112x112", "lfw", "images") if (data_dir / d).is_dir()), data_dir)
+
+
+def dataset_name(text: str) -> str:
+    """A dataset's name as records and reports carry it: letters, digits, ``_``, ``-`` and ``.``, at most 64."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", text or ""):
+        raise DataError(f"{text!r} is not a dataset name (letters, digits, '_', '-', '.'; at most 64)")
+    return text
+
+
+def load_verification_dir(data_dir: str | os.PathLike, datasets: Sequence[str] | None = None,
+                          name: str | None = None) -> dict[str, VerificationSet]:
+    """Open ``datasets`` (default ``["lfw"]``) from ``data_dir``: ``<name>.bin`` files (InsightFace).  A
+    folder with a ``pairs.txt`` and none of the asked ``.bin`` files is *your own data*: a raw folder in
+    LFW's layout, opened as one dataset called ``name``, else the one dataset asked for, else the folder's
+    own name; it poses as ``lfw`` only when called so."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such data folder")
+    asked = list(datasets or ["lfw"])
+    if (data_dir / "pairs.txt").exists() and not any((data_dir / f"{n}.bin").exists() for n in asked):
+        if datasets is not None and len(datasets) != 1:
+            raise DataError(f"{data_dir}: a raw folder with pairs.txt holds one dataset, not {len(datasets)}")
+        own = dataset_name(name or (datasets[0] if datasets else data_dir.resolve().name))
+        return {own: load_lfw_dir(raw_folder_images(data_dir), data_dir / "pairs.txt", own)}
+    if name is not None:
+        raise DataError(f"{data_dir}: a name is given to a raw folder with pairs.txt, and this one has none")
     out = {}
-    for name in datasets:
+    for name in asked:
         if name not in VERIFICATION_DATASETS:
             raise DataError(f"unknown dataset {name!r}; known: {', '.join(VERIFICATION_DATASETS)}")
         binary = data_dir / f"{name}.bin"
         if binary.exists():
             out[name] = load_verification_bin(binary, name)
         elif name == "lfw" and (data_dir / "pairs.txt").exists():
-            images = next((data_dir / d for d in ("aligned_112x112", "lfw", "images") if (data_dir / d).is_dir()),
-                          data_dir)
-            out[name] = load_lfw_dir(images, data_dir / "pairs.txt")
+            out[name] = load_lfw_dir(raw_folder_images(data_dir), data_dir / "pairs.txt")
         else:
-            raise DataError(f"{data_dir}: neither {name}.bin nor (for lfw) a folder with pairs.txt")
+            raise DataError(f"{data_dir}: no {name}.bin (and no pairs.txt for a raw folder)")
     return out
 
 

@@ -22,7 +22,7 @@ import math
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,8 +32,28 @@ from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.encryptor import Decryptor
 from fhe_ckks.rlwe.params import Parameters
 
+from fhe_ckks.ckks.ciphertext import Ciphertext
+
+from ..errors import ProbeError
 from ..model import FusedPatchCNN
 from .protocol import Client, Server, Stats
+
+
+@dataclass
+class EmbeddedFace:
+    """One face encrypted by the client and embedded by the server, with what it cost; kept to be used in
+    every pair that names it (each distinct image is embedded once)."""
+
+    ciphertext: Ciphertext
+    unit: np.ndarray                   # the plaintext model's unit embedding of the same face
+    error_bits: float                  # -log2 of the max error of the decrypted normalized embedding
+    encrypt_seconds: float
+    embed_seconds: float               # wall time of the embedding call it was part of
+    batch: int                         # faces embedded in that call (side by side on a cluster)
+    layer_seconds: dict[str, float]
+    key_switches: int
+    bootstraps: int
+    upload_bytes: int
 
 
 @dataclass
@@ -73,7 +93,10 @@ class MeasuringHarness:
     module docstring)."""
 
     def __init__(self, model: FusedPatchCNN, params: Parameters, *, workers: int | None = None,
-                 dataset: str = "lfw", fold: int | None = None, seed: bytes | None = None):
+                 dataset: str = "lfw", fold: int | None = None, seed: bytes | None = None, backend=None,
+                 keygen_progress: Callable[[int, int], None] | None = None):
+        """``backend``: where the server's tasks run (a :class:`~cryptoface.encrypted.backends.Backend` or
+        its name; default local); ``keygen_progress(done, total)``: called after each evaluation key."""
         self.model, self.params, self.dataset, self.fold = model, params, dataset, fold
         self.setup_seconds: dict[str, float] = {}
         self.client = Client(params, model, seed=seed)      # an honest client checks its faces
@@ -82,11 +105,11 @@ class MeasuringHarness:
         self.decision_bootstrap = "secret-key double" if testing else "real"
         t0 = time.perf_counter()
         self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold, testing=testing,
-                             decision_bootstrapper=double)
+                             decision_bootstrapper=double, backend=backend)
         self.setup_seconds["server_plan"] = time.perf_counter() - t0
         self.key_plan = self.server.key_plan()
         t0 = time.perf_counter()
-        keys = self.client.evaluation_keys(self.key_plan)
+        keys = self.client.evaluation_keys(self.key_plan, keygen_progress)
         self.setup_seconds["keygen"] = time.perf_counter() - t0
         self.key_bytes = {name: len(blob) for name, blob in keys.items()}
         t0 = time.perf_counter()
@@ -136,6 +159,71 @@ class MeasuringHarness:
             key_switches=stats.key_switches, bootstraps=stats.bootstraps,
             upload_bytes=sum(len(c) for c in probe), answer_bytes=len(answer),
             decision_bootstrap=self.decision_bootstrap)
+
+
+    def embed_faces(self, faces: Sequence[np.ndarray]) -> list[EmbeddedFace | ProbeError]:
+        """Encrypt each preprocessed ``(3, S, S)`` face (the client) and embed them all in one call (the
+        server: on a cluster, side by side); a face the honest client refuses comes back as its
+        :class:`~cryptoface.errors.ProbeError`."""
+        info = self.server.public_info()
+        blobs: list[list[bytes]] = []
+        encrypt: list[float] = []
+        out: list[EmbeddedFace | ProbeError | None] = []
+        for face in faces:
+            t0 = time.perf_counter()
+            try:
+                blobs.append(self.client.encrypt_face(face, info))
+            except ProbeError as exc:
+                out.append(exc)
+                continue
+            encrypt.append(time.perf_counter() - t0)
+            out.append(None)
+        stats = [Stats() for _ in blobs]
+        t0 = time.perf_counter()
+        cts = self.server.embed_many(blobs, stats) if blobs else []
+        wall = time.perf_counter() - t0
+        kept = [f for f, o in zip(faces, out) if o is None]
+        e = self.model.embed(np.stack(kept)) if kept else np.empty((0, self.model.embedding_dim))
+        units = e / np.linalg.norm(e, axis=1, keepdims=True)
+        made = iter(zip(cts, units, encrypt, blobs, stats))
+        for j, o in enumerate(out):
+            if o is not None:
+                continue
+            ct, unit, enc_s, blob, st = next(made)
+            got = np.real(self._encoder.decode(self._decryptor.decrypt(ct)))[:self.model.embedding_dim]
+            err = float(np.max(np.abs(got - unit)))
+            out[j] = EmbeddedFace(ct, unit, -math.log2(err) if err > 0 else 64.0, enc_s, wall, len(blobs),
+                                  dict(st.seconds), st.key_switches, st.bootstraps, sum(len(c) for c in blob))
+        return out
+
+    def decide(self, pairs: Sequence[tuple[EmbeddedFace, EmbeddedFace, int | None]]) -> list[PairResult]:
+        """``(probe, template, fold)`` triples of embedded faces decided in one call (on a cluster, side by
+        side), each with the rule's threshold for its fold (the server's own when None), and the client's
+        reading of each answer.  A pair's costs: the template's embedding as its enrollment, the probe's
+        embedding, the decision and the decryption as its online verification."""
+        stats = [Stats() for _ in pairs]
+        t0 = time.perf_counter()
+        answers = self.server.match_many([(p.ciphertext, t.ciphertext) for p, t, _ in pairs], stats,
+                                         [f for _, _, f in pairs])
+        match = time.perf_counter() - t0
+        out = []
+        for (probe, template, fold), answer, st in zip(pairs, answers, stats):
+            t0 = time.perf_counter()
+            outcome = self.client.outcome(answer).kind
+            decrypt = time.perf_counter() - t0
+            margin = float(self.server.decision_for(fold).c - probe.unit @ template.unit)
+            verify = {"encrypt": probe.encrypt_seconds, "embed": probe.embed_seconds, "match": match,
+                      "decrypt": decrypt}
+            verify["total"] = sum(verify.values())
+            layers = {**probe.layer_seconds, **{k: v for k, v in st.seconds.items() if k.startswith("decision")}}
+            out.append(PairResult(
+                decision_encrypted=outcome == "same", decision_plaintext=bool(margin <= 0), outcome=outcome,
+                plaintext_margin=margin, embedding_error_bits=probe.error_bits,
+                enrollment_seconds={"encrypt": template.encrypt_seconds, "embed": template.embed_seconds},
+                verification_seconds=verify, layer_seconds=layers, key_switches=probe.key_switches + st.key_switches,
+                bootstraps=probe.bootstraps + st.bootstraps, upload_bytes=probe.upload_bytes,
+                answer_bytes=len(answer), decision_bootstrap=self.decision_bootstrap))
+        return out
 
 
 def gallery_record(harness: MeasuringHarness, embedding: np.ndarray) -> bytes:

@@ -44,7 +44,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -212,6 +212,7 @@ class Server:
         self.cos_threshold = rule.cosine_for_fold(fold)          # ModelError when the model has no exact rule
         self.embedding_scale = embedding_scale(rule.norm)
         self.decision = Decision(model.embedding_dim, self.cos_threshold, decision_sign)
+        self.dataset, self._sign = dataset, decision_sign
         self.gallery = GalleryDecision(model.embedding_dim, params.slots, self.cos_threshold, decision_sign)
         self.check = TemplateCheck(model.embedding_dim, params.slots, decision_sign)
         self.spread = spread_transform(model.embedding_dim, params.slots)
@@ -556,30 +557,32 @@ class Server:
     def _answer(self, probe: Ciphertext, template: Ciphertext, stats: Stats) -> bytes:
         return self.match_many([(probe, template)], [stats])[0]
 
-    def match_many(self, pairs: Sequence[tuple[Ciphertext, Ciphertext]],
-                   stats: Sequence[Stats] | None = None) -> list[bytes]:
+    def match_many(self, pairs: Sequence[tuple[Ciphertext, Ciphertext]], stats: Sequence[Stats] | None = None,
+                   folds: Sequence[int | None] | None = None) -> list[bytes]:
         """The answers for ``(probe, template)`` pairs of already embedded faces (each as :meth:`embed`
         returns it: one level below the hint's), in one call to the backend: a cluster decides them side by
-        side.  Each embedding is checked as a stored template is."""
+        side.  Each embedding is checked as a stored template is.  ``folds``: per pair, decide with the
+        rule's threshold for that fold (fitted on the other folds: honest k-fold figures); None, or a None
+        entry: the server's own threshold (:attr:`cos_threshold`)."""
         stats = [Stats() for _ in pairs] if stats is None else list(stats)
-        if len(stats) != len(pairs):
-            raise ShapeError("one Stats per pair")
+        folds = [None] * len(pairs) if folds is None else list(folds)
+        if len(stats) != len(pairs) or len(folds) != len(pairs):
+            raise ShapeError("one Stats and one fold per pair")
+        decisions = {f: self.decision_for(f) for f in set(folds)}
         with self._lock:
             ev = self._ev()
             level = self.hint_level - 1
-            items = [(self._checked(p, ev, level, "a probe embedding"), self._checked(t, ev, level, "a template"))
-                     for p, t in pairs]
+            items = [(decisions[f], self._checked(p, ev, level, "a probe embedding"),
+                      self._checked(t, ev, level, "a template")) for (p, t), f in zip(pairs, folds)]
             t0 = time.perf_counter()
-            results = self.backend.run_tasks(_decision_task, (ev, self.encoder, self.decision,
-                                                              self.decision_bootstrapper, self._flooder),
-                                             items, ev, "decision")
+            results = self.backend.run_tasks(_decision_task, (ev, self.encoder, self.decision_bootstrapper,
+                                                              self._flooder), items, ev, "decision")
             wall = time.perf_counter() - t0
             out = []
             for res, st in zip(results, stats):
                 for key, dt in res.seconds.items():
                     st.seconds[key] = st.seconds.get(key, 0.0) + dt
-                st.seconds["match"] = st.seconds.get("match", 0.0) + (wall if len(items) == 1 else
-                                                                      sum(res.seconds.values()))
+                st.seconds["match"] = st.seconds.get("match", 0.0) + wall
                 st.key_switches += self.decision.key_switches()
                 st.bootstraps += 1
                 out.append(serialize.dump(res.ciphertext))
@@ -587,11 +590,18 @@ class Server:
                 self.stats = stats[-1]
             return out
 
+    def decision_for(self, fold: int | None) -> Decision:
+        """The verification decision with the threshold of ``fold`` (the server's own when None)."""
+        if fold is None:
+            return self.decision
+        c = self.model.thresholds[self.dataset].cosine_for_fold(int(fold))
+        return self.decision if c == self.cos_threshold else Decision(self.model.embedding_dim, c, self._sign)
 
-def _decision_task(ev: Evaluator, encoder: Encoder, decision: Decision, boot, flooder: Encryptor,
-                   item: tuple[Ciphertext, Ciphertext]) -> GroupResult:
+
+def _decision_task(ev: Evaluator, encoder: Encoder, boot, flooder: Encryptor,
+                   item: tuple[Decision, Ciphertext, Ciphertext]) -> GroupResult:
     """One verification's flooded answer (the body of a decision task in the backend)."""
-    probe, template = item
+    decision, probe, template = item
     seconds: dict[str, float] = {}
     out = decision.forward(ev, encoder, probe, template, boot, seconds)
     return GroupResult(flood(ev, flooder, ev.bring_to(out, ANSWER_LEVEL)), seconds)
@@ -646,11 +656,12 @@ class Client:
     def secret_key(self) -> SecretKey:
         return self._keygen.secret_key
 
-    def evaluation_keys(self, plan: KeyPlan) -> dict[str, bytes]:
+    def evaluation_keys(self, plan: KeyPlan, progress: Callable[[int, int], None] | None = None) -> dict[str, bytes]:
         """The relinearization key, the Galois keys of a server's plan (each only up to the level it is
         used at; the plan is validated against the parameters first), the encapsulation keys when the plan
-        bootstraps through a sparse secret, and the public key (the server floods answers with it)."""
-        keys = self._keygen.evaluation_keys(plan)     # refuses anything but a valid KeyPlan
+        bootstraps through a sparse secret, and the public key (the server floods answers with it).
+        ``progress(done, total)``: called after each key."""
+        keys = self._keygen.evaluation_keys(plan, progress)     # refuses anything but a valid KeyPlan
         out = {"galois": serialize.dump(keys.galois), "public": serialize.dump(self._keygen.public_key())}
         if keys.relin is not None:
             out["relin"] = serialize.dump(keys.relin)

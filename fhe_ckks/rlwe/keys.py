@@ -376,23 +376,48 @@ class KeyGenerator:
                                     check=False), b, check=False)
         return EncapsulationKeys(p, self._key_id, int(weight), seed, b, up, a)
 
-    def evaluation_keys(self, plan: KeyPlan) -> EvaluationKeys:
+    def evaluation_keys(self, plan: KeyPlan, progress=None) -> EvaluationKeys:
         """Exactly the keys of ``plan``, each Galois key only as deep as the plan uses it.
 
         The plan is validated against the parameters first (bounded size,
         levels the chain has).  Keys are made in a fixed order: conjugation,
         then the rotations from the highest level down, then the encapsulation
-        keys, then the relinearization key.
+        keys, then the relinearization key.  ``progress(done, total)``, when
+        given, is called after each key (a progress bar: at N = 2^16 a key
+        takes about a second).
         """
         if not isinstance(plan, KeyPlan):
             raise ParameterError(f"expected a KeyPlan, got {type(plan).__name__}")
         plan.validate(self.params)
-        galois = self.galois_keys([], conjugate=plan.conjugation)
+        elements: dict[int, int] = {}           # Galois element -> the highest level it serves, in plan order
+        if plan.conjugation:
+            elements[conjugation_element(self.params.log_n)] = self.params.max_level
         for level, steps in plan.by_level().items():
-            self.galois_keys(steps, max_level=level, into=galois)
-        encapsulation = None if plan.encapsulation_weight is None else \
-            self.encapsulation_keys(plan.encapsulation_weight)
-        relin = self.relin_key() if plan.relinearization else None
+            for k in steps:
+                g = galois_element(int(k), self.params.log_n)
+                if g != 1 and elements.get(g, -1) < level:
+                    elements[g] = level
+        total = len(elements) + (plan.encapsulation_weight is not None) + bool(plan.relinearization)
+        done = 0
+
+        def tick():
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        galois = GaloisKeys(self.params, self._key_id)
+        for g, level in elements.items():
+            galois.keys[g] = self.galois_key(g, level)
+            tick()
+        encapsulation = None
+        if plan.encapsulation_weight is not None:
+            encapsulation = self.encapsulation_keys(plan.encapsulation_weight)
+            tick()
+        relin = None
+        if plan.relinearization:
+            relin = self.relin_key()
+            tick()
         return EvaluationKeys(relin, galois, encapsulation)
 
     def galois_keys(self, steps, conjugate: bool = False, max_level: int | None = None,

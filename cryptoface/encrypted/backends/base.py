@@ -13,8 +13,9 @@ A backend knows no roles: it never imports :mod:`cryptoface.encrypted.protocol`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from fhe_ckks.ckks.ciphertext import Ciphertext
 from fhe_ckks.ckks.encoder import Encoder
@@ -23,7 +24,7 @@ from fhe_ckks.nn.planner import EncryptedModel
 
 from ...errors import CryptoFaceError
 
-__all__ = ["Backend", "GroupResult", "WorkerError", "BackendError", "run_group", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "GroupResult", "WorkerError", "BackendError", "run_group", "reporting", "make_backend", "BACKENDS"]
 
 #: The backends :func:`make_backend` knows by name.
 BACKENDS = ("local", "ray")
@@ -45,11 +46,37 @@ class GroupResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+#: Where a running task reports its finished stages (a layer's name): set by the backend around a task run in
+#: this process, or in a worker to a pipe back to the backend's process; None: nobody listens.
+_reporter: Callable[[str], None] | None = None
+
+
+@contextmanager
+def reporting(to: Callable[[str], None] | None) -> Iterator[None]:
+    """Stages finished by tasks run in this process within the block are reported ``to(stage)``."""
+    global _reporter
+    before, _reporter = _reporter, to
+    try:
+        yield
+    finally:
+        _reporter = before
+
+
+class _Seconds(dict):
+    """A stage-times dict that reports each finished stage (a patch network's layers, as they finish)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if _reporter is not None:
+            _reporter(str(key))
+
+
 def run_group(evaluator: Evaluator, encoder: Encoder, model: EncryptedModel, ct: Ciphertext) -> GroupResult:
-    """One patch group's chain on its input: the body of a patch-group task."""
-    seconds: dict[str, float] = {}
+    """One patch group's chain on its input: the body of a patch-group task (each layer reported as it
+    finishes, see :func:`reporting`)."""
+    seconds = _Seconds()
     out = model.run(evaluator, encoder, ct, seconds)
-    return GroupResult(out, seconds)
+    return GroupResult(out, dict(seconds))
 
 
 @runtime_checkable
@@ -59,6 +86,9 @@ class Backend(Protocol):
 
     name: str
     workers: int
+    #: Called with a short text as work finishes (a layer of a patch group on the local backend, a task on
+    #: Ray): progress bars.  None by default.
+    progress: Callable[[str], None] | None
 
     def run_tasks(self, fn: Callable[..., GroupResult], shared: tuple, items: Sequence[Any], evaluator: Evaluator,
                   what: str = "task", setup: Callable[[int], Any] | None = None) -> list[GroupResult]:

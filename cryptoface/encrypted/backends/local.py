@@ -30,13 +30,16 @@ from fhe_ckks.nn.planner import EncryptedModel
 from fhe_ckks.errors import FheError
 
 from ...errors import CryptoFaceError
-from .base import GroupResult, WorkerError, run_group
+from . import base
+from .base import GroupResult, WorkerError, reporting, run_group
 
 __all__ = ["LocalBackend"]
 
 
-def _child(task: Callable[[], GroupResult], conn: Connection) -> None:
-    """The body of one forked worker: run the task, send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
+def _child(task: Callable[[], GroupResult], conn: Connection, report: bool) -> None:
+    """The body of one forked worker: run the task (sending ``("progress", stage)`` as stages finish, when
+    asked), then send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
+    base._reporter = (lambda stage: conn.send(("progress", stage))) if report else None
     try:
         res = task()
         conn.send(("ok", serialize.dump(res.ciphertext), res.seconds))
@@ -62,8 +65,9 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, progress: Callable[[str], None] | None = None):
         self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+        self.progress = progress
 
     def close(self) -> None:
         """Nothing to let go of: a worker lives for one task."""
@@ -87,7 +91,8 @@ class LocalBackend:
             return partial(fn, *shared, setup(i) if setup is not None else items[i])
 
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
-            return [ready(i)() for i in range(count)]
+            with reporting(self.progress):
+                return [ready(i)() for i in range(count)]
         ctx = mp.get_context("fork")
         results: list[GroupResult | None] = [None] * count
         pending = list(range(count))
@@ -98,14 +103,19 @@ class LocalBackend:
                     i = pending.pop(0)
                     task = ready(i)                              # the setup here, before the fork
                     recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child, args=(task, send), name=f"{what}-{i}".replace(" ", "-"),
-                                       daemon=True)
+                    proc = ctx.Process(target=_child, args=(task, send, self.progress is not None),
+                                       name=f"{what}-{i}".replace(" ", "-"), daemon=True)
                     proc.start()
                     send.close()
                     running[recv] = (i, proc)
                 for conn in wait(list(running)):
+                    message = self._message(conn)
+                    if message is not None and message[0] == "progress":
+                        if self.progress is not None:
+                            self.progress(message[1])
+                        continue
                     i, proc = running.pop(conn)
-                    results[i] = self._receive(conn, proc, i, evaluator, what)
+                    results[i] = self._receive(message, conn, proc, i, evaluator, what)
         finally:
             for conn, (_, proc) in running.items():      # only after a failure: stop the other workers
                 proc.kill()
@@ -114,15 +124,18 @@ class LocalBackend:
         return results
 
     @staticmethod
-    def _receive(conn: Connection, proc, i: int, evaluator: Evaluator, what: str) -> GroupResult:
-        """Task i's result from its worker: the project's own errors are raised as they were raised
-        in the child, anything else (or a dead worker) as a :class:`WorkerError`."""
+    def _message(conn: Connection):
+        """The next message of a worker, None if it died (its pipe closed without a result)."""
         try:
-            message = conn.recv()
+            return conn.recv()
         except (EOFError, OSError):
-            message = None
-        finally:
-            conn.close()
+            return None
+
+    @staticmethod
+    def _receive(message, conn: Connection, proc, i: int, evaluator: Evaluator, what: str) -> GroupResult:
+        """Task i's result from its worker's last message: the project's own errors are raised as they were
+        raised in the child, anything else (or a dead worker) as a :class:`WorkerError`."""
+        conn.close()
         proc.join()
         if message is None:
             raise WorkerError(f"the worker of {what} {i} died (exit code {proc.exitcode})")

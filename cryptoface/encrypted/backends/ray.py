@@ -72,7 +72,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 3,
-                 **init: Any):
+                 progress: Callable[[str], None] | None = None, **init: Any):
         try:
             import ray
         except ImportError:
@@ -90,6 +90,7 @@ class RayBackend:
         self.address = address
         self.workers = max(1, cpus if workers is None else int(workers))
         self.max_retries = int(max_retries)
+        self.progress = progress
         self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_task)
         self._kept: OrderedDict[object, tuple[object, Any]] = OrderedDict()
         #: bytes put in the object store as shared objects, sent as task inputs and received as outputs,
@@ -153,6 +154,8 @@ class RayBackend:
                 for ref in done:
                     i = running.pop(ref)
                     results[i] = self._receive(ref, i, evaluator, what)
+                    if self.progress is not None:
+                        self.progress(f"{what} {i}")
         finally:
             for ref in running:              # only after a failure: stop the other tasks
                 ray.cancel(ref, force=True)
