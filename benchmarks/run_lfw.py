@@ -3,6 +3,23 @@
     python benchmarks/run_lfw.py                       # shipped CryptoFaceNet4 + shipped LFW sample, 2 pairs
     python benchmarks/run_lfw.py --model M.model.npz --data DIR --datasets lfw cfp_fp --pairs 0:10 \\
         --preset N16_QP1762_L29_S38 --workers 2 --output results/
+    python benchmarks/run_lfw.py --data ../shared/data/lfw --pairs all --backend ray --ray-address HEAD:6379
+    python benchmarks/run_lfw.py --data my_faces/ --pairs folds:0-1   # your own data: a folder with pairs.txt
+
+``--data`` is a folder of InsightFace ``.bin`` files (``--datasets``, default lfw) or your own data: a folder in
+LFW's layout (``<Name>/<Name>_NNNN.jpg``, ``.png`` or ``.pgm``) with an LFW-format ``pairs.txt``, evaluated
+under its own name (``--name``, default the folder's name) and recorded with its real origin.  ``--pairs``:
+``START:END`` ranges, ``fold:K``, ``folds:A-B`` or ``all``, comma separated.
+
+**The decision rule.**  Each pair is decided with its fold's threshold, fitted on the other folds (or with
+``--fold``'s).  A dataset the model carries no rule for (it was calibrated on another set) gets one **fitted
+here** on that data's folds the same way, and every report says so ("rule: fitted here"): the model's LFW
+threshold is never applied to other data silently.
+
+**Scale-out.**  ``--backend ray`` (the ``ray`` extra) runs the patch groups and the decisions of ``--batch``
+pairs at once as Ray tasks on the cluster at ``--ray-address`` (none: a Ray instance on this machine); the keys
+are generated once and put in the object store once.  Each distinct image is embedded under encryption once,
+however many pairs name it (LFW's 6,000 pairs hold 7,701 distinct images), and once in the plaintext pass.
 
 For each dataset:
 
@@ -10,8 +27,8 @@ For each dataset:
   (``plaintext``), with the model's polynomial 1/sqrt norm and a k-fold threshold (``poly_norm``, the rule of
   earlier versions), and with the model's exported exact cosine rule and per-fold thresholds, i.e. what the
   server decides under encryption (``exact_rule``); ROC curves;
-* for the pairs of ``--pairs`` (ranges ``START:END``, comma separated): the first face is enrolled (offline) and
-  the second verified (online) under encryption at ``--preset``; per pair the encrypted and plaintext decisions,
+* for the pairs of ``--pairs``: the first face is enrolled (offline: its embedding is the template) and the second
+  verified (online) under encryption at ``--preset``; per pair the encrypted and plaintext decisions,
   the error of the decrypted probe embedding in bits (this script holds both roles to measure it, see
   ``cryptoface.encrypted.measuring``), the latency of each stage, key switches, bootstraps; the peak memory of the
   process tree (workers included, shared pages once).
@@ -55,15 +72,16 @@ from harness import TreeMemory, git_revision, machine  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
-from cryptoface.errors import CryptoFaceError, ProbeError  # noqa: E402
-from cryptoface.model import FusedPatchCNN, exact_decisions, load_model, poly_distances  # noqa: E402
+from cryptoface.errors import CryptoFaceError, DataError, ProbeError  # noqa: E402
+from cryptoface.model import (FusedPatchCNN, exact_decisions, fit_exact_thresholds, fit_thresholds,  # noqa: E402
+                              load_model, poly_distances)
 from fhe_ckks import presets  # noqa: E402
 from fhe_ckks.errors import FheError  # noqa: E402
 
 log = logging.getLogger("run_lfw")
 DEFAULT_PAIRS = "0:1,5:6"           # in the shipped sample: the first genuine and the first impostor pair
 APPENDED = ("pairs.jsonl", "results.jsonl", "summary.md")   # the files of --output every run appends to
-PROTOCOL = "hinted-cosine-decision"   # in the records' key: pairs decided by earlier protocols are not reused
+PROTOCOL = "hinted-cosine-decision/fold-rule"   # in the records' key: pairs decided otherwise are not reused
 
 
 class UsageError(Exception):
@@ -78,19 +96,39 @@ class Dataset:
     chosen: list[int] = field(default_factory=list)      # pairs to encrypt
     config: str = ""                                      # what pairs.jsonl records of this run are keyed by
     done: dict[int, dict] = field(default_factory=dict)  # pairs finished by earlier runs (pairs.jsonl)
+    rule: str = "model"                                   # "model" (the model's own) or "fitted here"
 
 
-def parse_pairs(text: str, count: int) -> list[int]:
-    out: list[int] = []
+def parse_pairs(text: str, count: int, folds: np.ndarray | None = None) -> list[int]:
+    """``--pairs``: comma-separated ``START:END`` ranges, ``fold:K``, ``folds:A-B`` (the pairs of those
+    folds) or ``all``; each pair once, in the order given."""
+    out: dict[int, None] = {}
+    folds = np.zeros(count, dtype=np.int64) if folds is None else np.asarray(folds)
     for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            out.update(dict.fromkeys(range(count)))
+            continue
+        if part.startswith(("fold:", "folds:")):
+            spec = part.split(":", 1)[1]
+            try:
+                lo, hi = (int(x) for x in spec.split("-")) if "-" in spec else (int(spec), int(spec))
+            except ValueError:
+                raise UsageError(f"--pairs {part}: expected fold:K or folds:A-B") from None
+            have = sorted(set(folds.tolist()))
+            if lo > hi or lo not in have or hi not in have:
+                raise UsageError(f"--pairs {part}: the dataset has folds {have[0]}..{have[-1]}")
+            out.update(dict.fromkeys(int(i) for i in np.flatnonzero((folds >= lo) & (folds <= hi))))
+            continue
         try:
             start, end = (int(x) for x in part.split(":"))
         except ValueError:
-            raise UsageError(f"--pairs {text!r}: expected START:END[,START:END...]") from None
+            raise UsageError(f"--pairs {text!r}: expected START:END, fold:K, folds:A-B or all, comma "
+                             "separated") from None
         if not 0 <= start < end <= count:
             raise UsageError(f"--pairs {part}: out of range, the dataset has pairs 0..{count - 1}")
-        out += [i for i in range(start, end) if i not in out]
-    return out
+        out.update(dict.fromkeys(range(start, end)))
+    return list(out)
 
 
 def open_datasets(args) -> list[Dataset]:
@@ -101,8 +139,8 @@ def open_datasets(args) -> list[Dataset]:
         if args.datasets not in (None, ["lfw"]):
             raise UsageError("the shipped sample is LFW only: give --data DIR for other datasets")
         return [Dataset("lfw", vs, f"shipped sample ({DEFAULT_SAMPLE})")]
-    sets = data.load_verification_dir(args.data, args.datasets or ["lfw"])
-    return [Dataset(name, vs, str(Path(args.data) / name)) for name, vs in sets.items()]
+    sets = data.load_verification_dir(args.data, args.datasets, args.name)
+    return [Dataset(name, vs, vs.origin or str(Path(args.data) / name)) for name, vs in sets.items()]
 
 
 def parameter_count(model: FusedPatchCNN) -> int:
@@ -123,43 +161,108 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------- plaintext
 
 
-def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool) -> tuple[dict, dict, dict[int, str]]:
-    """The figures over every pair whose images decode, the ROC curves, and ``{pair: reason}`` for the others
-    (left out, listed under ``failed_pairs``)."""
+def image_keys(vs: data.VerificationSet) -> list[str]:
+    """One key per image of ``vs`` (two per pair): equal keys are the same image, embedded once.  A file by
+    its resolved path; encoded bytes (an InsightFace ``.bin`` repeats an image in every pair that names it)
+    by their SHA-256."""
+    return [hashlib.sha256(bytes(src)).hexdigest() if isinstance(src, (bytes, bytearray))
+            else str(Path(src).resolve()) for src in vs.sources]
+
+
+def distinct_images(keys: list[str], pairs) -> dict[str, int]:
+    """``{key: the first image index with it}`` over both images of ``pairs``, in order of first use."""
+    first: dict[str, int] = {}
+    for i in pairs:
+        for j in (2 * i, 2 * i + 1):
+            first.setdefault(keys[j], j)
+    return first
+
+
+def plaintext_embeddings(model: FusedPatchCNN, ds: Dataset, keys: list[str], progress: bool
+                         ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The plaintext embedding of each distinct image (``{key: embedding}``), and ``{key: reason}`` for the
+    images that do not decode."""
     from tqdm import tqdm
 
-    n = len(ds.pairs)
-    parts, kept, failed = [], [], {}
+    first = distinct_images(keys, range(len(ds.pairs)))
+    items = list(first.items())
+    emb: dict[str, np.ndarray] = {}
+    bad: dict[str, str] = {}
     chunk = 64
-    for start in tqdm(range(0, n, chunk), desc=f"{ds.name}: plaintext", unit="chunk", disable=not progress):
-        x, ok, bad = ds.pairs.decodable_images(model.input_size, range(start, min(n, start + chunk)))
-        if ok:
-            parts.append(model.embed(x))
-        kept += ok
-        failed.update(bad)
+    for start in tqdm(range(0, len(items), chunk), desc=f"{ds.name}: plaintext ({len(items)} distinct images)",
+                      unit="chunk", disable=not progress):
+        faces, names = [], []
+        for key, j in items[start:start + chunk]:
+            try:
+                faces.append(ds.pairs._aligned(j))
+                names.append(key)
+            except DataError as exc:
+                bad[key] = str(exc)
+        if faces:
+            for key, e in zip(names, model.embed(data.preprocess(faces, model.input_size))):
+                emb[key] = e
+    return emb, bad
+
+
+def fit_rule(model: FusedPatchCNN, ds: Dataset, a: np.ndarray, b: np.ndarray, same: np.ndarray,
+             folds: np.ndarray) -> None:
+    """A decision rule for a dataset the model was not calibrated on, fitted on that data's folds as the
+    model's own rule was on its calibration set: the norm polynomial and each fold's thresholds (exact and
+    polynomial) on the other folds.  Said loudly: the model's rule is not used."""
+    rule = fit_exact_thresholds(fit_thresholds(poly_distances, a, b, same, folds), a, b, same, folds)
+    model.thresholds[ds.name] = rule
+    ds.rule = "fitted here"
+    calibrated = ", ".join(sorted(k for k, t in model.thresholds.items() if k != ds.name and t.exact_tau)) or "none"
+    log.warning("%s: model %s carries no decision rule for this data (it is calibrated on: %s). The rule is "
+                "FITTED HERE on %s's own %d folds (each fold's threshold on the other folds); every report says "
+                "'rule: fitted here'", ds.name, model.name, calibrated, ds.name, len(set(folds.tolist())))
+
+
+def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool,
+                      fit: bool = False) -> tuple[dict, dict, dict[int, str]]:
+    """The figures over every pair whose images decode, the ROC curves, and ``{pair: reason}`` for the others
+    (left out, listed under ``failed_pairs``).  Each distinct image is embedded once.  ``fit``: the model has no
+    rule for this data; fit one (:func:`fit_rule`) before the rule's figures."""
+    keys = image_keys(ds.pairs)
+    emb, bad = plaintext_embeddings(model, ds, keys, progress)
+    n = len(ds.pairs)
+    kept, failed = [], {}
+    for i in range(n):
+        why = bad.get(keys[2 * i]) or bad.get(keys[2 * i + 1])
+        if why:
+            failed[i] = why
+        else:
+            kept.append(i)
     for i, why in failed.items():
         log.warning("%s: pair %d left out of the plaintext figures: %s", ds.name, i, why)
-    out: dict = {"pairs": len(kept)}
+    out: dict = {"pairs": len(kept), "distinct_images": len(emb) + len(bad)}
     if failed:
         out["failed_pairs"] = [{"pair": i, "reason": why} for i, why in sorted(failed.items())]
-    emb = np.concatenate(parts) if parts else np.empty((0, model.embedding_dim))
-    a, b, same, folds = emb[0::2], emb[1::2], ds.pairs.issame[kept], ds.pairs.folds[kept]
+    dim = model.embedding_dim
+    a = np.array([emb[keys[2 * i]] for i in kept]).reshape(-1, dim)
+    b = np.array([emb[keys[2 * i + 1]] for i in kept]).reshape(-1, dim)
+    same, folds = ds.pairs.issame[kept], ds.pairs.folds[kept]
     if len(set(folds.tolist())) < 2:
         out["error"] = f"{len(failed)} of {n} pairs do not decode; the others cover fewer than two folds"
         log.error("%s: no plaintext figures: %s", ds.name, out["error"])
         return out, {}, failed
+    if fit:
+        fit_rule(model, ds, a, b, same, folds)
     exact = verification.squared_distances(a, b)
     th = model.thresholds.get(ds.name)
     out["plaintext"] = verification.kfold_accuracy(exact, same, folds).as_dict()
+    out["rule"] = ds.rule
     curves = {"exact L2 norm": verification.roc(exact, same)}
     if th is not None:
         poly = poly_distances(th.norm, a, b)
         out["poly_norm"] = verification.kfold_accuracy(poly, same, folds).as_dict()
         if th.exact_tau is not None:
             rule = exact_decisions(model, a, b, ds.name, [fold] * len(kept) if fold is not None else folds.tolist())
-            out["exact_rule"] = {"accuracy": float(np.mean(rule == same)),
-                                 "note": "the model's exported cosine thresholds, per fold (what the server decides "
-                                         "under encryption)"}
+            out["exact_rule"] = {"accuracy": float(np.mean(rule == same)), "rule": ds.rule,
+                                 "note": "the exact cosine rule with each fold's threshold, fitted on the other "
+                                         "folds (what the server decides under encryption); "
+                                         + ("fitted here on this data" if ds.rule == "fitted here" else
+                                            "the model's own thresholds")}
         curves["polynomial 1/sqrt norm"] = verification.roc(poly, same)
     out["auc"] = {k: v[2] for k, v in curves.items()}
     return out, curves, failed
@@ -266,10 +369,52 @@ def append_line(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of an accuracy of ``correct`` out of ``n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n)))
+
+
+class _PairProgress:
+    """A second progress bar for the pairs in hand: key generation, then the patch-network layers of the faces
+    being embedded (reported by the backend as they finish), then the decisions."""
+
+    def __init__(self, enabled: bool):
+        from tqdm import tqdm
+
+        self._tqdm, self.enabled, self.bar = tqdm, enabled, None
+
+    def start(self, desc: str, total: int | None, unit: str) -> None:
+        self.close()
+        if self.enabled:
+            self.bar = self._tqdm(total=total, desc=desc, unit=unit, position=1, leave=False)
+
+    def keygen(self, done: int, total: int) -> None:
+        if self.bar is None and self.enabled:
+            self.start("key generation", total, "key")
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def step(self, _stage: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: bool,
-                    undecodable: dict[int, str]) -> tuple[list[dict], dict]:
+                    undecodable: dict[int, str], backend=None) -> tuple[list[dict], dict]:
     """The records of ``ds.chosen``: finished by an earlier run, encrypted now, or failed (an image that does
-    not decode: ``undecodable`` from the plaintext stage, or found here; recorded with its reason)."""
+    not decode: ``undecodable`` from the plaintext stage, or found here; a face the client refuses; recorded
+    with its reason).  Pairs go ``--batch`` at a time: the batch's distinct images not embedded yet are
+    encrypted and embedded in one call to the backend, then its pairs are decided in one call; an embedding
+    is kept while a later pair still names its image, so each distinct image is embedded once."""
     from tqdm import tqdm
 
     from cryptoface.encrypted.measuring import MeasuringHarness
@@ -289,33 +434,84 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
             fail(i, undecodable[i])
     todo = [i for i in ds.chosen if i not in done and i not in failed]
     setup: dict = {}
-    if todo:
-        log.info("%s: %d pair(s) to encrypt (%d already done); generating keys at %s", ds.name, len(todo),
-                 len(ds.chosen) - len(todo) - len(failed), params.literal.name)
-        session = MeasuringHarness(model, params, workers=args.workers, dataset=ds.name, fold=args.fold)
-        setup = {"seconds": session.setup_seconds, "key_bytes": session.key_bytes,
-                 "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.key_plan)}
-        for i in tqdm(todo, desc=f"{ds.name}: encrypted pairs", unit="pair", disable=not progress):
-            try:
-                faces = ds.pairs.images(model.input_size, [i])
-            except CryptoFaceError as exc:            # changed since the plaintext stage read it
-                fail(i, str(exc))
-                continue
-            try:
-                with TreeMemory() as mem:
-                    res = session.verify_pair(faces[0], faces[1])
-            except ProbeError as exc:                  # the honest client refuses a face the model cannot vouch for
-                fail(i, f"refused by the client before encryption: {exc}")
-                continue
-            rec = {"config": ds.config, "dataset": ds.name, "pair": i, "same": bool(ds.pairs.issame[i]),
-                   "fold": int(ds.pairs.folds[i]), **res.as_dict(), "peak_memory_gb": mem.peak_gb,
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
-            append_line(pairs_file, rec)
-            done[i] = rec
-            log.info("pair %d: encrypted %s, plaintext %s, truth %s, error 2^-%.1f, verification %.1f s", i,
-                     res.outcome, "same" if res.decision_plaintext else "different",
-                     "same" if rec["same"] else "different", res.embedding_error_bits,
-                     res.verification_seconds["total"])
+    if not todo:
+        return [done[i] if i in done else failed[i] for i in ds.chosen], setup
+    keys = image_keys(ds.pairs)
+    first = distinct_images(keys, todo)
+    log.info("%s: %d pair(s) to encrypt (%d already done), %d distinct image(s); generating keys at %s", ds.name,
+             len(todo), len(ds.chosen) - len(todo) - len(failed), len(first), params.literal.name)
+    bar = _PairProgress(progress)
+    session = MeasuringHarness(model, params, workers=args.workers, dataset=ds.name, fold=args.fold,
+                               backend=backend, keygen_progress=bar.keygen)
+    bar.close()
+    server = session.server
+    server.backend.progress = bar.step
+    groups = len(server.groups)
+    batch = args.batch or (1 if server.backend.name == "local" else max(1, server.backend.workers // groups))
+    per_face = sum(len(m.layers) + m.plan.bootstraps for m in server.models)
+    setup = {"seconds": session.setup_seconds, "key_bytes": session.key_bytes, "backend": server.backend.name,
+             "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.key_plan),
+             "pairs_per_batch": batch, "distinct_images": len(first)}
+    uses: dict[str, int] = {}
+    for i in todo:
+        for k in (keys[2 * i], keys[2 * i + 1]):
+            uses[k] = uses.get(k, 0) + 1
+    cache: dict = {}                 # key -> EmbeddedFace, while a pair to come names it
+    refused: dict[str, str] = {}     # key -> why it has no embedding
+    embedded = 0
+    outer = tqdm(total=len(todo), desc=f"{ds.name}: encrypted pairs", unit="pair", disable=not progress)
+    try:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            need = [k for k in distinct_images(keys, chunk) if k not in cache and k not in refused]
+            faces, made = [], []
+            for k in need:
+                try:
+                    faces.append(data.preprocess([ds.pairs._aligned(first[k])], model.input_size)[0])
+                    made.append(k)
+                except CryptoFaceError as exc:         # changed since the plaintext stage read it
+                    refused[k] = str(exc)
+            bar.start(f"pairs {chunk[0]}..{chunk[-1]}: {len(faces)} face(s), layers", per_face * len(faces)
+                      + len(chunk), "step")
+            with TreeMemory() as mem:
+                for k, e in zip(made, session.embed_faces(faces) if faces else []):
+                    if isinstance(e, ProbeError):      # the honest client refuses a face the model cannot vouch for
+                        refused[k] = f"refused by the client before encryption: {e}"
+                    else:
+                        cache[k] = e
+                        embedded += 1
+                ready = [i for i in chunk if keys[2 * i] in cache and keys[2 * i + 1] in cache]
+                fold_of = (lambda i: args.fold) if args.fold is not None else (lambda i: int(ds.pairs.folds[i]))
+                results = session.decide([(cache[keys[2 * i + 1]], cache[keys[2 * i]], fold_of(i)) for i in ready]) \
+                    if ready else []
+            bar.close()
+            for i in chunk:
+                if i not in ready:
+                    fail(i, refused.get(keys[2 * i]) or refused.get(keys[2 * i + 1]) or "no embedding")
+            for i, res in zip(ready, results):
+                rec = {"config": ds.config, "dataset": ds.name, "origin": ds.origin, "rule": ds.rule, "pair": i,
+                       "same": bool(ds.pairs.issame[i]), "fold": int(ds.pairs.folds[i]), **res.as_dict(),
+                       "batch_pairs": len(chunk), "peak_memory_gb": mem.peak_gb,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
+                append_line(pairs_file, rec)
+                done[i] = rec
+                log.info("pair %d: encrypted %s, plaintext %s, truth %s, error 2^-%.1f, verification %.1f s", i,
+                         res.outcome, "same" if res.decision_plaintext else "different",
+                         "same" if rec["same"] else "different", res.embedding_error_bits,
+                         res.verification_seconds["total"])
+            for i in chunk:
+                for k in (keys[2 * i], keys[2 * i + 1]):
+                    uses[k] -= 1
+                    if not uses[k]:
+                        cache.pop(k, None)
+            outer.update(len(chunk))
+    finally:
+        outer.close()
+        bar.close()
+        server.backend.progress = None
+    setup["images_embedded"] = embedded
+    if server.backend.name == "ray":
+        setup["ray_traffic_bytes"] = dict(server.backend.traffic)
     return [done[i] if i in done else failed[i] for i in ds.chosen], setup
 
 
@@ -340,9 +536,13 @@ def summarize_pairs(recs: list[dict]) -> dict:
         return float(np.mean([r[path[0]][path[1]] for r in recs]))
 
     stages = [k for k in recs[0]["verification_seconds"] if all(k in r["verification_seconds"] for r in recs)]
+    correct = sum(r["decision_encrypted"] == r["same"] for r in recs)
+    twin = sum(r["decision_plaintext"] == r["same"] for r in recs)
     return {
         **head,
-        "decisions_correct": sum(r["decision_encrypted"] == r["same"] for r in recs),
+        "decisions_correct": correct,
+        "accuracy": correct / len(recs), "accuracy_ci95": list(wilson(correct, len(recs))),
+        "plaintext_twin_correct": twin, "plaintext_twin_accuracy": twin / len(recs),
         "agree_with_plaintext": sum(r["agrees"] for r in recs),
         "invalid": sum(r["outcome"] == "invalid" for r in recs),
         "embedding_error_bits_min": min(r["embedding_error_bits"] for r in recs),
@@ -392,26 +592,35 @@ def plot_latency(recs: list[dict], path: Path) -> Path:
 def markdown(record: dict) -> str:
     lines = [f"## Run {record['run']} ({record['started']})", "",
              f"Model `{record['model']['name']}` ({record['model']['file']}), preset `{record['preset']}` "
-             f"({record['security']}), workers {record['workers']}, git {record['git_revision']}, "
-             f"{record['machine']['cpu']} x {record['machine']['cores']} cores.", "",
-             "| approach | resolution | backbone | parameters | bootstraps | dataset | accuracy (plaintext 10-fold / "
-             "exported rule / encrypted pairs) | latency (online verification) | memory |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"({record['security']}), backend {record.get('backend', 'local')}, workers {record['workers']}, git "
+             f"{record['git_revision']}, {record['machine']['cpu']} x {record['machine']['cores']} cores.", "",
+             "| approach | resolution | backbone | parameters | bootstraps | dataset | rule | accuracy: plaintext 10-fold "
+             "/ the encrypted rule in plaintext | encrypted pairs: accuracy (95% CI) / its plaintext twin on the same "
+             "pairs / decisions equal | latency (online verification) | memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, ds in record["datasets"].items():
         p, e = ds["plaintext"], ds.get("encrypted", {"pairs": 0})
-        poly = ds["plaintext"].get("exact_rule", {}).get("accuracy")
+        rule_acc = ds["plaintext"].get("exact_rule", {}).get("accuracy")
         plain = p.get("plaintext", {}).get("accuracy")
-        enc = (f"{e['decisions_correct']}/{e['pairs']} correct, {e['agree_with_plaintext']}/{e['pairs']} = "
-               f"plaintext" if e["pairs"] else "not run") + (f", {e['failed']} failed" if e.get("failed") else "")
+        rule = p.get("rule", "model")
+        rule = "**fitted here** on this data's folds" if rule == "fitted here" else "the model's own"
+        if e["pairs"]:
+            lo, hi = e["accuracy_ci95"]
+            enc = (f"{e['decisions_correct']}/{e['pairs']} = {100 * e['accuracy']:.1f}% ({100 * lo:.1f}–{100 * hi:.1f}) "
+                   f"/ {e['plaintext_twin_correct']}/{e['pairs']} = {100 * e['plaintext_twin_accuracy']:.1f}% / "
+                   f"{e['agree_with_plaintext']}/{e['pairs']}")
+        else:
+            enc = "not run"
+        enc += f", {e['failed']} failed" if e.get("failed") else ""
         left_out = f", {len(p['failed_pairs'])} failed" if p.get("failed_pairs") else ""
         lat = f"{e['verification_seconds_mean']:.0f} s" if e["pairs"] else "-"
         mem = f"{e['peak_memory_gb']:.1f} GB" if e["pairs"] else "-"
         boots = e.get("bootstraps_per_verification", "-")
         lines.append(f"| CryptoFace (this implementation) | {record['model']['input_size']}x"
                      f"{record['model']['input_size']} | {record['model']['name']} | "
-                     f"{record['model']['parameters'] / 1e6:.2f}M | {boots} | {name} ({p['pairs']} pairs{left_out}) | "
-                     f"{'-' if plain is None else f'{100 * plain:.2f}'} / "
-                     f"{'-' if poly is None else f'{100 * poly:.2f}'} / {enc} | {lat} | {mem} |")
+                     f"{record['model']['parameters'] / 1e6:.2f}M | {boots} | {name} ({p['pairs']} pairs{left_out}; "
+                     f"{ds['origin']}) | {rule} | {'-' if plain is None else f'{100 * plain:.2f}'} / "
+                     f"{'-' if rule_acc is None else f'{100 * rule_acc:.2f}'} | {enc} | {lat} | {mem} |")
     lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -422,12 +631,23 @@ def markdown(record: dict) -> str:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an exported .model.npz")
-    ap.add_argument("--data", type=Path, help="folder of InsightFace .bin files or a raw LFW folder with pairs.txt")
-    ap.add_argument("--datasets", nargs="+", choices=data.VERIFICATION_DATASETS, help="default: lfw")
+    ap.add_argument("--data", type=Path, help="folder of InsightFace .bin files, or your own data: a folder in LFW's "
+                    "layout with pairs.txt")
+    ap.add_argument("--datasets", nargs="+", help=f"the .bin files to read: {', '.join(data.VERIFICATION_DATASETS)} "
+                    "(default: lfw)")
+    ap.add_argument("--name", help="the dataset name of your own data (a folder with pairs.txt; default: the "
+                    "folder's name)")
     ap.add_argument("--fold", type=int, help="decide with this fold's threshold (fitted on the other folds)")
-    ap.add_argument("--pairs", default=DEFAULT_PAIRS, help=f"pairs to encrypt, START:END,... (default {DEFAULT_PAIRS})")
+    ap.add_argument("--pairs", default=DEFAULT_PAIRS, help="pairs to encrypt: START:END, fold:K, folds:A-B or all, "
+                    f"comma separated (default {DEFAULT_PAIRS})")
     ap.add_argument("--preset", default=DEFAULT_PRESET, help=f"CKKS parameters (default {DEFAULT_PRESET})")
-    ap.add_argument("--workers", type=int, help="processes for the patch groups (default: one per core)")
+    ap.add_argument("--workers", type=int, help="local backend: processes for the patch groups (default: one per "
+                    "core); ray: tasks in flight (default: the cluster's CPUs)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="where the patch groups and decisions run (default local; ray needs the ray extra)")
+    ap.add_argument("--ray-address", help="the Ray cluster to join (default: a Ray instance on this machine)")
+    ap.add_argument("--batch", type=int, help="pairs embedded and decided together (default: 1 locally; on Ray, "
+                    "enough to keep every CPU busy)")
     ap.add_argument("--plaintext-only", action="store_true", help="accuracy only, no encryption")
     ap.add_argument("--output", type=Path, default=Path("lfw_results"), help="results folder (appended to)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -473,7 +693,7 @@ def check_output(out: Path) -> None:
                 pass
 
 
-def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) -> None:
+def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None, cos: float | None = None) -> None:
     """The preset must hold the chain as :class:`~cryptoface.encrypted.protocol.Server` plans it without a
     network bootstrapper (this script never bootstraps the network): a patch network, the hint and the
     decision's checks; then the decision's 8-slot bootstrap (the secret-key double on ``INSECURE_`` presets,
@@ -486,7 +706,7 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None) ->
     from cryptoface.encrypted.decision import GALLERY_COMBINE_DEPTH, TemplateCheck
     from cryptoface.encrypted.protocol import TAIL_RESERVE
 
-    decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold))
+    decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold) if cos is None else cos)
     network, before = patch_network_depth(model), TAIL_RESERVE
     name = params.literal.name
     if network + before > params.max_level:
@@ -529,30 +749,33 @@ def prepare(args):
         if len(set(ds.pairs.folds.tolist())) < 2:
             raise UsageError(f"{ds.name} ({ds.origin}): {len(ds.pairs)} pairs in "
                              f"{'no' if not len(ds.pairs) else 'one'} fold; k-fold accuracy needs two or more")
-        ds.chosen = [] if args.plaintext_only else parse_pairs(args.pairs, len(ds.pairs))
-        if not args.plaintext_only and (ds.name not in model.thresholds
-                                        or model.thresholds[ds.name].exact_tau is None):
-            raise UsageError(f"model {model.name} has no decision rule (an exact cosine threshold) for {ds.name}: "
-                             f"export it with {ds.name} verification data (cryptoface.model.fit_exact_thresholds), "
-                             "or use --plaintext-only")
+        ds.chosen = [] if args.plaintext_only else parse_pairs(args.pairs, len(ds.pairs), ds.pairs.folds)
+        if ds.name not in model.thresholds or model.thresholds[ds.name].exact_tau is None:
+            ds.rule = "fitted here"              # fitted on this data's folds in the plaintext pass, said loudly
     if args.fold is not None and not args.plaintext_only:
         for ds in datasets:
-            if args.fold not in model.thresholds[ds.name].per_fold:
-                raise UsageError(f"--fold {args.fold}: model has thresholds for folds "
-                                 f"{sorted(model.thresholds[ds.name].per_fold)} of {ds.name}")
+            have = sorted(model.thresholds[ds.name].exact_per_fold) if ds.rule == "model" else \
+                sorted(set(ds.pairs.folds.tolist()))
+            if args.fold not in have:
+                raise UsageError(f"--fold {args.fold}: the rule of {ds.name} has thresholds for folds {have}")
+    if args.batch is not None and args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    if args.ray_address is not None and args.backend != "ray":
+        raise UsageError("--ray-address is for --backend ray")
     if not args.plaintext_only:
         from cryptoface.encrypted.network import group_patches
 
         group_patches(model, params.slots)       # raises if the preset cannot hold one patch network
         for ds in datasets:
-            check_depth(model, params, ds.name, args.fold)
+            check_depth(model, params, ds.name, args.fold,
+                        cos=0.5 if ds.rule == "fitted here" else None)   # the depth does not depend on it
     for ds in datasets:
         ds.pairs.check()                         # every image's header: there, readable, an aligned 112x112 crop
     model_hash = file_sha256(args.model)
     for ds in datasets:
         if ds.chosen:
             ds.config = hashlib.sha256(json.dumps([model_hash, params.fingerprint.hex(), ds.name, ds.origin,
-                                                   args.fold, PROTOCOL]).encode()).hexdigest()[:16]
+                                                   args.fold, PROTOCOL, ds.rule]).encode()).hexdigest()[:16]
             ds.done = read_done(args.output / "pairs.jsonl", ds.config, ds.pairs.issame)
     return model, params, datasets, model_hash
 
@@ -560,11 +783,24 @@ def prepare(args):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    backend = None
     try:
         model, params, datasets, model_hash = prepare(args)
+        if any(ds.chosen for ds in datasets) and args.backend != "local":
+            from cryptoface.encrypted.backends import make_backend
+
+            backend = make_backend(args.backend, workers=args.workers, address=args.ray_address)
     except (UsageError, CryptoFaceError, FheError, OSError) as exc:
         print(f"run_lfw: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    try:
+        return run(args, model, params, datasets, model_hash, backend)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def run(args, model, params, datasets, model_hash, backend) -> int:
     progress = not args.no_progress
     out_dir = args.output
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -575,18 +811,21 @@ def main(argv=None) -> int:
                         "input_size": model.input_size, "patch_networks": model.num_patches,
                         "parameters": parameter_count(model)},
               "preset": params.literal.name, "security": params.security,
-              "workers": args.workers or os.cpu_count(), "plaintext_only": args.plaintext_only, "datasets": {}}
+              "workers": backend.workers if backend is not None else (args.workers or os.cpu_count()),
+              "backend": args.backend, "plaintext_only": args.plaintext_only, "datasets": {}}
     roc_curves = {}
     all_recs = []
     for ds in datasets:
-        figures, curves, undecodable = plaintext_figures(model, ds, args.fold, progress)
+        figures, curves, undecodable = plaintext_figures(model, ds, args.fold, progress, fit=ds.rule == "fitted here")
         roc_curves.update({f"{ds.name}: {k}": v for k, v in curves.items()})
         if "plaintext" in figures:
             log.info("%s: plaintext %.4f, exported rule %s over %d pairs", ds.name, figures["plaintext"]["accuracy"],
                      f"{figures['exact_rule']['accuracy']:.4f}" if "exact_rule" in figures else "-", figures["pairs"])
-        entry = {"origin": ds.origin, "plaintext": figures}
-        if ds.chosen:
-            recs, setup = encrypted_pairs(model, params, ds, args, out_dir, progress, undecodable)
+        entry = {"origin": ds.origin, "rule": ds.rule, "plaintext": figures}
+        if ds.chosen and ds.name not in model.thresholds:
+            log.error("%s: no rule could be fitted (%s); its pairs are not encrypted", ds.name, figures.get("error"))
+        elif ds.chosen:
+            recs, setup = encrypted_pairs(model, params, ds, args, out_dir, progress, undecodable, backend)
             entry["encrypted"] = {**summarize_pairs(recs), "setup": setup, "config": ds.config,
                                   "pair_records": [pair_record(r) for r in recs]}
             all_recs += [r for r in recs if not r.get("failed")]

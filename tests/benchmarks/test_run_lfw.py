@@ -43,17 +43,17 @@ def test_two_encrypted_pairs_report_and_resume(toy_file, tmp_path, monkeypatch):
     script = load_script()
     from cryptoface.encrypted import measuring
 
-    # interrupt the first run after one pair
-    real = measuring.MeasuringHarness.verify_pair
+    # interrupt the first run after one pair (one pair per batch: one decision call each)
+    real = measuring.MeasuringHarness.decide
     calls = {"n": 0}
 
-    def flaky(self, a, b):
+    def flaky(self, pairs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self, a, b)
+        return real(self, pairs)
 
-    monkeypatch.setattr(measuring.MeasuringHarness, "verify_pair", flaky)
+    monkeypatch.setattr(measuring.MeasuringHarness, "decide", flaky)
     with pytest.raises(KeyboardInterrupt):
         run(script, toy_file, tmp_path, "--pairs", "0:1,5:6")
     lines = (tmp_path / "pairs.jsonl").read_text().splitlines()
@@ -77,7 +77,9 @@ def test_two_encrypted_pairs_report_and_resume(toy_file, tmp_path, monkeypatch):
     assert record["preset"] == PRESET and "machine" in record and "git_revision" in record
     assert Path(record["plots"]["roc"]).exists() and Path(record["plots"]["latency"]).exists()
     summary = (tmp_path / "summary.md").read_text()
-    assert "| approach | resolution |" in summary and "2/2 = plaintext" in summary
+    assert "| approach | resolution |" in summary and "| the model's own |" in summary
+    assert f"/ {enc['plaintext_twin_correct']}/2 = " in summary and "/ 2/2 |" in summary
+    assert 0 <= enc["accuracy_ci95"][0] <= enc["accuracy"] <= enc["accuracy_ci95"][1] <= 1
 
     # a second complete run appends, and recomputes nothing
     assert run(script, toy_file, tmp_path, "--pairs", "0:1,5:6") == 0
@@ -164,9 +166,10 @@ def jpeg(rng, size=112) -> bytes:
 
 @pytest.fixture
 def raw_data(tmp_path) -> Path:
-    """A raw LFW folder: 16 aligned 112x112 JPEGs of 6 people in aligned_112x112/ and an 8-pair pairs.txt."""
+    """A raw LFW folder: 16 aligned 112x112 JPEGs of 6 people in aligned_112x112/ and an 8-pair pairs.txt; the
+    folder is called ``lfw``, so it is evaluated as dataset ``lfw`` with the model's LFW rule."""
     rng = np.random.default_rng(7)
-    root = tmp_path / "data"
+    root = tmp_path / "lfw"
     for name, count in PEOPLE.items():
         (root / "aligned_112x112" / name).mkdir(parents=True)
         for i in range(1, count + 1):
@@ -205,14 +208,28 @@ def make_fake_harness():
     """A MeasuringHarness without cryptography (its results are made up) that counts sessions and pairs."""
     from cryptoface.encrypted import measuring
 
+    from types import SimpleNamespace
+
     class FakeHarness:
         sessions = 0
         pairs = 0
+        faces = 0
 
-        def __init__(self, model, params, *, workers=None, dataset="lfw", fold=None, seed=None):
+        def __init__(self, model, params, *, workers=None, dataset="lfw", fold=None, seed=None, backend=None,
+                     keygen_progress=None):
             type(self).sessions += 1
             self.setup_seconds = {"server_plan": 0.0, "keygen": 0.0, "install_keys": 0.0}
             self.key_bytes, self.server_key_bytes, self.key_plan = {"galois": 1}, 1, [1]
+            chain = SimpleNamespace(layers=[1, 2], plan=SimpleNamespace(bootstraps=0))
+            self.server = SimpleNamespace(backend=SimpleNamespace(name="local", workers=1, progress=None),
+                                          groups=[0], models=[chain])
+
+        def embed_faces(self, faces):
+            type(self).faces += len(faces)
+            return [SimpleNamespace(face=f) for f in faces]
+
+        def decide(self, pairs):
+            return [self.verify_pair(p.face, t.face) for p, t, _ in pairs]
 
         def verify_pair(self, first, second, online=None):
             type(self).pairs += 1
@@ -528,7 +545,7 @@ def test_a_corrupt_image_found_mid_run_fails_its_pair_only(toy_file, raw_data, t
     assert (enc["pairs"], enc["failed"], enc["decisions_correct"]) == (1, 1, 1)
     assert [f["pair"] for f in enc["failed_pairs"]] == [7]
     assert [(r["pair"], r.get("failed", False)) for r in enc["pair_records"]] == [(0, False), (7, True)]
-    assert "1/1 correct, 1/1 = plaintext, 1 failed" in (out / "summary.md").read_text()
+    assert "/ 1/1, 1 failed |" in (out / "summary.md").read_text()
 
     # a re-run skips pair 0, tries pair 7 again (no keys needed: it fails before encryption)
     assert run(script, toy_file, out, "--data", str(raw_data), "--pairs", "0:1,7:8") == 0
@@ -547,7 +564,7 @@ def test_plaintext_only_with_a_corrupt_image(toy_file, raw_data, tmp_path):
     assert run(load_script(), toy_file, tmp_path, "--data", str(raw_data), "--plaintext-only") == 0
     p = json.loads((tmp_path / "results.jsonl").read_text())["datasets"]["lfw"]["plaintext"]
     assert p["pairs"] == 7 and [f["pair"] for f in p["failed_pairs"]] == [0]
-    assert "lfw (7 pairs, 1 failed)" in (tmp_path / "summary.md").read_text()
+    assert "lfw (7 pairs, 1 failed; " in (tmp_path / "summary.md").read_text()
 
 
 def test_an_image_that_breaks_during_the_encrypted_stage(toy_file, raw_data, tmp_path, monkeypatch):
@@ -598,18 +615,118 @@ def test_a_face_the_client_refuses_is_a_failed_pair_and_the_run_goes_on(toy_file
     """The honest client's probe check (ProbeError) fails that pair with its reason; the other pairs run."""
     from cryptoface.errors import ProbeError
 
-    verify = fake_harness.verify_pair
+    embed = fake_harness.embed_faces
     calls = []
 
-    def refuse_first(self, first, second, online=None):
+    def refuse_first(self, faces):
         calls.append(1)
+        out = embed(self, faces)
         if len(calls) == 1:
-            raise ProbeError("squared embedding norm 1 outside [2, 3]")
-        return verify(self, first, second, online)
+            out[0] = ProbeError("squared embedding norm 1 outside [2, 3]")
+        return out
 
-    monkeypatch.setattr(fake_harness, "verify_pair", refuse_first)
+    monkeypatch.setattr(fake_harness, "embed_faces", refuse_first)
     out = tmp_path / "out"
     assert run(load_script(), toy_file, out, "--data", str(raw_data), "--pairs", "0:1,5:6") == 0
     lines = [json.loads(ln) for ln in (out / "pairs.jsonl").read_text().splitlines()]
     assert [(r["pair"], r.get("failed", False)) for r in lines] == [(0, True), (5, False)]
     assert "refused by the client" in lines[0]["reason"] and "outside [2, 3]" in lines[0]["reason"]
+
+
+# ---------------------------------------------------------------------------- real evaluations: whole sets, own data
+
+
+def test_pairs_all_folds_and_ranges():
+    script = load_script()
+    folds = np.repeat(np.arange(4), 3)                       # 12 pairs, 4 folds of 3
+    assert script.parse_pairs("all", 12, folds) == list(range(12))
+    assert script.parse_pairs("fold:2", 12, folds) == [6, 7, 8]
+    assert script.parse_pairs("folds:1-2,0:2,7:8", 12, folds) == [3, 4, 5, 6, 7, 8, 0, 1]
+    for bad, words in (("fold:4", "folds 0..3"), ("folds:2-1", "folds 0..3"), ("fold:x", "fold:K"),
+                       ("every", "START:END"), ("0:13", "out of range")):
+        with pytest.raises(script.UsageError, match=words):
+            script.parse_pairs(bad, 12, folds)
+
+
+# 2 folds; images repeat across pairs: 8 pairs name 7 distinct images
+SHARED_PAIRS_TXT = ("2\t2\n"
+                    "Ann_A\t1\t2\nBob_B\t1\t2\nAnn_A\t1\tBob_B\t1\nAnn_A\t2\tBob_B\t2\n"
+                    "Cid_C\t1\t2\nAnn_A\t1\t2\nCid_C\t1\tAnn_A\t1\nCid_C\t3\tBob_B\t1\n")
+
+
+def own_data(tmp_path: Path, name: str, pairs_txt: str, suffixes=(".png", ".pgm", ".jpg")) -> Path:
+    """A raw folder of your own: person folders with PNG, PGM and JPEG crops beside a pairs.txt."""
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    root = tmp_path / name
+    people = {"Ann_A": 3, "Bob_B": 3, "Cid_C": 3}
+    k = 0
+    for person, count in people.items():
+        (root / person).mkdir(parents=True)
+        for i in range(1, count + 1):
+            suffix = suffixes[k % len(suffixes)]
+            k += 1
+            pixels = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+            img = Image.fromarray(pixels).convert("L") if suffix == ".pgm" else Image.fromarray(pixels)
+            img.save(root / person / f"{person}_{i:04d}{suffix}")
+    (root / "pairs.txt").write_text(pairs_txt)
+    return root
+
+
+def test_your_own_data_under_its_own_name_with_a_rule_fitted_loudly(toy_file, tmp_path, fake_harness, caplog):
+    """A folder of PNG/PGM/JPEG crops is evaluated as itself, not as lfw; the model has no rule for it, so one
+    is fitted on its folds, and the log, the record and the summary say so."""
+    folder = own_data(tmp_path, "clinic_faces", SHARED_PAIRS_TXT)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="run_lfw"):
+        assert run(load_script(), toy_file, out, "--data", str(folder), "--pairs", "fold:0") == 0
+    assert any("FITTED HERE" in r.getMessage() and "clinic_faces" in r.getMessage() for r in caplog.records)
+    record = json.loads((out / "results.jsonl").read_text())
+    assert list(record["datasets"]) == ["clinic_faces"]
+    entry = record["datasets"]["clinic_faces"]
+    assert entry["origin"] == str(folder) and entry["rule"] == "fitted here"
+    assert entry["plaintext"]["exact_rule"]["rule"] == "fitted here"
+    assert entry["encrypted"]["pairs"] == 4
+    lines = [json.loads(ln) for ln in (out / "pairs.jsonl").read_text().splitlines()]
+    assert {(r["dataset"], r["rule"], r["origin"]) for r in lines} == {("clinic_faces", "fitted here", str(folder))}
+    assert "**fitted here**" in (out / "summary.md").read_text()
+    # --name renames it; a folder with pairs.txt is one dataset
+    assert run(load_script(), toy_file, tmp_path / "o2", "--data", str(folder), "--name", "clinic",
+               "--plaintext-only") == 0
+    assert list(json.loads((tmp_path / "o2" / "results.jsonl").read_text())["datasets"]) == ["clinic"]
+
+
+def test_each_distinct_image_is_embedded_once(toy_file, tmp_path, fake_harness, monkeypatch):
+    """8 pairs name 7 distinct images: the plaintext pass embeds 7 faces, the encrypted pass encrypts and embeds
+    7, in batches of one pair or of three."""
+    from cryptoface.model import FusedPatchCNN
+
+    folder = own_data(tmp_path, "shared", SHARED_PAIRS_TXT)
+    rows = []
+    embed = FusedPatchCNN.embed
+    monkeypatch.setattr(FusedPatchCNN, "embed", lambda self, x: rows.append(len(x)) or embed(self, x))
+    for batch in ("1", "3"):
+        rows.clear()
+        fake_harness.faces = fake_harness.pairs = 0
+        out = tmp_path / f"out{batch}"
+        assert run(load_script(), toy_file, out, "--data", str(folder), "--pairs", "all", "--batch", batch) == 0
+        assert sum(rows) == 7 and fake_harness.faces == 7 and fake_harness.pairs == 8
+        record = json.loads((out / "results.jsonl").read_text())["datasets"]["shared"]
+        assert record["plaintext"]["distinct_images"] == 7
+        assert record["encrypted"]["setup"]["distinct_images"] == 7
+        assert record["encrypted"]["setup"]["pairs_per_batch"] == int(batch)
+
+
+def test_backend_options_are_checked_up_front(toy_file, tmp_path, capsys, monkeypatch):
+    import sys
+
+    script = load_script()
+    assert run(script, toy_file, tmp_path / "o", "--ray-address", "127.0.0.1:1") == 2
+    assert "--backend ray" in capsys.readouterr().err
+    assert run(script, toy_file, tmp_path / "o", "--batch", "0") == 2
+    assert "--batch" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)             # as if the ray extra were not installed
+    assert run(script, toy_file, tmp_path / "o", "--backend", "ray", "--pairs", "0:1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install" in err[0]

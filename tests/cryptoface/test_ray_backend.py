@@ -160,3 +160,39 @@ def test_a_node_removed_mid_run_is_survived(cluster, backend):
         killer.join()
     assert len(out) == 2 and all(serialize.dump(r.ciphertext) == serialize.dump(ct) for r in out)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 1
+
+
+def test_run_lfw_on_the_cluster_decides_as_the_local_backend(cluster, tmp_path):
+    """The same two LFW pairs through run_lfw locally and on the two-node cluster (both pairs in one batch:
+    four faces' patch groups and two decisions as Ray tasks, the keys put once): the same decisions and the
+    precision (each run makes its own keys and encryptions, so bit-for-bit equality is the server-level test
+    above, on the same ciphertexts)."""
+    from tests.benchmarks.test_run_lfw import PRESET, load_script
+    from tests.cryptoface.toy_model import toy_model
+    from cryptoface import DEFAULT_SAMPLE, data
+    from cryptoface.model import fit_exact_thresholds, fit_thresholds, poly_distances, save_model
+
+    model = toy_model()
+    vs = data.load_verification_bin(DEFAULT_SAMPLE / "lfw.bin")
+    folds = np.array([p["fold"] for p in __import__("json").loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]])
+    e = model.embed(vs.images(model.input_size))
+    model.thresholds["lfw"] = fit_exact_thresholds(
+        fit_thresholds(poly_distances, e[0::2], e[1::2], vs.issame, folds), e[0::2], e[1::2], vs.issame, folds)
+    toy = save_model(model, tmp_path / "toy.model.npz")
+    script = load_script()
+    records = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / backend
+        extra = ["--backend", "ray", "--batch", "2"] if backend == "ray" else ["--workers", "1"]
+        assert script.main(["--model", str(toy), "--preset", PRESET, "--no-progress", "--output", str(out),
+                            "--pairs", "0:1,5:6", *extra]) == 0
+        records[backend] = __import__("json").loads((out / "results.jsonl").read_text())
+    local, remote = (records[b]["datasets"]["lfw"]["encrypted"] for b in ("local", "ray"))
+    assert records["ray"]["backend"] == "ray" and remote["setup"]["pairs_per_batch"] == 2
+    traffic = remote["setup"]["ray_traffic_bytes"]
+    groups = records["ray"]["model"]["patch_networks"]            # at most; a toy group holds several patches
+    assert 2 < traffic["tasks"] <= 4 * groups + 2                 # the groups of 4 distinct faces, 2 decisions
+    assert traffic["shared_put"] > traffic["task_inputs"] > 0
+    for a, b in zip(local["pair_records"], remote["pair_records"]):
+        assert (a["pair"], a["outcome"], a["decision_plaintext"]) == (b["pair"], b["outcome"], b["decision_plaintext"])
+        assert abs(a["embedding_error_bits"] - b["embedding_error_bits"]) < 2 and b["embedding_error_bits"] > 12
