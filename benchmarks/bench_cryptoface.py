@@ -90,17 +90,26 @@ def with_sample_thresholds(model: FusedPatchCNN) -> FusedPatchCNN:
     return model
 
 
-def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | None) -> dict:
-    """One enrollment and one verification through the protocol, timed stage by stage."""
+def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | None, backend: str = "local",
+                  ray_address: str | None = None) -> dict:
+    """One enrollment and one verification through the protocol, timed stage by stage, with the patch groups
+    and the decision on ``backend`` (``local`` forked workers, or ``ray``: the cluster at ``ray_address``, by
+    default a Ray instance started on this machine)."""
+    from cryptoface.encrypted.backends import make_backend
+
     params = presets.get(preset, allow_insecure=preset.startswith("INSECURE_"))
     a, b, same, _ = sample_pairs(model.input_size)
-    session = MeasuringHarness(model, params, workers=workers)
+    where = make_backend(backend, workers=workers, address=ray_address)
+    session = MeasuringHarness(model, params, workers=workers, backend=where)
     mem = TreeMemory()
     res = session.verify_pair(a[pair], b[pair], online=mem)
     server = session.server
     group0 = server.costs()["groups"][0]
+    traffic = dict(getattr(where, "traffic", {}))
+    where.close()
     return {
         "preset": preset, "security": params.security, "log_qp": params.log_qp, "levels": params.max_level,
+        "backend": backend, **({"ray_traffic_bytes": traffic} if traffic else {}),
         "workers": min(server.workers, len(server.public_info()["groups"])), "pair": {"index": pair, "same": bool(same[pair])},
         "seconds": {"setup": session.setup_seconds, "enrollment": res.enrollment_seconds,
                     "verification": res.verification_seconds},
@@ -128,6 +137,8 @@ def main() -> None:
     ap.add_argument("--preset", default=DEFAULT_PRESET, help="parameter preset of the encrypted run")
     ap.add_argument("--pair", type=int, default=0, help="pair of the shipped LFW sample (0-39)")
     ap.add_argument("--workers", type=int, help="processes for the patch groups (default: one per core)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local", help="where the patch groups run")
+    ap.add_argument("--ray-address", help="the Ray cluster to join (default: a Ray instance on this machine)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -165,7 +176,8 @@ def main() -> None:
     }
     del costs, groups, g0
     if not args.plan_only:
-        record["encrypted"] = encrypted_run(model, args.preset, args.pair, args.workers)
+        record["encrypted"] = encrypted_run(model, args.preset, args.pair, args.workers, args.backend,
+                                            args.ray_address)
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(record, args.json)
 

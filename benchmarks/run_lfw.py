@@ -417,6 +417,7 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
     is kept while a later pair still names its image, so each distinct image is embedded once."""
     from tqdm import tqdm
 
+    from cryptoface.encrypted.backends import WorkerError
     from cryptoface.encrypted.measuring import MeasuringHarness
 
     pairs_file = out_dir / "pairs.jsonl"
@@ -473,21 +474,26 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
                     refused[k] = str(exc)
             bar.start(f"pairs {chunk[0]}..{chunk[-1]}: {len(faces)} face(s), layers", per_face * len(faces)
                       + len(chunk), "step")
+            lost = None
             with TreeMemory() as mem:
-                for k, e in zip(made, session.embed_faces(faces) if faces else []):
-                    if isinstance(e, ProbeError):      # the honest client refuses a face the model cannot vouch for
-                        refused[k] = f"refused by the client before encryption: {e}"
-                    else:
-                        cache[k] = e
-                        embedded += 1
-                ready = [i for i in chunk if keys[2 * i] in cache and keys[2 * i + 1] in cache]
-                fold_of = (lambda i: args.fold) if args.fold is not None else (lambda i: int(ds.pairs.folds[i]))
-                results = session.decide([(cache[keys[2 * i + 1]], cache[keys[2 * i]], fold_of(i)) for i in ready]) \
-                    if ready else []
+                try:
+                    for k, e in zip(made, session.embed_faces(faces) if faces else []):
+                        if isinstance(e, ProbeError):  # the honest client refuses a face the model cannot vouch for
+                            refused[k] = f"refused by the client before encryption: {e}"
+                        else:
+                            cache[k] = e
+                            embedded += 1
+                    ready = [i for i in chunk if keys[2 * i] in cache and keys[2 * i + 1] in cache]
+                    fold_of = (lambda i: args.fold) if args.fold is not None else (lambda i: int(ds.pairs.folds[i]))
+                    results = session.decide([(cache[keys[2 * i + 1]], cache[keys[2 * i]], fold_of(i))
+                                              for i in ready]) if ready else []
+                except WorkerError as exc:             # a worker or node lost more often than retried
+                    lost, ready, results = str(exc), [], []
             bar.close()
             for i in chunk:
                 if i not in ready:
-                    fail(i, refused.get(keys[2 * i]) or refused.get(keys[2 * i + 1]) or "no embedding")
+                    fail(i, f"lost in the backend: {lost}" if lost else
+                         refused.get(keys[2 * i]) or refused.get(keys[2 * i + 1]) or "no embedding")
             for i, res in zip(ready, results):
                 rec = {"config": ds.config, "dataset": ds.name, "origin": ds.origin, "rule": ds.rule, "pair": i,
                        "same": bool(ds.pairs.issame[i]), "fold": int(ds.pairs.folds[i]), **res.as_dict(),

@@ -77,7 +77,7 @@ from fhe_ckks.rlwe.params import Parameters
 from ..data import split_patches
 from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
 from ..model import FusedPatchCNN
-from .backends import Backend, GroupResult, make_backend
+from .backends import Backend, GroupResult, make_backend, run_group
 from . import wire
 from .decision import (
     DECISION_SLOTS,
@@ -247,6 +247,7 @@ class Server:
             if backend is None or isinstance(backend, str) else backend
         self.workers = self.backend.workers
         self._flooder: Encryptor | None = None
+        self._state: _TaskState | None = None
         self._lock = threading.RLock()
 
     def store_identity(self) -> dict[str, str]:
@@ -370,6 +371,19 @@ class Server:
             raise MissingKeyError("install the client's evaluation keys first")
         return self.evaluator
 
+    def _task_state(self) -> "_TaskState":
+        """Everything the backend's tasks share, as one object: a distributed backend puts it in its object
+        store once, and the keys the evaluator and the bootstrappers share are stored once in it."""
+        parts = (self._ev(), self.encoder, tuple(self.models), self.decision_bootstrapper,
+                 self.gallery_bootstrapper, self._flooder, self.gallery)
+        state = self._state
+        same = state is not None and all(
+            (len(a) == len(b) and all(x is y for x, y in zip(a, b))) if isinstance(a, tuple) else a is b
+            for a, b in zip(state.parts(), parts))
+        if not same:
+            state = self._state = _TaskState(*parts)
+        return state
+
     def _face(self, face: Sequence[bytes | Ciphertext], ev: Evaluator) -> tuple[list[Ciphertext], Ciphertext]:
         """One fresh ciphertext per patch group and the hint, each checked (parameters, key, level, scale,
         slots, size)."""
@@ -418,7 +432,8 @@ class Server:
             ev = self._ev()
             checked = [self._face(face, ev) for face in faces]
             t0 = time.perf_counter()
-            results = self.backend.run_groups(self.models, ev, self.encoder, [ct for cts, _ in checked for ct in cts])
+            results = self.backend.run_tasks(_group_task, (self._task_state(),),
+                                             list(enumerate(ct for cts, _ in checked for ct in cts)), ev, "patch group")
             network = time.perf_counter() - t0
             out, k = [], len(self.groups)
             for f, ((_, hint), st) in enumerate(zip(checked, stats)):
@@ -521,8 +536,7 @@ class Server:
             # the records are read here, just before each batch is handed out (a store's connection stays in
             # this process); the batches run in the backend's workers, two at a time on two cores
             results = self.backend.run_tasks(
-                _gallery_task, (ev, self.encoder, self.gallery, self.gallery_bootstrapper, self._flooder),
-                batches, ev, "gallery batch",
+                _gallery_task, (self._task_state(),), batches, ev, "gallery batch",
                 setup=lambda i: (spread, [self._record(n, ("spread", "check")) for n in batches[i]]))
             out = []
             for batch, res in zip(batches, results):
@@ -575,8 +589,7 @@ class Server:
             items = [(decisions[f], self._checked(p, ev, level, "a probe embedding"),
                       self._checked(t, ev, level, "a template")) for (p, t), f in zip(pairs, folds)]
             t0 = time.perf_counter()
-            results = self.backend.run_tasks(_decision_task, (ev, self.encoder, self.decision_bootstrapper,
-                                                              self._flooder), items, ev, "decision")
+            results = self.backend.run_tasks(_decision_task, (self._task_state(),), items, ev, "decision")
             wall = time.perf_counter() - t0
             out = []
             for res, st in zip(results, stats):
@@ -598,19 +611,42 @@ class Server:
         return self.decision if c == self.cos_threshold else Decision(self.model.embedding_dim, c, self._sign)
 
 
-def _decision_task(ev: Evaluator, encoder: Encoder, boot, flooder: Encryptor,
-                   item: tuple[Decision, Ciphertext, Ciphertext]) -> GroupResult:
+@dataclass(frozen=True)
+class _TaskState:
+    """What the server's tasks share (see :meth:`Server._task_state`)."""
+
+    evaluator: Evaluator
+    encoder: Encoder
+    models: tuple[EncryptedModel, ...]
+    decision_bootstrapper: Any
+    gallery_bootstrapper: Any
+    flooder: Encryptor | None
+    gallery: GalleryDecision
+
+    def parts(self) -> tuple:
+        return (self.evaluator, self.encoder, self.models, self.decision_bootstrapper, self.gallery_bootstrapper,
+                self.flooder, self.gallery)
+
+
+def _group_task(state: _TaskState, item: tuple[int, Ciphertext]) -> GroupResult:
+    """Patch group ``i``'s chain on its input (the body of a patch-group task; ``i`` counts over several faces)."""
+    i, ct = item
+    return run_group(state.evaluator, state.encoder, state.models[i % len(state.models)], ct)
+
+
+def _decision_task(state: _TaskState, item: tuple[Decision, Ciphertext, Ciphertext]) -> GroupResult:
     """One verification's flooded answer (the body of a decision task in the backend)."""
     decision, probe, template = item
-    seconds: dict[str, float] = {}
-    out = decision.forward(ev, encoder, probe, template, boot, seconds)
-    return GroupResult(flood(ev, flooder, ev.bring_to(out, ANSWER_LEVEL)), seconds)
+    ev, seconds = state.evaluator, {}
+    out = decision.forward(ev, state.encoder, probe, template, state.decision_bootstrapper, seconds)
+    return GroupResult(flood(ev, state.flooder, ev.bring_to(out, ANSWER_LEVEL)), seconds)
 
 
-def _gallery_task(ev: Evaluator, encoder: Encoder, gallery: GalleryDecision, boot, flooder: Encryptor,
-                  item: tuple[Ciphertext, list[dict[str, Ciphertext]]]) -> GroupResult:
+def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list[dict[str, Ciphertext]]]) -> GroupResult:
     """One gallery batch's flooded answer and the seconds of its stages (the body of a gallery task)."""
     spread, records = item
+    ev, encoder, gallery, boot, flooder = (state.evaluator, state.encoder, state.gallery, state.gallery_bootstrapper,
+                                           state.flooder)
     t0 = time.perf_counter()
     x = gallery.prepare(ev, encoder, spread, [r["spread"] for r in records])
     t1 = time.perf_counter()

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=None, help="processes for the patch groups")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the patch groups, decisions and gallery batches run (ray: the ray extra)")
+    s.add_argument("--ray-address", default=None, help="the Ray cluster to join (default: a Ray instance here)")
     s.add_argument("--dataset", default="lfw", help="whose exported decision threshold to use")
     s.add_argument("--insecure", action="store_true", help="allow an INSECURE_ preset (toy tests only)")
 
@@ -137,7 +140,8 @@ def _serve(args) -> int:
 
     path = model_path(args.model)
     params = presets.get(args.preset, allow_insecure=args.insecure)
-    state = ServiceState(load_model(path), params, args.state, workers=args.workers, dataset=args.dataset)
+    state = ServiceState(load_model(path), params, args.state, workers=args.workers, dataset=args.dataset,
+                         backend=args.backend, ray_address=args.ray_address)
     serve(state, path.read_bytes(), args.host, args.port)
     return SAME
 

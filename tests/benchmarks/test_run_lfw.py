@@ -730,3 +730,30 @@ def test_backend_options_are_checked_up_front(toy_file, tmp_path, capsys, monkey
     assert run(script, toy_file, tmp_path / "o", "--backend", "ray", "--pairs", "0:1") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install" in err[0]
+
+
+def test_a_batch_lost_in_the_backend_fails_its_pairs_and_a_rerun_resumes(toy_file, raw_data, tmp_path, fake_harness,
+                                                                          monkeypatch):
+    """A worker or node lost more often than the backend retries: the batch's pairs are recorded as failed with
+    the reason, the next batch goes on, and a re-run encrypts only the lost pairs."""
+    from cryptoface.encrypted.backends import WorkerError
+
+    decide = fake_harness.decide
+    calls = []
+
+    def lose_first(self, pairs):
+        calls.append(len(pairs))
+        if len(calls) == 1:
+            raise WorkerError("the Ray worker of patch group 1 died (NodeDiedError, after 3 retries)")
+        return decide(self, pairs)
+
+    monkeypatch.setattr(fake_harness, "decide", lose_first)
+    out = tmp_path / "out"
+    assert run(load_script(), toy_file, out, "--data", str(raw_data), "--pairs", "0:1,5:6") == 0
+    lines = [json.loads(ln) for ln in (out / "pairs.jsonl").read_text().splitlines()]
+    assert [(r["pair"], r.get("failed", False)) for r in lines] == [(0, True), (5, False)]
+    assert "lost in the backend" in lines[0]["reason"] and "NodeDiedError" in lines[0]["reason"]
+    assert run(load_script(), toy_file, out, "--data", str(raw_data), "--pairs", "0:1,5:6") == 0
+    assert calls == [1, 1, 1]                                  # pair 0, pair 5, then pair 0 again only
+    enc = json.loads((out / "results.jsonl").read_text().splitlines()[-1])["datasets"]["lfw"]["encrypted"]
+    assert (enc["pairs"], enc["failed"]) == (2, 0)
