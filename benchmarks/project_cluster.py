@@ -20,7 +20,8 @@ stated assumptions (``--bandwidth``, the cores per node).  The model of the proj
   rounds of ``g`` instead.
 * **Whole LFW** (6,000 pairs, 7,701 distinct images, each embedded once): the compute is ``7,701 x groups x g``
   plus ``6,000 x`` the decision's seconds, spread over ``2 x nodes`` cores; key generation once; the evaluation
-  keys sent once to each node from the head (``nodes x key bytes / bandwidth``: the conservative case, with no
+  server's task state (the evaluation keys, expanded, with the chains: the bytes the Ray run put in its object
+  store) sent once to each node from the head (``nodes x bytes / bandwidth``: the conservative case, with no
   node-to-node relaying); and a floor that no cluster lowers, the driver's serial work: encrypting each face
   (the client's part) and the hint's product.  The wall time is the largest of these bounds plus the fixed parts.
 """
@@ -83,13 +84,17 @@ def project(local: dict, ray: dict | None, bandwidth: float, cores: int, nodes: 
             "one_node_per_group_s": (k + 1) * encrypt_per_group + network_cluster + tail + answer / bandwidth,
         }
     key_bytes = sum(enc["key_bytes"].values())
+    # what each node fetches once: the task state as Ray stored it (keys expanded, chains, bootstrappers), else the
+    # server's key memory
+    traffic = ray["encrypted"].get("ray_traffic_bytes") if ray else None
+    per_node = traffic["shared_put"] if traffic else enc.get("server_key_memory_gb", 0.0) * 1e9
     setup = enc["seconds"]["setup"].get("keygen", 0.0)
     compute = LFW_IMAGES * n_groups * g + LFW_PAIRS * verify["match"]
     driver = LFW_IMAGES * (verify["encrypt"] + enc["seconds_per_layer"].get("hint", 0.0))
     wall = []
     for n in nodes:
         spread = compute / (cores * n)
-        keys = n * key_bytes / bandwidth
+        keys = n * per_node / bandwidth
         wall.append({"nodes": n, "compute_bound_h": spread / 3600, "driver_bound_h": driver / 3600,
                      "key_distribution_h": keys / 3600,
                      "wall_h": (setup + keys + max(spread, driver)) / 3600})
@@ -101,8 +106,9 @@ def project(local: dict, ray: dict | None, bandwidth: float, cores: int, nodes: 
                          "verification_local_s": verify["total"],
                          "verification_ray_s": ray["encrypted"]["seconds"]["verification"]["total"] if ray else None,
                          "ray_overhead_per_round_s": overhead, "key_bytes": key_bytes,
+                         "bytes_held_per_node": per_node,
                          "face_upload_bytes": enc["face_upload_bytes"], "answer_bytes": answer,
-                         "ray_traffic_bytes": ray["encrypted"].get("ray_traffic_bytes") if ray else None},
+                         "ray_traffic_bytes": traffic},
             "latency": latency, "lfw_wall": wall,
             "lfw_core_hours": compute / 3600}
 

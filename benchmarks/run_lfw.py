@@ -600,7 +600,8 @@ def markdown(record: dict) -> str:
              f"Model `{record['model']['name']}` ({record['model']['file']}), preset `{record['preset']}` "
              f"({record['security']}), backend {record.get('backend', 'local')}, workers {record['workers']}, git "
              f"{record['git_revision']}, {record['machine']['cpu']} x {record['machine']['cores']} cores.", "",
-             "| approach | resolution | backbone | parameters | bootstraps | dataset | rule | accuracy: plaintext 10-fold "
+             "| approach | resolution | backbone | parameters | bootstraps | dataset | rule | "
+             "accuracy: plaintext 10-fold "
              "/ the encrypted rule in plaintext | encrypted pairs: accuracy (95% CI) / its plaintext twin on the same "
              "pairs / decisions equal | latency (online verification) | memory |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -612,7 +613,8 @@ def markdown(record: dict) -> str:
         rule = "**fitted here** on this data's folds" if rule == "fitted here" else "the model's own"
         if e["pairs"]:
             lo, hi = e["accuracy_ci95"]
-            enc = (f"{e['decisions_correct']}/{e['pairs']} = {100 * e['accuracy']:.1f}% ({100 * lo:.1f}–{100 * hi:.1f}) "
+            enc = (f"{e['decisions_correct']}/{e['pairs']} = {100 * e['accuracy']:.1f}% "
+                   f"({100 * lo:.1f}–{100 * hi:.1f}) "
                    f"/ {e['plaintext_twin_correct']}/{e['pairs']} = {100 * e['plaintext_twin_accuracy']:.1f}% / "
                    f"{e['agree_with_plaintext']}/{e['pairs']}")
         else:

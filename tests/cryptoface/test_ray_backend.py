@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryptoface.encrypted import Server
 from cryptoface.encrypted.backends import BackendError, GroupResult, LocalBackend, WorkerError, make_backend
 from fhe_ckks import serialize
 from fhe_ckks.errors import ShapeError
@@ -174,7 +173,8 @@ def test_run_lfw_on_the_cluster_decides_as_the_local_backend(cluster, tmp_path):
 
     model = toy_model()
     vs = data.load_verification_bin(DEFAULT_SAMPLE / "lfw.bin")
-    folds = np.array([p["fold"] for p in __import__("json").loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]])
+    meta = __import__("json").loads((DEFAULT_SAMPLE / "pairs.json").read_text())
+    folds = np.array([p["fold"] for p in meta["pairs"]])
     e = model.embed(vs.images(model.input_size))
     model.thresholds["lfw"] = fit_exact_thresholds(
         fit_thresholds(poly_distances, e[0::2], e[1::2], vs.issame, folds), e[0::2], e[1::2], vs.issame, folds)

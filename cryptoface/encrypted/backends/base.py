@@ -24,7 +24,8 @@ from fhe_ckks.nn.planner import EncryptedModel
 
 from ...errors import CryptoFaceError
 
-__all__ = ["Backend", "GroupResult", "WorkerError", "BackendError", "run_group", "reporting", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "GroupResult", "WorkerError", "BackendError", "run_group", "reporting", "make_backend",
+           "BACKENDS"]
 
 #: The backends :func:`make_backend` knows by name.
 BACKENDS = ("local", "ray")
