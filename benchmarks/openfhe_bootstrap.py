@@ -46,6 +46,16 @@ def context(of, log_n: int, levels_after: int, budget: tuple[int, int]):
     raise last  # type: ignore[misc]
 
 
+def bootstrap_depth(of, budget: tuple[int, int], secret) -> int:
+    """Levels one bootstrap consumes, from the installed wheel: ``FHECKKSRNS.GetBootstrapDepth`` up to OpenFHE
+    1.5; 1.6 moved it to a static method of ``CryptoContext`` (and dropped ``FHECKKSRNS`` from the module)."""
+    holder = getattr(of, "FHECKKSRNS", None) or getattr(of, "CryptoContext", None)
+    fn = getattr(holder, "GetBootstrapDepth", None)
+    if fn is None:
+        raise RuntimeError(f"this openfhe ({getattr(of, '__version__', 'unknown version')}) has no GetBootstrapDepth")
+    return int(fn(list(budget), secret))
+
+
 def _context(of, log_n: int, levels_after: int, budget: tuple[int, int], digits: int | None):
     secret = of.SecretKeyDist.UNIFORM_TERNARY
     params = of.CCParamsCKKSRNS()
@@ -60,7 +70,7 @@ def _context(of, log_n: int, levels_after: int, budget: tuple[int, int], digits:
     params.SetScalingTechnique(of.ScalingTechnique.FLEXIBLEAUTO)
     if digits is not None:
         params.SetNumLargeDigits(digits)
-    depth = levels_after + of.FHECKKSRNS.GetBootstrapDepth(list(budget), secret)
+    depth = levels_after + bootstrap_depth(of, budget, secret)
     params.SetMultiplicativeDepth(depth)
     cc = of.GenCryptoContext(params)
     for feature in (of.PKESchemeFeature.PKE, of.PKESchemeFeature.KEYSWITCH, of.PKESchemeFeature.LEVELEDSHE,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.benchmarks.scripts import load_benchmark
 
 
@@ -33,3 +35,25 @@ def test_openfhe_side_reports_an_error_where_it_cannot_run():
     assert bench.find_openfhe("/nonexistent/python") is None
     out = bench.run_openfhe(sys.executable, 12, 2048, 3)
     assert set(out) == {"error"} or out.get("library", "").startswith("OpenFHE")
+
+
+def test_the_openfhe_script_finds_the_bootstrap_depth_in_1_5_and_1_6():
+    """OpenFHE 1.5 has ``FHECKKSRNS.GetBootstrapDepth``; 1.6 dropped ``FHECKKSRNS`` and has the static
+    ``CryptoContext.GetBootstrapDepth`` ("module 'openfhe' has no attribute 'FHECKKSRNS'"). Both wheels were run
+    through the script at log N = 11; here, stand-ins of their two layouts."""
+    from types import SimpleNamespace
+
+    script = load_benchmark("openfhe_bootstrap")
+    calls = []
+
+    def depth(budget, secret):
+        calls.append((budget, secret))
+        return 14
+
+    v15 = SimpleNamespace(FHECKKSRNS=SimpleNamespace(GetBootstrapDepth=depth), __version__="1.5.1")
+    v16 = SimpleNamespace(CryptoContext=SimpleNamespace(GetBootstrapDepth=depth), __version__="1.6.1")
+    assert script.bootstrap_depth(v15, (3, 3), "ternary") == 14
+    assert script.bootstrap_depth(v16, (3, 3), "ternary") == 14
+    assert calls == [([3, 3], "ternary")] * 2
+    with pytest.raises(RuntimeError, match="GetBootstrapDepth"):
+        script.bootstrap_depth(SimpleNamespace(__version__="9"), (3, 3), "ternary")
