@@ -449,7 +449,8 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
     server.backend.progress = bar.step
     groups = len(server.groups)
     batch = args.batch or (1 if server.backend.name == "local" else max(1, server.backend.workers // groups))
-    per_face = sum(len(m.layers) + m.plan.bootstraps for m in server.models)
+    # progress steps per face: each layer of each group locally (reported as it finishes), each group's task on Ray
+    per_face = groups if server.backend.name == "ray" else sum(len(m.layers) + m.plan.bootstraps for m in server.models)
     setup = {"seconds": session.setup_seconds, "key_bytes": session.key_bytes, "backend": server.backend.name,
              "server_key_gb": session.server_key_bytes / 1e9, "galois_keys": len(session.key_plan),
              "pairs_per_batch": batch, "distinct_images": len(first)}
@@ -472,8 +473,9 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
                     made.append(k)
                 except CryptoFaceError as exc:         # changed since the plaintext stage read it
                     refused[k] = str(exc)
-            bar.start(f"pairs {chunk[0]}..{chunk[-1]}: {len(faces)} face(s), layers", per_face * len(faces)
-                      + len(chunk), "step")
+            bar.start(f"pairs {chunk[0]}..{chunk[-1]}: {len(faces)} face(s), "
+                      f"{'tasks' if server.backend.name == 'ray' else 'layers'}", per_face * len(faces) + len(chunk),
+                      "step")
             lost = None
             with TreeMemory() as mem:
                 try:
@@ -487,6 +489,9 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
                     fold_of = (lambda i: args.fold) if args.fold is not None else (lambda i: int(ds.pairs.folds[i]))
                     results = session.decide([(cache[keys[2 * i + 1]], cache[keys[2 * i]], fold_of(i))
                                               for i in ready]) if ready else []
+                    if server.backend.name != "ray":           # Ray reports each decision task as it finishes
+                        for _ in ready:
+                            bar.step()
                 except WorkerError as exc:             # a worker or node lost more often than retried
                     lost, ready, results = str(exc), [], []
             bar.close()
