@@ -97,6 +97,14 @@ class Dataset:
     config: str = ""                                      # what pairs.jsonl records of this run are keyed by
     done: dict[int, dict] = field(default_factory=dict)  # pairs finished by earlier runs (pairs.jsonl)
     rule: str = "model"                                   # "model" (the model's own) or "fitted here"
+    _keys: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> list[str]:
+        """:func:`image_keys` of the pairs, hashed once for the plaintext and the encrypted pass."""
+        if self._keys is None:
+            self._keys = image_keys(self.pairs)
+        return self._keys
 
 
 def parse_pairs(text: str, count: int, folds: np.ndarray | None = None) -> list[int]:
@@ -223,7 +231,7 @@ def plaintext_figures(model: FusedPatchCNN, ds: Dataset, fold, progress: bool,
     """The figures over every pair whose images decode, the ROC curves, and ``{pair: reason}`` for the others
     (left out, listed under ``failed_pairs``).  Each distinct image is embedded once.  ``fit``: the model has no
     rule for this data; fit one (:func:`fit_rule`) before the rule's figures."""
-    keys = image_keys(ds.pairs)
+    keys = ds.keys
     emb, bad = plaintext_embeddings(model, ds, keys, progress)
     n = len(ds.pairs)
     kept, failed = [], {}
@@ -437,7 +445,7 @@ def encrypted_pairs(model, params, ds: Dataset, args, out_dir: Path, progress: b
     setup: dict = {}
     if not todo:
         return [done[i] if i in done else failed[i] for i in ds.chosen], setup
-    keys = image_keys(ds.pairs)
+    keys = ds.keys
     first = distinct_images(keys, todo)
     log.info("%s: %d pair(s) to encrypt (%d already done), %d distinct image(s); generating keys at %s", ds.name,
              len(todo), len(ds.chosen) - len(todo) - len(failed), len(first), params.literal.name)

@@ -217,7 +217,21 @@ def scratch_buffer(local: threading.local, shape: tuple[int, int]) -> np.ndarray
     return buf
 
 
-class BasisConverter:
+class ThreadScratch:
+    """Pickles without its per-thread scratch buffers (``self._local``, a :class:`threading.local` for
+    :func:`scratch_buffer`): a copy, or a worker on another machine, makes its own."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+
+class BasisConverter(ThreadScratch):
     """Fast basis conversion from a basis ``src`` to a basis ``dst``.
 
     ``convert(a)`` maps residues of ``x`` modulo the ``src`` primes to residues
@@ -248,16 +262,6 @@ class BasisConverter:
         self._inv_src = np.array([1.0 / q for q in src.primes], dtype=np.float64)
         self._neg_q = np.array([(-src.product) % p for p in dst.primes], dtype=np.uint64)
         self._rows = np.arange(len(dst), dtype=np.uint64)
-        self._local = threading.local()
-
-    def __getstate__(self) -> dict:
-        # the per-thread scratch buffers stay behind (a copy, or a worker on another machine, makes its own)
-        state = dict(self.__dict__)
-        del state["_local"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
         self._local = threading.local()
 
     def convert(self, a: np.ndarray, out: np.ndarray | None = None, *, out_rows: np.ndarray | None = None,

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError
 from .modarith import U64, mul_shoup, mulhi64, njit, shoup_precompute
-from .rns import BasisConverter, RNSBasis, scratch_buffer
+from .rns import BasisConverter, RNSBasis, ThreadScratch, scratch_buffer
 
 __all__ = ["ModDown", "Rescaler"]
 
@@ -154,7 +154,7 @@ class ModDown:
         return out
 
 
-class Rescaler:
+class Rescaler(ThreadScratch):
     """Exact divide-and-round by the last prime of a basis (CKKS rescale).
 
     For ``x`` in ``[0, Q)`` with ``Q = q_0 ... q_{L-1}``, returns the residues of
@@ -182,16 +182,6 @@ class Rescaler:
         self._inv, self._inv_shoup = _shoup_pair([pow(self.last % q, -1, q) for q in rest], rest)
         self._neg_half_mod = np.array([(-self.half) % q for q in rest], dtype=np.uint64)
         self._barrett_m = np.array([(1 << 64) // q for q in rest], dtype=np.uint64)
-        self._local = threading.local()
-
-    def __getstate__(self) -> dict:
-        # the per-thread scratch buffers stay behind (a copy, or a worker on another machine, makes its own)
-        state = dict(self.__dict__)
-        del state["_local"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
         self._local = threading.local()
 
     def correction(self, last_limb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -140,20 +140,26 @@ def test_identification_over_the_packed_gallery_equals_plaintext():
         client.identification([(["p0"], answers[0][1]), (["p0"], answers[0][1])])
 
 
+def gallery_of_one_face(server, face, names) -> None:
+    """An emptied gallery holding ``face``'s enrolled record under every name of ``names`` (the same record under
+    many names: enrollment is tested on its own)."""
+    for name in server.names():
+        server.delete(name)
+    server.enroll("seed", face)
+    record = server.store.get("seed")
+    server.delete("seed")
+    for n in names:
+        server.store.put(n, record)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_identification_batches_a_gallery_larger_than_one_ciphertext(workers):
     """Two batches: in this process, or in two forked workers (the records read before each fork)."""
     params, model, client, server = session(LEVELLED, workers=workers)
     cap = server.gallery.capacity
     face = client.encrypt_face(faces(1, seed=3)[0], server.public_info())
-    for name in server.names():
-        server.delete(name)
-    server.enroll("seed", face)
-    template = server.store.get("seed")
-    server.delete("seed")
     names = [f"n{i:04d}" for i in range(cap + 3)]
-    for n in names:                                   # the same record under many names: enrollment is tested above
-        server.store.put(n, template)
+    gallery_of_one_face(server, face, names)
     answers = server.identify(face)
     assert [len(b) for b, _ in answers] == [cap, 3] and [n for b, _ in answers for n in b] == names
     got = client.identification(answers)

@@ -19,7 +19,7 @@ from cryptoface.encrypted.backends import BackendError, GroupResult, LocalBacken
 from fhe_ckks import serialize
 from fhe_ckks.errors import ShapeError
 
-from .test_protocol import LEVELLED, cosine_rule, faces, session
+from .test_protocol import LEVELLED, cosine_rule, faces, gallery_of_one_face, session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,14 +97,8 @@ def test_identification_batches_run_as_ray_tasks(backend):
     params, model, client, server = session(LEVELLED, workers=1)
     cap = server.gallery.capacity
     face = client.encrypt_face(faces(1, seed=3)[0], server.public_info())
-    for name in server.names():
-        server.delete(name)
-    server.enroll("seed", face)
-    record = server.store.get("seed")
-    server.delete("seed")
     names = [f"n{i:04d}" for i in range(cap + 2)]
-    for n in names:
-        server.store.put(n, record)
+    gallery_of_one_face(server, face, names)
     server.backend = backend
     try:
         answers = server.identify(face)

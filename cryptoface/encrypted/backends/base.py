@@ -80,6 +80,23 @@ def run_group(evaluator: Evaluator, encoder: Encoder, model: EncryptedModel, ct:
     return GroupResult(out, dict(seconds))
 
 
+def _run_indexed(evaluator: Evaluator, encoder: Encoder, models: tuple[EncryptedModel, ...],
+                 item: tuple[int, Ciphertext]) -> GroupResult:
+    """Input ``i``'s chain, ``models[i % len(models)]`` (the task of :meth:`TaskRunner.run_groups`)."""
+    i, ct = item
+    return run_group(evaluator, encoder, models[i % len(models)], ct)
+
+
+class TaskRunner:
+    """What the backends share: :meth:`run_groups` on top of their own ``run_tasks``."""
+
+    def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
+                   cts: Sequence[Ciphertext]) -> list[GroupResult]:
+        """Chain ``models[i % len(models)]`` on ``cts[i]``, one task each; results in input order."""
+        return self.run_tasks(_run_indexed, (evaluator, encoder, tuple(models)), list(enumerate(cts)), evaluator,
+                              "patch group")
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Where tasks run.  ``workers``: how many tasks run at once (a local backend's processes, a cluster's

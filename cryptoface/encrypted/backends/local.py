@@ -22,16 +22,13 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
 from fhe_ckks import serialize
-from fhe_ckks.ckks.ciphertext import Ciphertext
-from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.evaluator import Evaluator
-from fhe_ckks.nn.planner import EncryptedModel
 
 from fhe_ckks.errors import FheError
 
 from ...errors import CryptoFaceError
 from . import base
-from .base import GroupResult, WorkerError, reporting, run_group
+from .base import GroupResult, TaskRunner, WorkerError, reporting
 
 __all__ = ["LocalBackend"]
 
@@ -53,13 +50,7 @@ def _child(task: Callable[[], GroupResult], conn: Connection, report: bool) -> N
         conn.close()
 
 
-def _run_indexed(evaluator: Evaluator, encoder: Encoder, models: tuple[EncryptedModel, ...],
-                 item: tuple[int, Ciphertext]) -> GroupResult:
-    i, ct = item
-    return run_group(evaluator, encoder, models[i % len(models)], ct)
-
-
-class LocalBackend:
+class LocalBackend(TaskRunner):
     """Runs patch groups on this machine: in this process (``workers=1``, or where ``fork`` is unavailable)
     or in up to ``workers`` forked processes at a time (default: one per core)."""
 
@@ -71,12 +62,6 @@ class LocalBackend:
 
     def close(self) -> None:
         """Nothing to let go of: a worker lives for one task."""
-
-    def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
-                   cts: Sequence[Ciphertext]) -> list[GroupResult]:
-        """Chain ``models[i % len(models)]`` on ``cts[i]``; results in input order."""
-        return self.run_tasks(_run_indexed, (evaluator, encoder, tuple(models)), list(enumerate(cts)), evaluator,
-                              "patch group")
 
     def run_tasks(self, fn: Callable[..., GroupResult], shared: tuple, items: Sequence[Any], evaluator: Evaluator,
                   what: str = "task", setup: Callable[[int], Any] | None = None) -> list[GroupResult]:

@@ -23,15 +23,11 @@ from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 from fhe_ckks import serialize
-from fhe_ckks.ckks.ciphertext import Ciphertext
-from fhe_ckks.ckks.encoder import Encoder
 from fhe_ckks.ckks.evaluator import Evaluator
 from fhe_ckks.errors import FheError
-from fhe_ckks.nn.planner import EncryptedModel
 
 from ...errors import CryptoFaceError
-from .base import BackendError, GroupResult, WorkerError
-from .local import _run_indexed
+from .base import BackendError, GroupResult, TaskRunner, WorkerError
 
 __all__ = ["RayBackend", "KEPT_OBJECTS", "pickled_bytes"]
 
@@ -63,7 +59,7 @@ def _task(fn: Callable[..., GroupResult], *args: Any) -> tuple[bytes, dict[str, 
     return serialize.dump(res.ciphertext), dict(res.seconds)
 
 
-class RayBackend:
+class RayBackend(TaskRunner):
     """Runs tasks on the Ray cluster at ``address`` (None: a Ray instance started for this process on this
     machine, or the one this process already joined).  ``workers``: tasks in flight at once (default: the
     cluster's CPUs when the backend starts; each task takes one CPU).  ``max_retries``: reruns of a task
@@ -124,12 +120,6 @@ class RayBackend:
         self._started = False
 
     # ---- tasks -----------------------------------------------------------------------------
-
-    def run_groups(self, models: Sequence[EncryptedModel], evaluator: Evaluator, encoder: Encoder,
-                   cts: Sequence[Ciphertext]) -> list[GroupResult]:
-        """Chain ``models[i % len(models)]`` on ``cts[i]``, one Ray task each; results in input order."""
-        return self.run_tasks(_run_indexed, (evaluator, encoder, tuple(models)), list(enumerate(cts)), evaluator,
-                              "patch group")
 
     def run_tasks(self, fn: Callable[..., GroupResult], shared: tuple, items: Sequence[Any], evaluator: Evaluator,
                   what: str = "task", setup: Callable[[int], Any] | None = None) -> list[GroupResult]:
