@@ -389,27 +389,18 @@ class KeyGenerator:
         if not isinstance(plan, KeyPlan):
             raise ParameterError(f"expected a KeyPlan, got {type(plan).__name__}")
         plan.validate(self.params)
-        elements: dict[int, int] = {}           # Galois element -> the highest level it serves, in plan order
-        if plan.conjugation:
-            elements[conjugation_element(self.params.log_n)] = self.params.max_level
-        for level, steps in plan.by_level().items():
-            for k in steps:
-                g = galois_element(int(k), self.params.log_n)
-                if g != 1 and elements.get(g, -1) < level:
-                    elements[g] = level
-        total = len(elements) + (plan.encapsulation_weight is not None) + bool(plan.relinearization)
-        done = 0
+        made = [0]
+        total = (len({galois_element(int(k), self.params.log_n) for k in plan.steps} - {1})
+                 + bool(plan.conjugation) + (plan.encapsulation_weight is not None) + bool(plan.relinearization))
 
         def tick():
-            nonlocal done
-            done += 1
+            made[0] += 1
             if progress is not None:
-                progress(done, total)
+                progress(made[0], total)
 
-        galois = GaloisKeys(self.params, self._key_id)
-        for g, level in elements.items():
-            galois.keys[g] = self.galois_key(g, level)
-            tick()
+        galois = self.galois_keys([], conjugate=plan.conjugation, on_key=tick)
+        for level, steps in plan.by_level().items():
+            self.galois_keys(steps, max_level=level, into=galois, on_key=tick)
         encapsulation = None
         if plan.encapsulation_weight is not None:
             encapsulation = self.encapsulation_keys(plan.encapsulation_weight)
@@ -421,14 +412,15 @@ class KeyGenerator:
         return EvaluationKeys(relin, galois, encapsulation)
 
     def galois_keys(self, steps, conjugate: bool = False, max_level: int | None = None,
-                    into: GaloisKeys | None = None) -> GaloisKeys:
+                    into: GaloisKeys | None = None, on_key=None) -> GaloisKeys:
         """Galois keys for the given rotation steps (and conjugation), serving
         levels up to ``max_level`` (default: all).
 
         Only the requested keys are generated: key generation follows the
         plan of the circuit, never "all rotations".  With ``into``, the keys
         are added to an existing set (a key already there is kept when it
-        serves at least ``max_level``).
+        serves at least ``max_level``).  ``on_key()``, when given, is called
+        after each key made.
         """
         out = GaloisKeys(self.params, self._key_id) if into is None else into
         level = self.params.max_level if max_level is None else max_level
@@ -438,4 +430,6 @@ class KeyGenerator:
         for g in dict.fromkeys(elements):
             if g != 1 and (g not in out.keys or out.keys[g].max_level < level):
                 out.keys[g] = self.galois_key(g, level)
+                if on_key is not None:
+                    on_key()
         return out

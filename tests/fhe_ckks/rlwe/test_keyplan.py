@@ -458,7 +458,11 @@ def check_keys(params: Parameters, plan: KeyPlan, keys: EvaluationKeys, key_id: 
 @given(toy_plans)
 def test_evaluation_keys_are_exactly_the_plans(plan):
     kg = KeyGenerator(toy_params(), seed=SEED)
-    check_keys(toy_params(), plan, kg.evaluation_keys(plan), kg.secret_key.key_id, expected_elements(plan))
+    ticks = []
+    keys = kg.evaluation_keys(plan, lambda done, total: ticks.append((done, total)))
+    check_keys(toy_params(), plan, keys, kg.secret_key.key_id, expected_elements(plan))
+    made = len(keys.galois.elements()) + (keys.relin is not None) + (keys.encapsulation is not None)
+    assert ticks == [(i, made) for i in range(1, made + 1)]          # one tick per key, against the true total
 
 
 def test_evaluation_keys_known_answer():
