@@ -48,7 +48,7 @@ import numpy as np
 from ..ckks.ciphertext import Ciphertext
 from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
-from ..circuits.dft import compose_diagonals, dft_transforms
+from ..circuits.dft import compose_diagonals, dft_transforms, real_form
 from ..circuits.lintrans import LinearTransform
 from ..circuits.evalmod import EvalMod
 from ..errors import BootstrapRangeError, KeyMismatchError, LevelError, ParameterError, SecurityError
@@ -116,6 +116,15 @@ class BootstrapConfig:
             which averages the noise of EvalMod and SlotsToCoeffs (log2 gap
             rotations at the output level, no level, no new key: SubSum's keys
             at the top serve them).
+        unpack: (packed path only) bootstrap 2n real values for the price of
+            n complex slots.  The input's n slots hold ``z = a + i b``; the
+            output has 2n slots, ``a`` in ``[0, n)`` and ``b`` in ``[n, 2n)``,
+            each real.  SlotsToCoeffs runs in real form
+            (:func:`~fhe_ckks.circuits.dft.real_form`) on EvalMod's 2n real
+            values, so it needs no join and no conjugation: the same depth, and
+            at most the same number of diagonals.  The precision is that of n
+            slots, which a 2n-slot bootstrap would not reach (it has twice the
+            coefficients and half the replicas).
     """
 
     slots: int | None = None
@@ -128,6 +137,7 @@ class BootstrapConfig:
     message_ratio_log2: int | None = None
     wide_first_stage: bool = False
     retrace: bool = False
+    unpack: bool = False
 
 
 #: The evaluation keys of one bootstrapping plan (:func:`generate_keys`): relin, galois, encapsulation.
@@ -188,6 +198,11 @@ class Bootstrapper:
     @property
     def output_level(self) -> int:
         return self.params.max_level - self.depth()
+
+    @property
+    def output_slots(self) -> int:
+        """The output's slot count: :attr:`slots`, or twice it with ``config.unpack``."""
+        return self.plan.output_slots
 
     def rotation_steps(self) -> list[int]:
         return self.key_plan().steps
@@ -338,18 +353,23 @@ class Bootstrapper:
         ev = self.evaluator
         ct = re if im is None else ev.add(re, ev.mul_by_i(im))
         q0 = self.params.q_primes[0]
-        gap = self.params.slots // self.slots if self.plan.retrace else 1
+        out_slots = self.plan.output_slots
+        gap = self.params.slots // out_slots if self.plan.retrace else 1
         first = q0 / (2 * math.pi * input_scale) / gap
         for idx, lt in enumerate(self.plan.slots_to_coeffs):
             ct = self._apply(lt, ct, first if idx == 0 else 1.0)
-        ct = ct.with_metadata(slots=self.slots)
-        if self.plan.retrace:
-            ct = self.sub_sum(ct)      # the mean of the replicas (1 / gap was folded into the first stage)
+        ct = ct.with_metadata(slots=out_slots)
+        if self.plan.retrace:          # the mean of the replicas (1 / gap was folded into the first stage)
+            for step in self.plan.sub_sum_steps:
+                if step >= out_slots:
+                    ct = self.evaluator.add(ct, self.evaluator.rotate(ct, step))
         return ct
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         """The five steps; returns a ciphertext at :attr:`output_level`, at
-        that level's standard scale, holding the same slot values."""
+        that level's standard scale, holding the same slot values (with
+        ``config.unpack``: their real and imaginary parts, in
+        :attr:`output_slots` slots)."""
         self.check_input(ct)
         ct = self.prescale(ct)
         raised = self.mod_raise(ct)
@@ -396,6 +416,7 @@ class BootstrapPlan:
         wide_first_stage: the first CoeffsToSlots stage takes two levels (see :class:`BootstrapConfig`).
         retrace: SubSum once more after SlotsToCoeffs (see :class:`BootstrapConfig`).
         depth: the levels bootstrapping consumes.
+        unpack: SlotsToCoeffs in real form, 2n real output slots (see :class:`BootstrapConfig`).
     """
 
     slots: int
@@ -410,6 +431,11 @@ class BootstrapPlan:
     wide_first_stage: bool = False
     retrace: bool = False
     depth: int = 0
+    unpack: bool = False
+
+    @property
+    def output_slots(self) -> int:
+        return 2 * self.slots if self.unpack else self.slots
 
     @property
     def packed(self) -> bool:
@@ -459,16 +485,18 @@ class BootstrapPlan:
                                  f"got {ratio!r}")
         if config.packed and 2 * n > params.slots:
             raise ParameterError("the packed fast path needs 2 * slots <= N/2 (sparse slots)")
+        if config.unpack and not config.packed:
+            raise ParameterError("unpack is a form of the packed fast path: set packed=True")
         gap = params.slots // n
         sub_sum = tuple(n << k for k in range(int(math.log2(gap))))
-        if config.retrace and not sub_sum:
+        if config.retrace and (2 * n if config.unpack else n) >= params.slots:
             raise ParameterError("retrace averages the replicas of sparse slots: full slots have none")
         normalizer = gap * config.evalmod.normalizer
         top = params.max_level
         cts_levels = config.cts_budget + bool(config.wide_first_stage)
         levels = dict(top_level=top, stc_level=top - cts_levels - config.evalmod.depth(),
                       ephemeral_weight=config.ephemeral_weight, wide_first_stage=bool(config.wide_first_stage),
-                      retrace=bool(config.retrace), depth=cts_levels + config.evalmod.depth() + config.stc_budget)
+                      retrace=bool(config.retrace), unpack=bool(config.unpack), depth=cts_levels + config.evalmod.depth() + config.stc_budget)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
         if not config.packed:
             cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normalizer),
@@ -483,6 +511,9 @@ class BootstrapPlan:
         last = cts[-1].diagonals
         direct = LinearTransform({k: d1 * np.tile(d, 2) for k, d in last.items()}, period)
         conjugate = LinearTransform({k: d2 * np.tile(np.conj(d), 2) for k, d in last.items()}, period)
+        if config.unpack:
+            # EvalMod's y = [Re u, Im u] is already the real form of u: every stage acts on it in real form
+            return cls(n, sub_sum, tuple(cts[:-1]), direct, conjugate, tuple(real_form(lt) for lt in stc), **levels)
         # u' = y[k] + i y[k + n], n-periodic, then the first SlotsToCoeffs stage.
         join = {0: np.where(first, 1.0 + 0j, 1j), n: np.where(first, 1j, 1.0 + 0j)}
         stage = {k: np.tile(d, 2) for k, d in stc[0].diagonals.items()}

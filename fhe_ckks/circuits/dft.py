@@ -26,9 +26,9 @@ import numpy as np
 
 from ..ckks.encoder import special_fft_plan
 from ..errors import ParameterError
-from .lintrans import LinearTransform
+from .lintrans import LinearTransform, diagonals_of, matrix_of
 
-__all__ = ["butterfly_stages", "compose_diagonals", "dft_transforms"]
+__all__ = ["butterfly_stages", "compose_diagonals", "dft_transforms", "real_form"]
 
 
 def butterfly_stages(log_n: int, slots: int, inverse: bool) -> list[dict[int, np.ndarray]]:
@@ -102,3 +102,17 @@ def dft_transforms(log_n: int, slots: int, inverse: bool, budget: int,
     target = -1 if factor_on_last else 0
     groups[target] = {k: v * factor for k, v in groups[target].items()}
     return [LinearTransform(g, slots) for g in groups]
+
+
+def real_form(lt: LinearTransform) -> LinearTransform:
+    """The same map on real and imaginary parts held apart: a period-``2P`` transform with real diagonals that
+    takes ``[Re v, Im v]`` (2P real slots) to ``[Re M v, Im M v]`` for the period-P transform ``M`` = ``lt``.
+
+    Its matrix is ``[[Re M, -Im M], [Im M, Re M]]``.  Because its entries are real it acts on the real and the
+    imaginary part of its (noisy) input separately, so the real part of the output is exactly the map of the
+    real part of the input.  Each diagonal of ``M`` becomes at most two (offsets ``k`` and ``k + P``)."""
+    p = lt.period
+    m = matrix_of(lt.diagonals, p)
+    big = np.block([[m.real, -m.imag], [m.imag, m.real]])
+    tol = 1e-13 * float(np.max(np.abs(big)))
+    return LinearTransform(diagonals_of(big, tol), 2 * p)

@@ -299,3 +299,40 @@ def test_a_wide_first_stage_bootstraps_few_slots_on_a_chain_of_small_primes(retr
     # every replica of the 8 slots: the retrace averages their noise (measured 18.3 against 14.8 bits)
     full = enc.decode(dec.decrypt(out.with_metadata(slots=params.slots)))
     assert precision_bits(full, np.tile(z, params.slots // 8)) > (17 if retrace else 13)
+
+
+def test_unpack_bootstraps_2n_real_values_in_n_complex_slots(rng):
+    # the real and imaginary parts of 8 complex slots come out as 16 real slots, at the precision of 8 slots
+    # and with the same keys and diagonals; with the retrace, every replica has it (what a slot-wise circuit
+    # after the bootstrap sees), and the imaginary parts are noise only
+    from dataclasses import replace
+
+    from fhe_ckks.bootstrap import BootstrapPlan, generate_keys
+    from fhe_ckks.circuits.evalmod import EvalMod
+    from fhe_ckks.errors import ParameterError
+
+    params = presets.get("INSECURE_N12_QP900_L18_S40", allow_insecure=True)
+    plain = BootstrapConfig(slots=8, packed=True, cts_budget=1, stc_budget=1, wide_first_stage=True,
+                            ephemeral_weight=32, message_ratio_log2=5,
+                            evalmod=EvalMod(k_bound=16, double_angles=0, degree=160, arcsine=True))
+    config = replace(plain, unpack=True, retrace=True)
+    plan, base = BootstrapPlan.build(params, config), BootstrapPlan.build(params, plain)
+    assert plan.depth == base.depth and plan.output_slots == 16 and base.output_slots == 8
+    assert [lt.diagonal_count for lt in plan.slots_to_coeffs] == [lt.diagonal_count for lt in base.slots_to_coeffs]
+    kg = KeyGenerator(params, seed=bytes(range(32)))
+    keys = generate_keys(kg, config)
+    boot = Bootstrapper(params, keys.relin, keys.galois, config, keys.encapsulation)
+    assert boot.output_slots == 16 and set(boot.key_plan().steps) == set(base.key_plan().steps)
+    enc, dec = Encoder(params), Decryptor(params, kg.secret_key)
+    z = rng.uniform(-1, 1, 8) + 1j * rng.uniform(-1, 1, 8)
+    out = boot.bootstrap(Encryptor(params, kg.public_key()).encrypt(enc.encode(z, level=0, slots=8)))
+    assert out.slots == 16 and out.level == params.max_level - plan.depth
+    want = np.concatenate([z.real, z.imag])
+    assert precision_bits(enc.decode(dec.decrypt(out)), want) > 17
+    full = enc.decode(dec.decrypt(out.with_metadata(slots=params.slots)))
+    assert precision_bits(full.real, np.tile(want, params.slots // 16)) > 17      # measured 18.0
+    assert np.max(np.abs(full.imag)) < 2.0**-17
+    with pytest.raises(ParameterError, match="packed"):
+        BootstrapPlan.build(params, replace(plain, packed=False, unpack=True))
+    with pytest.raises(ParameterError, match="replicas"):
+        BootstrapPlan.build(params, replace(plain, slots=params.slots // 2, unpack=True, retrace=True))

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhe_ckks.circuits.dft import dft_transforms
+from fhe_ckks.circuits.dft import dft_transforms, real_form
+from fhe_ckks.circuits.lintrans import LinearTransform
 from fhe_ckks.circuits.evalmod import EvalMod
 from fhe_ckks.ckks.encoder import special_fft, special_ifft
 from fhe_ckks.ckks import precision_bits
@@ -33,6 +34,26 @@ def test_factored_dft_equals_the_special_fft_without_bit_reversal(log_slots, bud
         w = lt.evaluate_plain(w)
     np.testing.assert_allclose(w, 0.5 * u[br], atol=1e-9)
     np.testing.assert_allclose(special_ifft(special_fft(u, 10), 10), u, atol=1e-9)
+
+
+@given(st.integers(0, 6), st.integers(1, 12), st.integers(0, 2**32 - 1))
+def test_real_form_maps_real_and_imaginary_parts_held_apart(log_period, count, seed):
+    # [Re v, Im v] -> [Re M v, Im M v] for any complex M, and on a noisy complex input the real part of the
+    # output is the map of the real part alone (its entries are real)
+    p = 1 << log_period
+    rng = np.random.default_rng(seed)
+    offsets = rng.choice(p, size=min(count, p), replace=False)
+    lt = LinearTransform({int(k): rng.normal(size=p) + 1j * rng.normal(size=p) for k in offsets}, p)
+    rf = real_form(lt)
+    assert rf.period == 2 * p and rf.diagonal_count <= 2 * lt.diagonal_count
+    assert all(np.all(d.imag == 0) for d in rf.diagonals.values())
+    v = rng.normal(size=p) + 1j * rng.normal(size=p)
+    mv = lt.evaluate_plain(v)
+    np.testing.assert_allclose(rf.evaluate_plain(np.concatenate([v.real, v.imag])),
+                               np.concatenate([mv.real, mv.imag]), atol=1e-9)
+    noise = 1e-3 * rng.normal(size=2 * p)
+    out = rf.evaluate_plain(np.concatenate([v.real, v.imag]) + 1j * noise)
+    np.testing.assert_allclose(out.real, np.concatenate([mv.real, mv.imag]), atol=1e-9)
 
 
 def test_dft_rejects_bad_budgets():
