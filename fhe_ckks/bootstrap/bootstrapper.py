@@ -496,7 +496,8 @@ class BootstrapPlan:
         cts_levels = config.cts_budget + bool(config.wide_first_stage)
         levels = dict(top_level=top, stc_level=top - cts_levels - config.evalmod.depth(),
                       ephemeral_weight=config.ephemeral_weight, wide_first_stage=bool(config.wide_first_stage),
-                      retrace=bool(config.retrace), unpack=bool(config.unpack), depth=cts_levels + config.evalmod.depth() + config.stc_budget)
+                      retrace=bool(config.retrace), unpack=bool(config.unpack),
+                      depth=cts_levels + config.evalmod.depth() + config.stc_budget)
         stc = dft_transforms(params.log_n, n, False, config.stc_budget)
         if not config.packed:
             cts = dft_transforms(params.log_n, n, True, config.cts_budget, factor=1.0 / (2 * normalizer),
