@@ -10,8 +10,9 @@ a different image of an enrolled person (``_0002``) and images of people who are
   open-set decisions of the deployed rule (cos >= c per template): the hit rate (the true identity among the
   matches) and the false-alarm rate (a not-enrolled probe matching anyone).
 * **Under encryption, ``--probes`` probes** (half enrolled, half not): the server's packed identification
-  (:meth:`~cryptoface.encrypted.Server.identify`): one embedding, its spread, and per batch of 126 names one
-  packed product, one bootstrap of the batch's 128 slots and one sign.  Each of the N decisions is compared with
+  (:meth:`~cryptoface.encrypted.Server.identify`): one embedding, its spread, and per group of 510 names four
+  packed products (one per 128), one bootstrap of the group's 512 decisions (256 complex slots, unpacked) and
+  one sign.  Each of the N decisions is compared with
   the plaintext rule; decisions within the sign's fuzzy band of the threshold are counted apart.  Latency: the
   embedding once per probe, then the gallery stage for each N, against one verification of the same probe
   (its decision stage) in the same run; the answer's size per N.
@@ -114,7 +115,7 @@ def run(model: FusedPatchCNN, preset: str, people: dict[str, list[Path]], sizes:
     setup = {**harness.setup_seconds, "harness": time.perf_counter() - t0}
     c = server.cos_threshold
     record = {"model": model.name, "preset": preset, "gallery_sizes": sizes, "cos_threshold": c,
-              "bootstrap": harness.decision_bootstrap, "batch_capacity": server.gallery.capacity,
+              "bootstrap": harness.decision_bootstrap, "group_capacity": server.gallery.capacity,
               "setup_seconds": setup, "server_key_memory_gb": harness.server_key_bytes / 1e9,
               "plaintext": {str(n): plaintext_figures(gallery_units[:n], in_units[:n], out_units, c) for n in sizes}}
 
@@ -158,7 +159,7 @@ def run(model: FusedPatchCNN, preset: str, people: dict[str, list[Path]], sizes:
             row = per_size[str(n)]
             row["gallery_seconds"].append(elapsed)
             row["answer_bytes"] = sum(len(a) for _, a in answers)
-            row["batches"] = len(answers)
+            row["groups"] = len(answers)
             memory.append(sampler.peak_gb)
             cos = gallery_units[:n] @ unit
             for j, name in enumerate(enrolled[:n]):

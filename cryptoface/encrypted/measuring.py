@@ -239,7 +239,7 @@ def gallery_record(harness: MeasuringHarness, embedding: np.ndarray) -> bytes:
     e = np.asarray(embedding, dtype=np.float64).reshape(-1)
     e = e / np.linalg.norm(e)
     dim, slots = harness.model.embedding_dim, harness.params.slots
-    period = slots // server.gallery.width
+    period = slots // server.gallery.batch
     replicated = np.zeros(period)
     replicated[:dim] = e
     enc, encryptor = client._encoder, client._encryptor

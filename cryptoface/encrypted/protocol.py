@@ -25,7 +25,7 @@ the exact cosine rule, bootstraps those 8 slots, takes a composite sign, and
 floods the answer's noise.  The key holder learns "same", "different" or
 "invalid" and nothing else (docs/threat_model.md).  Enrollment also keeps the
 template's spread layout and its encrypted norm check, so that identification
-decides the probe against 126 templates per packed answer
+decides the probe against 510 templates per packed answer, bootstrap and sign
 (:class:`~.decision.GalleryDecision`, docs/identification.md).  The gallery lives in a
 template store (``store=``: :class:`cryptoface.store.SQLiteStore`, or in memory
 by default), bound to the model, the parameters and the rule (docs/store.md).
@@ -90,8 +90,9 @@ from .decision import (
     decision_bootstrap_config,
     flood,
     gallery_bootstrap_config,
+    gallery_width,
 )
-from .matching import embedding_scale, spread_factor, spread_transform
+from .matching import embedding_scale, spread_transform
 from .network import PatchGroup, build_group, group_patches
 
 #: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, 29 levels at 2^38: 23 for
@@ -235,7 +236,8 @@ class Server:
                                  f"leave {post}")
         self.decision_level = post
         self.check_level = post - self.check.post_depth()       # the level of a stored template's check
-        self.gallery_bootstrapper = decision_bootstrapper       # a real one replaces None in install_keys
+        # the gallery's bootstrap unpacks its complex slots: a given (test) bootstrapper in its unpacking form
+        self.gallery_bootstrapper = None if decision_bootstrapper is None else _unpacking(decision_bootstrapper)
         self._gallery_plan = None if decision_bootstrapper is not None else \
             self._plan_decision_bootstrap(gallery_bootstrap_config(self.gallery.width))
         self.store = _MemoryGallery() if store is None else store
@@ -302,8 +304,8 @@ class Server:
                          "key_switches": 1 + self.decision.key_switches(), "bootstraps": 1},
                 "enrollment": {"key_switches": spread_ks + self.check.key_switches(), "bootstraps": 1},
                 "gallery": {"capacity": self.gallery.capacity, "spread_key_switches": spread_ks,
-                            "key_switches_per_batch": self.gallery.key_switches(self.gallery.capacity),
-                            "bootstraps_per_batch": 1},
+                            "key_switches_per_group": self.gallery.key_switches(self.gallery.capacity),
+                            "bootstraps_per_group": 1},
                 "galois_keys_network": len(KeyPlan.merge(m.key_plan() for m in self.models)),
                 "galois_keys": len(self.key_plan())}
 
@@ -501,10 +503,10 @@ class Server:
         return self._answer(probe, self._template(name), Stats() if stats is None else stats)
 
     def identify(self, face: Sequence[bytes | Ciphertext], stats: Stats | None = None) -> list[tuple[list[str], bytes]]:
-        """1:N: the probe's decisions against every enrolled template, packed: one answer per batch of up to
-        :attr:`GalleryDecision.capacity` names (126 at N = 2^16), as ``[(names, answer), ...]``; answer slot
+        """1:N: the probe's decisions against every enrolled template, packed: one answer per group of up to
+        :attr:`GalleryDecision.capacity` names (510 at N = 2^16), as ``[(names, answer), ...]``; answer slot
         ``j`` is the decision for ``names[j]`` (:meth:`Client.identification`).  Costs one embedding, its spread
-        and per batch one packed product, one bootstrap of the batch's slots and one sign."""
+        and per group one packed product per 128 names, one bootstrap of the group's slots and one sign."""
         stats = Stats() if stats is None else stats
         if not len(self.store):                                  # before the expensive part
             raise UnknownNameError("no template is enrolled: nothing to identify against")
@@ -532,14 +534,14 @@ class Server:
             spread = self._spread(probe)
             stats.seconds["spread"] = time.perf_counter() - t0
             cap = self.gallery.capacity
-            batches = [names[start:start + cap] for start in range(0, len(names), cap)]
-            # the records are read here, just before each batch is handed out (a store's connection stays in
-            # this process); the batches run in the backend's workers, two at a time on two cores
+            groups = [names[start:start + cap] for start in range(0, len(names), cap)]
+            # the records are read here, just before each group is handed out (a store's connection stays in
+            # this process); the groups run in the backend's workers, two at a time on two cores
             results = self.backend.run_tasks(
-                _gallery_task, (self._task_state(),), batches, ev, "gallery batch",
-                setup=lambda i: (spread, [self._record(n, ("spread", "check")) for n in batches[i]]))
+                _gallery_task, (self._task_state(),), groups, ev, "gallery group",
+                setup=lambda i: (spread, [self._record(n, ("spread", "check")) for n in groups[i]]))
             out = []
-            for batch, res in zip(batches, results):
+            for batch, res in zip(groups, results):
                 for key, dt in res.seconds.items():
                     stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
                 stats.key_switches += self.gallery.key_switches(len(batch))
@@ -642,8 +644,17 @@ def _decision_task(state: _TaskState, item: tuple[Decision, Ciphertext, Cipherte
     return GroupResult(flood(ev, state.flooder, ev.bring_to(out, ANSWER_LEVEL)), seconds)
 
 
+def _unpacking(bootstrapper):
+    """The gallery's form of a given decision bootstrapper (see :func:`~.decision.gallery_bootstrap_config`)."""
+    form = getattr(bootstrapper, "unpacking", None)
+    if form is None:
+        raise ParameterError("a given decision bootstrapper serves the gallery too: it needs an unpacking() form "
+                             "(as SecretKeyBootstrapper has); give None for the real ones")
+    return form()
+
+
 def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list[dict[str, Ciphertext]]]) -> GroupResult:
-    """One gallery batch's flooded answer and the seconds of its stages (the body of a gallery task)."""
+    """One gallery group's flooded answer and the seconds of its stages (the body of a gallery task)."""
     spread, records = item
     ev, encoder, gallery, boot, flooder = (state.evaluator, state.encoder, state.gallery, state.gallery_bootstrapper,
                                            state.flooder)
@@ -745,10 +756,10 @@ class Client:
         return DecisionOutcome(float(self._answer_values(answer, DECISION_SLOTS)[0]))
 
     def identification(self, answers: Sequence[tuple[Sequence[str], bytes]]) -> dict[str, DecisionOutcome]:
-        """``{name: outcome}`` from :meth:`Server.identify`'s packed answers: slot ``j`` of each batch's answer
+        """``{name: outcome}`` from :meth:`Server.identify`'s packed answers: slot ``j`` of each group's answer
         is the decision for its ``j``-th name (each answer checked as :meth:`outcome` checks one, with the
         gallery's slot count; the names of one identification unique)."""
-        width = spread_factor(self.model.embedding_dim, self.params.slots)
+        width = gallery_width(self.model.embedding_dim, self.params.slots)
         out: dict[str, DecisionOutcome] = {}
         for names, answer in answers:
             names = list(names)

@@ -4,6 +4,7 @@ outside slot 0; the noise flooding."""
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -188,20 +189,46 @@ def test_spread_then_check_then_gallery_decisions_equal_the_exact_rule():
     for ct, t in zip(checks, ts):
         values = np.real(enc.decode(decryptor.decrypt(ct)))
         assert ct.slots == params.slots and np.max(np.abs(values - check.value_plain(t))) < 2**-8
-    x = gallery.prepare(ev, enc, q, templates)
-    assert x.slots == gallery.width and x.level == q.level - gallery.pre_depth()
-    xs = np.real(enc.decode(decryptor.decrypt(x)))
-    assert np.max(np.abs(2 * xs - gallery.inputs_plain(p, ts))) < 2**-16       # prepare gives x / 2
-    out = gallery.finish(ev, enc, boot.bootstrap(x), checks)
+    # a full group: the five above at slots in each of its batches (the last one beside the probe's checks),
+    # random templates with a valid check everywhere else
+    assert gallery.width == 4 * gallery.batch == 1024 and gallery.capacity == 1022
+    places = [0, 1, gallery.batch + 44, 2 * gallery.batch + 3, gallery.capacity - 1]
+    group = [unit(rng.normal(size=DIM)) for _ in range(gallery.capacity)]
+    group_cts, group_checks = [], []
+    four = encryptor.encrypt(enc.encode(np.full(params.slots, 4.0), level=checks[0].level))
+    for t in group:
+        group_cts.append(encryptor.encrypt(enc.encode(spread_plain(t, DIM, params.slots), level=q.level)))
+        group_checks.append(four)
+    for place, t, ct, f in zip(places, ts, templates, checks):
+        group[place], group_cts[place], group_checks[place] = t, ct, f
+    x = gallery.prepare(ev, enc, q, group_cts)
+    assert x.slots == gallery.width // 2 and x.level == q.level - gallery.pre_depth()
+    xs = enc.decode(decryptor.decrypt(x))                       # x / 2, two reals to a complex slot
+    assert np.max(np.abs(2 * np.concatenate([xs.real, xs.imag]) - gallery.inputs_plain(p, group))) < 2**-16
+    unpacking = boot.unpacking()
+    xb = unpacking.bootstrap(x)
+    assert xb.slots == gallery.width
+    with pytest.raises(ShapeError):
+        gallery.finish(ev, enc, boot.bootstrap(x), group_checks)   # not unpacked
+    out = gallery.finish(ev, enc, xb, group_checks)
     values = np.real(enc.decode(decryptor.decrypt(out)))
-    want = gallery.exact(p, ts, [check.value_plain(t) for t in ts])
-    assert [DecisionOutcome(v).kind for v in values[:len(ts)]] == want == \
+    want = gallery.exact(p, group, [check.value_plain(t) for t in group])
+    assert [DecisionOutcome(values[j]).kind for j in places] == [want[j] for j in places] == \
         ["same", "different", "invalid", "different", "invalid"]
-    assert np.max(np.abs(values[len(ts):])) < 2**-8          # no template there: 0
+    band = gallery.sign.margin * (2.0 + abs(gallery.c))
+    outside = [j for j, t in enumerate(group) if abs(p @ t - gallery.c) > band]
+    assert len(outside) > 1000 and {"same", "different"} <= {want[j] for j in outside}
+    assert [DecisionOutcome(values[j]).kind for j in outside] == [want[j] for j in outside]
+    # fewer templates than a group: no template there, 0
+    out = gallery.finish(ev, enc, unpacking.bootstrap(gallery.prepare(ev, enc, q, templates)), checks)
+    values = np.real(enc.decode(decryptor.decrypt(out)))
+    assert [DecisionOutcome(v).kind for v in values[:len(ts)]] == ["same", "different", "invalid", "different",
+                                                                   "invalid"]
+    assert np.max(np.abs(values[len(ts):])) < 2**-8
     # a probe off the unit sphere: every decision invalid
     q2 = spread.evaluate(ev, enc, encryptor.encrypt(enc.encode(np.tile(1.2 * p, params.slots // DIM), level=top)),
                          cache=False)
-    out = gallery.finish(ev, enc, boot.bootstrap(gallery.prepare(ev, enc, q2, templates)), checks)
+    out = gallery.finish(ev, enc, unpacking.bootstrap(gallery.prepare(ev, enc, q2, templates)), checks)
     assert np.max(np.abs(np.real(enc.decode(decryptor.decrypt(out))))) < 2**-8
 
 
@@ -225,10 +252,10 @@ def test_gallery_bad_batches_and_levels_are_refused():
 
 
 @pytest.mark.slow
-def test_a_gallery_batch_at_the_default_preset_with_the_real_bootstrap():
-    """126 templates around a probe at N = 2^16 (N16_QP1762_L29_S38), the real 128-slot bootstrap: every
-    decision outside the sign's margin band equals the exact rule (the imaginary part of the bootstrap's error
-    would break them without the real-part step; about 2 minutes)."""
+def test_a_gallery_group_at_the_default_preset_with_the_real_bootstrap():
+    """510 templates around a probe at N = 2^16 (N16_QP1762_L29_S38), the real bootstrap (256 complex slots
+    unpacked into 512 real ones): every decision outside the sign's margin band equals the exact rule (the
+    imaginary part of the bootstrap's error would break them without the real-part step; about 4 minutes)."""
     from cryptoface.encrypted.decision import GalleryDecision, gallery_bootstrap_config
     from cryptoface.encrypted.matching import spread_plain
     from fhe_ckks.bootstrap import Bootstrapper
@@ -250,11 +277,32 @@ def test_a_gallery_batch_at_the_default_preset_with_the_real_bootstrap():
     ts = [unit(p + rng.normal(size=dim) * (1 + 3 * (j % 3)) * 0.9 / np.sqrt(dim)) for j in range(g.capacity)]
     q = encryptor.encrypt(enc.encode(spread_plain(p, dim, slots), level=level))
     templates = [encryptor.encrypt(enc.encode(spread_plain(t, dim, slots), level=level)) for t in ts]
-    checks = [encryptor.encrypt(enc.encode(np.full(slots, 4.0), level=level)) for _ in ts]
-    out = g.finish(ev, enc, boot.bootstrap(g.prepare(ev, enc, q, templates)), checks)
+    checks = [encryptor.encrypt(enc.encode(np.full(slots, 4.0), level=level))] * len(ts)
+    t0 = time.perf_counter()
+    x = g.prepare(ev, enc, q, templates)
+    t1 = time.perf_counter()
+    xb = boot.bootstrap(x)
+    t2 = time.perf_counter()
+    out = g.finish(ev, enc, xb, checks)
+    print(f"prepare {t1 - t0:.1f} s, bootstrap {t2 - t1:.1f} s, finish {time.perf_counter() - t2:.1f} s")
     values = np.real(enc.decode(decryptor.decrypt(out)))
     want = g.exact(p, ts, [4.0] * len(ts))
     band = g.sign.margin * (2.0 + abs(g.c))
     outside = [j for j, t in enumerate(ts) if abs(p @ t - g.c) > band]
-    assert len(outside) > 100 and {"same", "different"} <= set(want)
+    assert len(outside) > 400 and {"same", "different"} <= set(want)
     assert [DecisionOutcome(values[j]).kind for j in outside] == [want[j] for j in outside]
+
+
+def test_a_gallery_group_is_a_power_of_two_of_batches_that_leaves_the_bootstrap_replicas():
+    from cryptoface.encrypted.decision import GALLERY_BATCHES, gallery_bootstrap_config, gallery_width
+
+    assert GALLERY_BATCHES == 4 and gallery_width(256, 2**15) == 512      # the default preset: 510 names
+    assert gallery_width(8, 2048) == 1024 and gallery_width(8, 2048, 2) == 512
+    assert gallery_width(4, 2048) == 1024                 # 512 per ciphertext, capped at half the slots: 2 batches
+    for bad in (1, 3, True, 2.0):
+        with pytest.raises(ModelError):
+            gallery_width(8, 2048, bad)
+    with pytest.raises(ModelError):
+        gallery_width(2, 2048)                            # one batch in half the slots: no complex packing
+    config = gallery_bootstrap_config(512)
+    assert config.slots == 256 and config.unpack and config.retrace and config.packed
