@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -481,37 +481,74 @@ class GalleryDecision:
         """``x / 2``, packed (the bootstrap's input; :meth:`finish` takes the real part of twice its unpacked
         form) of the spread ``probe`` against up to :attr:`capacity` spread ``templates`` (all at the probe's
         level), at :data:`GALLERY_PRE_DEPTH` levels below it, with ``width / 2`` slots."""
-        ev = evaluator
         if not 0 < len(templates) <= self.capacity:
             raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, got {len(templates)}")
-        if probe.level < self.pre_depth() or any(t.level != probe.level for t in templates):
+        b = self.batch
+        x, _ = self.prepare_streamed(evaluator, encoder, probe,
+                                     ((templates[i:i + b], None) for i in range(0, len(templates), b)))
+        return x
+
+    def prepare_streamed(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
+                         chunks: Iterable[tuple[Sequence[Ciphertext], Sequence[Ciphertext] | None]]
+                         ) -> tuple[Ciphertext, Ciphertext | None]:
+        """:meth:`prepare` with the group's templates given one gallery ciphertext at a time (``B`` each, the
+        last one fewer), each with its templates' enrollment checks (or None), so that a caller reading them
+        from a store holds one batch at a time.  Returns ``x / 2`` and the checks combined as :meth:`finish`
+        needs them (:meth:`combine_checks`; None when no checks were given)."""
+        ev = evaluator
+        if probe.level < self.pre_depth():
             raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
                              f"{self.pre_depth()}")
         level, half = probe.level, self.width // 2
         target = ev.params.scale_at(level - 3)
-        terms = []
-        for start in range(0, len(templates), self.batch):
-            chunk = templates[start:start + self.batch]
-            gallery = self._masked_sum(ev, encoder, chunk, 1.0, self.batch)
+        x = f = None
+        start = 0
+        for templates, checks in chunks:
+            if not 0 < len(templates) <= self.batch or start % self.batch or start + len(templates) > self.capacity:
+                raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, in batches of "
+                                 f"{self.batch} (the last one fewer)")
+            if any(t.level != level for t in templates):
+                raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
+                                 f"{self.pre_depth()}")
+            gallery = self._masked_sum(ev, encoder, templates, 1.0, self.batch)
             s = spread_sum(ev, ev.rescale(ev.mul(ev.bring_to(probe, gallery.level), gallery)), self.dim)
             w = np.zeros(self.width)
-            w[start:start + len(chunk)] = self._ws[start:start + len(chunk)]
-            terms.append((s, w))
-        norm = spread_sum(ev, ev.rescale(ev.square(probe)), self.dim)
-        terms.append((ev.bring_to(norm, terms[0][0].level), self._wp))
-        x = None
-        for q, w in terms:
-            pt = encoder.encode(self._complex(w) / 2, level=q.level,
-                                scale=target * ev.params.q_primes[q.level] / q.scale, slots=half)
-            term = ev.rescale(ev.mul_plain(q, pt))
+            w[start:start + len(templates)] = self._ws[start:start + len(templates)]
+            term = self._weighted(ev, encoder, s, w, target)
             x = term if x is None else ev.add(x, term)
+            if checks is not None:
+                if len(checks) != len(templates):
+                    raise ShapeError("one enrollment check per template")
+                part = self.combine_checks(ev, encoder, checks, start)
+                f = part if f is None else ev.add(f, part)
+            start += len(templates)
+        if x is None:
+            raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, got 0")
+        norm = spread_sum(ev, ev.rescale(ev.square(probe)), self.dim)
+        x = ev.add(x, self._weighted(ev, encoder, ev.bring_to(norm, level - 2), self._wp, target))
         x = ev.add(x, encoder.encode(self._complex(self._offset) / 2, level=x.level, scale=x.scale, slots=half))
-        return x.with_metadata(slots=half)
+        return x.with_metadata(slots=half), f
+
+    def _weighted(self, ev: Evaluator, encoder: Encoder, q: Ciphertext, w: np.ndarray, target: float) -> Ciphertext:
+        """``q`` times the real weights ``w / 2`` packed into ``width / 2`` complex slots, landing on ``target``."""
+        pt = encoder.encode(self._complex(w) / 2, level=q.level, scale=target * ev.params.q_primes[q.level] / q.scale,
+                            slots=self.width // 2)
+        return ev.rescale(ev.mul_plain(q, pt))
+
+    def combine_checks(self, evaluator: Evaluator, encoder: Encoder, checks: Sequence[Ciphertext],
+                       first: int = 0) -> Ciphertext:
+        """``sum_t mask_t f_t / 4`` over the enrollment checks (full-slot ciphertexts at one level) of the group's
+        templates ``first, first + 1, ...``: one level.  Partial sums over consecutive runs add up."""
+        ev = evaluator
+        if not 0 < len(checks) or first < 0 or first + len(checks) > self.capacity:
+            raise ShapeError(f"a gallery group holds 1 to {self.capacity} checks, got {len(checks)} from {first}")
+        wide = [c.with_metadata(slots=ev.params.slots) for c in checks]
+        return self._masked_sum(ev, encoder, [ev.bring_to(c, wide[0].level) for c in wide], 0.25, self.width, first)
 
     def _masked_sum(self, ev: Evaluator, encoder: Encoder, cts: Sequence[Ciphertext], factor: float,
-                    period: int) -> Ciphertext:
-        """``sum_j factor * mask_j * cts[j]`` (``mask_j``: 1 in the residue class j mod ``period``, encoded
-        compact), rescaled: one level."""
+                    period: int, first: int = 0) -> Ciphertext:
+        """``sum_j factor * mask_(first + j) * cts[j]`` (``mask_i``: 1 in the residue class i mod ``period``,
+        encoded compact), rescaled: one level."""
         like = cts[0]
         pt_scale = ev.params.scale_at(like.level - 1) * ev.params.q_primes[like.level] / like.scale
         out = None
@@ -519,7 +556,7 @@ class GalleryDecision:
             dot = ev.plain_dot(like)
             for j in range(start, min(len(cts), start + PlainDot.MAX_TERMS)):
                 mask = np.zeros(period)
-                mask[j] = factor
+                mask[first + j] = factor
                 poly, repeat = encoder.encode_compact(mask, like.level, pt_scale, period)
                 dot.add(cts[j], poly, pt_scale, repeat)
             part = dot.result()
@@ -529,14 +566,18 @@ class GalleryDecision:
     def finish(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext, checks: Sequence[Ciphertext]) -> Ciphertext:
         """``v`` of a bootstrapped (unpacked, ``width``-slot) ``x`` and the group's enrollment checks ``f_t``
         (full-slot, in order)."""
+        if not 0 < len(checks) <= self.capacity:
+            raise ShapeError(f"a gallery group holds 1 to {self.capacity} checks, got {len(checks)}")
+        return self.finish_combined(evaluator, encoder, x, self.combine_checks(evaluator, encoder, checks))
+
+    def finish_combined(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext, f: Ciphertext) -> Ciphertext:
+        """:meth:`finish` with the checks already combined (:meth:`combine_checks`, :meth:`prepare_streamed`)."""
         ev = evaluator
         if x.level < self.post_depth():
             raise LevelError(f"the gallery decision needs {self.post_depth()} levels after its bootstrap, got "
                              f"{x.level}")
         if x.slots != self.width:
             raise ShapeError(f"the gallery decision's bootstrapped vector has {self.width} slots, got {x.slots}")
-        if not 0 < len(checks) <= self.capacity:
-            raise ShapeError(f"a gallery group holds 1 to {self.capacity} checks, got {len(checks)}")
         z = self.sign.evaluate(ev, ev.add(x, ev.conjugate(x)))           # the real part of 2 (x / 2)
         m = ev.add(z, encoder.encode(self._lift, level=z.level, scale=z.scale, slots=self.width))
         pt = encoder.encode(self._half, level=m.level, slots=self.width,
@@ -545,7 +586,5 @@ class GalleryDecision:
         a = ev.rescale(ev.mul(m, ev.rotate(m, 1)))             # slot w-2: the product of the two checks
         a = ev.rotate_and_sum(a, self.width)                    # ... in every slot
         v = ev.rescale(ev.mul(ev.bring_to(z, a.level), a))
-        wide = [c.with_metadata(slots=ev.params.slots) for c in checks]
-        f = self._masked_sum(ev, encoder, [ev.bring_to(c, wide[0].level) for c in wide], 0.25, self.width)
         f = ev.bring_to(f, v.level).with_metadata(slots=self.width)
         return ev.rescale(ev.mul(v, f))

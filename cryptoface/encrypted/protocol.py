@@ -535,11 +535,15 @@ class Server:
             stats.seconds["spread"] = time.perf_counter() - t0
             cap = self.gallery.capacity
             groups = [names[start:start + cap] for start in range(0, len(names), cap)]
-            # the records are read here, just before each group is handed out (a store's connection stays in
-            # this process); the groups run in the backend's workers, two at a time on two cores
-            results = self.backend.run_tasks(
-                _gallery_task, (self._task_state(),), groups, ev, "gallery group",
-                setup=lambda i: (spread, [self._record(n, ("spread", "check")) for n in groups[i]]))
+            # the groups run in the backend's workers, two at a time on two cores.  A forked worker reads its
+            # group's records itself, one gallery ciphertext's worth at a time (the store opens its own
+            # connection there); on a cluster they are read here, just before the group is handed out
+            if self.backend.forks:
+                setup = lambda i: (spread, groups[i], self._gallery_record)           # noqa: E731
+            else:
+                setup = lambda i: (spread, [self._gallery_record(n) for n in groups[i]], None)   # noqa: E731
+            results = self.backend.run_tasks(_gallery_task, (self._task_state(),), groups, ev, "gallery group",
+                                             setup=setup)
             out = []
             for batch, res in zip(groups, results):
                 for key, dt in res.seconds.items():
@@ -549,6 +553,10 @@ class Server:
                 out.append((batch, serialize.dump(res.ciphertext)))
             self.stats = stats
             return out
+
+    def _gallery_record(self, name: str) -> dict[str, Ciphertext]:
+        """What the gallery decision reads of ``name``'s record: its spread and its check."""
+        return self._record(name, ("spread", "check"))
 
     def _template(self, name: str) -> Ciphertext:
         """``name``'s template (for verification) from the store, checked as a face is."""
@@ -653,20 +661,33 @@ def _unpacking(bootstrapper):
     return form()
 
 
-def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list[dict[str, Ciphertext]]]) -> GroupResult:
-    """One gallery group's flooded answer and the seconds of its stages (the body of a gallery task)."""
-    spread, records = item
+def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list, Callable[[str], dict] | None]) -> GroupResult:
+    """One gallery group's flooded answer and the seconds of its stages (the body of a gallery task).  ``item``:
+    the spread probe and either the group's names with the function that reads one's record (a forked worker:
+    one gallery ciphertext's records are held at a time) or the records themselves and None."""
+    spread, entries, read = item
     ev, encoder, gallery, boot, flooder = (state.evaluator, state.encoder, state.gallery, state.gallery_bootstrapper,
                                            state.flooder)
+    seconds = {"gallery: read": 0.0}
+
+    def chunks():
+        for start in range(0, len(entries), gallery.batch):
+            t = time.perf_counter()
+            records = [read(n) for n in entries[start:start + gallery.batch]] if read is not None else \
+                entries[start:start + gallery.batch]
+            seconds["gallery: read"] += time.perf_counter() - t
+            yield [r["spread"] for r in records], [r["check"] for r in records]
+
     t0 = time.perf_counter()
-    x = gallery.prepare(ev, encoder, spread, [r["spread"] for r in records])
+    x, f = gallery.prepare_streamed(ev, encoder, spread, chunks())
     t1 = time.perf_counter()
     xb = boot.bootstrap(x)
     t2 = time.perf_counter()
-    v = gallery.finish(ev, encoder, xb, [r["check"] for r in records])
+    v = gallery.finish_combined(ev, encoder, xb, f)
     v = flood(ev, flooder, ev.bring_to(v, ANSWER_LEVEL))
-    return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
-                           "gallery: sign": time.perf_counter() - t2})
+    seconds.update({"gallery: prepare": t1 - t0 - seconds["gallery: read"], "gallery: bootstrap": t2 - t1,
+                    "gallery: sign": time.perf_counter() - t2})
+    return GroupResult(v, seconds)
 
 
 #: What :meth:`Server.public_info` gives and :meth:`Client.encrypt_face` reads.

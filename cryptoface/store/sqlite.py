@@ -36,14 +36,15 @@ _SCHEMA = (
 class SQLiteStore:
     """Templates in the SQLite database ``path`` (created if absent).
 
-    One connection per store, serialized by a lock (a server calls it from several threads); each write is one
-    transaction.  A file that is not a database of this schema raises :class:`StoreError` on open."""
+    One connection per store and process, serialized by a lock (a server calls it from several threads); each
+    write is one transaction.  A process forked from the one that opened the store (a server's gallery worker)
+    never touches the inherited connection or lock: its first call opens its own.  A file that is not a
+    database of this schema raises :class:`StoreError` on open."""
 
     def __init__(self, path: str | os.PathLike, timeout: float = 30.0):
-        self.path = Path(path)
+        self.path, self._timeout, self._pid = Path(path), timeout, os.getpid()
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA synchronous = FULL")
+            self._db = self._connect()
             with self._transaction():
                 for statement in _SCHEMA:
                     self._db.execute(statement)
@@ -80,7 +81,18 @@ class SQLiteStore:
             if have != want:
                 raise StoreError(f"{self.path}: table {table} has columns {have}, a template store's has {want}")
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
     def _run(self, fn):
+        if os.getpid() != self._pid:            # forked: SQLite connections must not cross a fork, nor may a lock
+            self._lock, self._pid = threading.Lock(), os.getpid()   # another thread held at the fork
+            try:
+                self._db = self._connect()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from None
         with self._lock:
             try:
                 return fn()
@@ -88,6 +100,8 @@ class SQLiteStore:
                 raise StoreError(f"{self.path}: {exc}") from None
 
     def close(self) -> None:
+        if os.getpid() != self._pid:            # forked and never used here: the connection is the parent's
+            return
         with self._lock:
             self._db.close()
 

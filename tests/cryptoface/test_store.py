@@ -168,3 +168,55 @@ def test_the_default_gallery_refuses_and_replaces_like_a_store():
         with pytest.raises(StoreError, match="template name"):
             server.enroll(bad, [])
     assert np.isfinite(len(server.store))
+
+
+def _get_in_child(path, name, want):
+    os._exit(0 if _STORE.get(name) == want else 3)
+
+
+_STORE = None
+
+
+def test_a_forked_process_opens_its_own_connection_and_lock(tmp_path):
+    # a lock another thread holds at the fork, or the parent's connection, is never used in the child
+    global _STORE
+    path = tmp_path / "g.db"
+    _STORE = store = SQLiteStore(path)
+    store.bind(IDENTITY)
+    store.put("alice", b"template")
+    with store._lock:                                   # as if another thread were inside the store at the fork
+        child = multiprocessing.get_context("fork").Process(target=_get_in_child, args=(path, "alice", b"template"))
+        child.start()
+        child.join(60)
+    assert child.exitcode == 0
+    assert store.get("alice") == b"template"            # the parent's connection is untouched
+    store.put("bob", b"more")
+    assert store.names() == ["alice", "bob"]
+    store.close()
+    _STORE = None
+
+
+def test_forked_gallery_workers_read_their_own_records_from_the_store(tmp_path):
+    """Two groups of a gallery in a SQLite store, in two forked workers: each reads its group's records itself,
+    a gallery ciphertext at a time; the answers are as with one process."""
+    from .test_protocol import gallery_of_one_face
+
+    params = presets.get(LEVELLED, allow_insecure=True)
+    model = toy_model()
+    client = Client(params, model, seed=bytes(range(32)))
+    store = SQLiteStore(tmp_path / "gallery.db")
+    store._db.execute("PRAGMA synchronous = OFF")       # a thousand test writes without a thousand fsyncs
+    server = Server(model, params, testing=True, workers=2, store=store,
+                    decision_bootstrapper=SecretKeyBootstrapper(params, client.secret_key))
+    server.install_keys(client.evaluation_keys(server.key_plan()))
+    face = client.encrypt_face(faces(1, seed=3)[0], server.public_info())
+    cap = server.gallery.capacity
+    names = [f"n{i:04d}" for i in range(cap + 3)]
+    gallery_of_one_face(server, face, names)
+    answers = server.identify(face)
+    assert [len(b) for b, _ in answers] == [cap, 3]
+    got = client.identification(answers)
+    assert {o.kind for o in got.values()} == {"same"}
+    assert server.stats.seconds["gallery: read"] > 0 and server.stats.bootstraps == 2
+    server.delete(names[0])                              # the server's own connection still works
+    assert len(server.names()) == cap + 2

@@ -104,6 +104,10 @@ class Backend(Protocol):
 
     name: str
     workers: int
+    #: True when tasks run in this process or in processes forked from it, so that a task may read what this
+    #: process can (its objects, a store's file; the server's gallery groups read their own records then);
+    #: False on a cluster, where every input travels with the task.
+    forks: bool
     #: Called with a short text as work finishes (a layer of a patch group on the local backend, a task on
     #: Ray): progress bars.  None by default.
     progress: Callable[[str], None] | None

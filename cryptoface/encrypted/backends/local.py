@@ -55,6 +55,7 @@ class LocalBackend(TaskRunner):
     or in up to ``workers`` forked processes at a time (default: one per core)."""
 
     name = "local"
+    forks = True
 
     def __init__(self, workers: int | None = None, progress: Callable[[str], None] | None = None):
         self.workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
@@ -91,7 +92,8 @@ class LocalBackend(TaskRunner):
                     proc = ctx.Process(target=_child, args=(task, send, self.progress is not None),
                                        name=f"{what}-{i}".replace(" ", "-"), daemon=True)
                     proc.start()
-                    send.close()
+                    del task                                     # the child has it: the next setup's inputs
+                    send.close()                                 # are not held here beside this one's
                     running[recv] = (i, proc)
                 for conn in wait(list(running)):
                     message = self._message(conn)

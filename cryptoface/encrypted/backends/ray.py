@@ -66,6 +66,7 @@ class RayBackend(TaskRunner):
     whose worker or node died.  ``init``: more keywords for ``ray.init`` (e.g. ``object_store_memory``)."""
 
     name = "ray"
+    forks = False
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 3,
                  progress: Callable[[str], None] | None = None, **init: Any):
