@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -480,54 +480,58 @@ class GalleryDecision:
                 templates: Sequence[Ciphertext]) -> Ciphertext:
         """``x / 2``, packed (the bootstrap's input; :meth:`finish` takes the real part of twice its unpacked
         form) of the spread ``probe`` against up to :attr:`capacity` spread ``templates`` (all at the probe's
-        level), at :data:`GALLERY_PRE_DEPTH` levels below it, with ``width / 2`` slots."""
+        level), at :data:`GALLERY_PRE_DEPTH` levels below it, with ``width / 2`` slots: :meth:`pack` per
+        gallery ciphertext, then :meth:`prepare_packed`."""
         if not 0 < len(templates) <= self.capacity:
             raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, got {len(templates)}")
+        if probe.level < self.pre_depth() or any(t.level != probe.level for t in templates):
+            raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
+                             f"{self.pre_depth()}")
         b = self.batch
-        x, _ = self.prepare_streamed(evaluator, encoder, probe,
-                                     ((templates[i:i + b], None) for i in range(0, len(templates), b)))
-        return x
+        packed = [(self.pack(evaluator, encoder, templates[i:i + b]), len(templates[i:i + b]))
+                  for i in range(0, len(templates), b)]
+        return self.prepare_packed(evaluator, encoder, probe, packed)
 
-    def prepare_streamed(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
-                         chunks: Iterable[tuple[Sequence[Ciphertext], Sequence[Ciphertext] | None]]
-                         ) -> tuple[Ciphertext, Ciphertext | None]:
-        """:meth:`prepare` with the group's templates given one gallery ciphertext at a time (``B`` each, the
-        last one fewer), each with its templates' enrollment checks (or None), so that a caller reading them
-        from a store holds one batch at a time.  Returns ``x / 2`` and the checks combined as :meth:`finish`
-        needs them (:meth:`combine_checks`; None when no checks were given)."""
+    def pack(self, evaluator: Evaluator, encoder: Encoder, templates: Sequence[Ciphertext]) -> Ciphertext:
+        """One gallery ciphertext: up to B spread templates (at one level), template j masked into the residue
+        class j mod B (one fused plaintext dot product, one level).  It does not depend on the probe: a server
+        keeps it for as long as its gallery does not change."""
+        if not 0 < len(templates) <= self.batch:
+            raise ShapeError(f"a gallery ciphertext holds 1 to {self.batch} templates, got {len(templates)}")
+        if any(t.level != templates[0].level for t in templates):
+            raise LevelError("the templates of a gallery ciphertext are at one level")
+        return self._masked_sum(evaluator, encoder, templates, 1.0, self.batch)
+
+    def prepare_packed(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
+                       packed: Sequence[tuple[Ciphertext, int]]) -> Ciphertext:
+        """:meth:`prepare` from the group's gallery ciphertexts (:meth:`pack`), each with its template count:
+        B each, the last one fewer.  Its products with the probe, their sums and weights: 2 more levels."""
         ev = evaluator
         if probe.level < self.pre_depth():
             raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
                              f"{self.pre_depth()}")
+        counts = [int(n) for _, n in packed]
+        if not counts or any(not 0 < n <= self.batch for n in counts) or any(n != self.batch for n in counts[:-1]) \
+                or sum(counts) > self.capacity:
+            raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, in gallery ciphertexts of "
+                             f"{self.batch} (the last one fewer)")
         level, half = probe.level, self.width // 2
+        if any(g.level != level - 1 for g, _ in packed):
+            raise LevelError(f"a gallery ciphertext packed from templates at the probe's level {level} is at "
+                             f"level {level - 1}")
         target = ev.params.scale_at(level - 3)
-        x = f = None
-        start = 0
-        for templates, checks in chunks:
-            if not 0 < len(templates) <= self.batch or start % self.batch or start + len(templates) > self.capacity:
-                raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, in batches of "
-                                 f"{self.batch} (the last one fewer)")
-            if any(t.level != level for t in templates):
-                raise LevelError(f"the gallery decision needs the probe and its templates at one level >= "
-                                 f"{self.pre_depth()}")
-            gallery = self._masked_sum(ev, encoder, templates, 1.0, self.batch)
+        x = None
+        for k, (gallery, count) in enumerate(packed):
             s = spread_sum(ev, ev.rescale(ev.mul(ev.bring_to(probe, gallery.level), gallery)), self.dim)
+            start = k * self.batch
             w = np.zeros(self.width)
-            w[start:start + len(templates)] = self._ws[start:start + len(templates)]
+            w[start:start + count] = self._ws[start:start + count]
             term = self._weighted(ev, encoder, s, w, target)
             x = term if x is None else ev.add(x, term)
-            if checks is not None:
-                if len(checks) != len(templates):
-                    raise ShapeError("one enrollment check per template")
-                part = self.combine_checks(ev, encoder, checks, start)
-                f = part if f is None else ev.add(f, part)
-            start += len(templates)
-        if x is None:
-            raise ShapeError(f"a gallery group holds 1 to {self.capacity} templates, got 0")
         norm = spread_sum(ev, ev.rescale(ev.square(probe)), self.dim)
         x = ev.add(x, self._weighted(ev, encoder, ev.bring_to(norm, level - 2), self._wp, target))
         x = ev.add(x, encoder.encode(self._complex(self._offset) / 2, level=x.level, scale=x.scale, slots=half))
-        return x.with_metadata(slots=half), f
+        return x.with_metadata(slots=half)
 
     def _weighted(self, ev: Evaluator, encoder: Encoder, q: Ciphertext, w: np.ndarray, target: float) -> Ciphertext:
         """``q`` times the real weights ``w / 2`` packed into ``width / 2`` complex slots, landing on ``target``."""
@@ -571,7 +575,7 @@ class GalleryDecision:
         return self.finish_combined(evaluator, encoder, x, self.combine_checks(evaluator, encoder, checks))
 
     def finish_combined(self, evaluator: Evaluator, encoder: Encoder, x: Ciphertext, f: Ciphertext) -> Ciphertext:
-        """:meth:`finish` with the checks already combined (:meth:`combine_checks`, :meth:`prepare_streamed`)."""
+        """:meth:`finish` with the checks already combined (:meth:`combine_checks`; partial sums added)."""
         ev = evaluator
         if x.level < self.post_depth():
             raise LevelError(f"the gallery decision needs {self.post_depth()} levels after its bootstrap, got "

@@ -142,6 +142,11 @@ class _MemoryGallery:
     def __init__(self):
         self._blobs: dict[str, bytes] = {}
         self._identity: dict[str, str] | None = None
+        self._version = 0
+
+    def version(self) -> int:
+        """Changes with every put and delete."""
+        return self._version
 
     def bind(self, identity: dict[str, str]) -> None:
         if self._identity is not None and self._identity != identity:
@@ -153,6 +158,7 @@ class _MemoryGallery:
         if name in self._blobs and not replace:
             raise NameTakenError(f"{name!r} is enrolled already; enroll with replace=True to replace it")
         self._blobs[name] = bytes(blob)
+        self._version += 1
 
     def get(self, name: str) -> bytes:
         if not isinstance(name, str) or name not in self._blobs:
@@ -162,6 +168,7 @@ class _MemoryGallery:
     def delete(self, name: str) -> None:
         self.get(name)
         del self._blobs[name]
+        self._version += 1
 
     def names(self) -> list[str]:
         return sorted(self._blobs)
@@ -251,6 +258,8 @@ class Server:
         self._flooder: Encryptor | None = None
         self._state: _TaskState | None = None
         self._lock = threading.RLock()
+        self._packed: dict[tuple[str, ...], tuple[list[tuple[Ciphertext, int]], Ciphertext]] = {}
+        self._packed_token: Any = None
 
     def store_identity(self) -> dict[str, str]:
         """What the gallery's templates belong to: the model's digest, the parameters, the decision rule and the
@@ -356,6 +365,7 @@ class Server:
         with self._lock:
             self.evaluator, self._flooder, self.decision_bootstrapper = evaluator, Encryptor(self.params, public), boot
             self.gallery_bootstrapper = gallery_boot
+            self._packed, self._packed_token = {}, None          # built under the keys installed before
 
     def key_memory_bytes(self) -> int:
         """Memory of the installed evaluation keys (both halves expanded), 0 before :meth:`install_keys`."""
@@ -535,15 +545,10 @@ class Server:
             stats.seconds["spread"] = time.perf_counter() - t0
             cap = self.gallery.capacity
             groups = [names[start:start + cap] for start in range(0, len(names), cap)]
-            # the groups run in the backend's workers, two at a time on two cores.  A forked worker reads its
-            # group's records itself, one gallery ciphertext's worth at a time (the store opens its own
-            # connection there); on a cluster they are read here, just before the group is handed out
-            if self.backend.forks:
-                setup = lambda i: (spread, groups[i], self._gallery_record)           # noqa: E731
-            else:
-                setup = lambda i: (spread, [self._gallery_record(n) for n in groups[i]], None)   # noqa: E731
+            packed = self._packed_groups(groups, stats)
+            # the groups run in the backend's workers, two at a time on two cores
             results = self.backend.run_tasks(_gallery_task, (self._task_state(),), groups, ev, "gallery group",
-                                             setup=setup)
+                                             setup=lambda i: (spread, *packed[i]))
             out = []
             for batch, res in zip(groups, results):
                 for key, dt in res.seconds.items():
@@ -553,6 +558,52 @@ class Server:
                 out.append((batch, serialize.dump(res.ciphertext)))
             self.stats = stats
             return out
+
+    def _packed_groups(self, groups: Sequence[Sequence[str]], stats: Stats
+                       ) -> list[tuple[list[tuple[Ciphertext, int]], Ciphertext]]:
+        """Per group: its gallery ciphertexts (:meth:`GalleryDecision.pack`, 128 templates each) with their
+        template counts, and its combined enrollment checks.  None of it depends on the probe, so the server keeps
+        them while the store's :meth:`~cryptoface.store.SQLiteStore.version` stays the same (never for a store
+        without one), for at most :data:`PACKED_GROUPS_KEPT` groups.  The missing ones are built in the
+        backend's workers, one task per 128 names for the templates and one for their checks; a forked worker
+        reads its records itself (the store opens its own connection there), on a cluster they are read here."""
+        version = getattr(self.store, "version", None)
+        token = version() if version is not None else None
+        kept = self._packed if token is not None and token == self._packed_token else {}
+        b = self.gallery.batch
+        tasks = []                                  # (group, kind, names, offset in the group)
+        for g, names in enumerate(groups):
+            if tuple(names) not in kept:
+                for start in range(0, len(names), b):
+                    tasks += [(g, kind, names[start:start + b], start) for kind in ("spread", "check")]
+        if tasks:
+            t0 = time.perf_counter()
+            if self.backend.forks:
+                setup = lambda i: (tasks[i][1], tasks[i][2], tasks[i][3], self._gallery_record)   # noqa: E731
+            else:
+                setup = lambda i: (tasks[i][1], [self._gallery_record(n) for n in tasks[i][2]],   # noqa: E731
+                                   tasks[i][3], None)
+            results = self.backend.run_tasks(_pack_task, (self._task_state(),), tasks, self._ev(), "gallery pack",
+                                             setup=setup)
+            built: dict[int, tuple[list[tuple[Ciphertext, int]], Ciphertext | None]] = {}
+            ev = self._ev()
+            for (g, kind, names, _), res in zip(tasks, results):
+                gallery, f = built.setdefault(g, ([], None))
+                if kind == "spread":
+                    gallery.append((res.ciphertext, len(names)))
+                else:
+                    built[g] = (gallery, res.ciphertext if f is None else ev.add(f, res.ciphertext))
+                for key, dt in res.seconds.items():
+                    stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
+            stats.seconds["gallery: packing (wall)"] = time.perf_counter() - t0
+            kept = dict(kept)
+            for g, entry in built.items():
+                kept[tuple(groups[g])] = entry
+            if token is not None and version() == token:         # nothing changed while they were built
+                while len(kept) > PACKED_GROUPS_KEPT:
+                    kept.pop(next(iter(kept)))
+                self._packed, self._packed_token = kept, token
+        return [kept[tuple(names)] for names in groups]
 
     def _gallery_record(self, name: str) -> dict[str, Ciphertext]:
         """What the gallery decision reads of ``name``'s record: its spread and its check."""
@@ -661,33 +712,42 @@ def _unpacking(bootstrapper):
     return form()
 
 
-def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list, Callable[[str], dict] | None]) -> GroupResult:
+def _pack_task(state: _TaskState, item: tuple[str, list, int, Callable[[str], dict] | None]) -> GroupResult:
+    """One gallery ciphertext (``kind`` "spread": :meth:`GalleryDecision.pack` of up to 128 templates) or the
+    combined enrollment checks of the same names (``kind`` "check", at their offset in the group).  ``item``:
+    the kind, the names with the function that reads one's record (a forked worker) or the records themselves
+    and None, and the offset."""
+    kind, entries, first, read = item
+    ev, encoder, gallery = state.evaluator, state.encoder, state.gallery
+    t0 = time.perf_counter()
+    records = [read(n) for n in entries] if read is not None else entries
+    t1 = time.perf_counter()
+    cts = [r[kind] for r in records]
+    out = gallery.pack(ev, encoder, cts) if kind == "spread" else gallery.combine_checks(ev, encoder, cts, first)
+    return GroupResult(out, {"gallery: read": t1 - t0, "gallery: pack": time.perf_counter() - t1})
+
+
+def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list[tuple[Ciphertext, int]], Ciphertext]
+                  ) -> GroupResult:
     """One gallery group's flooded answer and the seconds of its stages (the body of a gallery task).  ``item``:
-    the spread probe and either the group's names with the function that reads one's record (a forked worker:
-    one gallery ciphertext's records are held at a time) or the records themselves and None."""
-    spread, entries, read = item
+    the spread probe, the group's gallery ciphertexts with their template counts, and its combined checks."""
+    spread, packed, f = item
     ev, encoder, gallery, boot, flooder = (state.evaluator, state.encoder, state.gallery, state.gallery_bootstrapper,
                                            state.flooder)
-    seconds = {"gallery: read": 0.0}
-
-    def chunks():
-        for start in range(0, len(entries), gallery.batch):
-            t = time.perf_counter()
-            records = [read(n) for n in entries[start:start + gallery.batch]] if read is not None else \
-                entries[start:start + gallery.batch]
-            seconds["gallery: read"] += time.perf_counter() - t
-            yield [r["spread"] for r in records], [r["check"] for r in records]
-
     t0 = time.perf_counter()
-    x, f = gallery.prepare_streamed(ev, encoder, spread, chunks())
+    x = gallery.prepare_packed(ev, encoder, spread, packed)
     t1 = time.perf_counter()
     xb = boot.bootstrap(x)
     t2 = time.perf_counter()
     v = gallery.finish_combined(ev, encoder, xb, f)
     v = flood(ev, flooder, ev.bring_to(v, ANSWER_LEVEL))
-    seconds.update({"gallery: prepare": t1 - t0 - seconds["gallery: read"], "gallery: bootstrap": t2 - t1,
-                    "gallery: sign": time.perf_counter() - t2})
-    return GroupResult(v, seconds)
+    return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
+                           "gallery: sign": time.perf_counter() - t2})
+
+
+#: How many groups' packed gallery ciphertexts a server keeps (about 20 MB each at N = 2^16: 4 gallery ciphertexts
+#: at level 3 and the combined checks).
+PACKED_GROUPS_KEPT = 16
 
 
 #: What :meth:`Server.public_info` gives and :meth:`Client.encrypt_face` reads.

@@ -18,7 +18,11 @@ class TemplateStore(Protocol):
     ``bind(identity)`` is called once by the server with its identity (strings: model digest, parameter
     fingerprint, decision rule); a store that already holds another identity refuses with
     :class:`StoreError`.  ``put`` is atomic and refuses an existing name unless ``replace``; ``delete`` of an
-    unknown name raises :class:`StoreError`, as does ``get``."""
+    unknown name raises :class:`StoreError`, as does ``get``.
+
+    A store may also offer ``version()``: a value that changes whenever its templates change, from any process
+    (:meth:`SQLiteStore.version`).  A server keeps the packed gallery ciphertexts it built from a store only while
+    that value stays the same, and never without it."""
 
     def bind(self, identity: Mapping[str, str]) -> None: ...
 

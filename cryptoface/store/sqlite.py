@@ -149,6 +149,11 @@ class SQLiteStore:
                                  (name, blob, time.strftime("%Y-%m-%d %H:%M:%S")))
         self._run(put)
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the templates change: SQLite's ``data_version`` (commits by other connections,
+        other processes included) and this connection's own count of changed rows."""
+        return self._run(lambda: (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes))
+
     def get(self, name: str) -> bytes:
         def get():
             row = self._db.execute("SELECT blob FROM templates WHERE name = ?", (name,)).fetchone()

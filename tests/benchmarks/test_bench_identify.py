@@ -23,5 +23,8 @@ def test_identification_record_on_a_toy_ring():
         assert enc["agree"] + enc["in_band"] == enc["decisions"]
         assert enc["groups"] == 1 and enc["answer_bytes"] > 0
         assert enc["identification_seconds"] > 0 and enc["ratio_to_verification"] > 0
+        assert enc["packed_here"] == [True, False]            # the second probe finds the gallery packed
+        assert enc["identification_seconds"] == enc["identification_seconds_warm"]
+        assert enc["ratio_to_verification_cold"] > 0
     assert len(rec["embed_seconds"]) == len(rec["verification_seconds"]) == 2
     assert rec["template_record_bytes"] > 0

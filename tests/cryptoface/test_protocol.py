@@ -12,7 +12,7 @@ import pytest
 from cryptoface.encrypted import Client, Server
 from cryptoface.encrypted.decision import DECISION_SLOTS
 from cryptoface.encrypted.matching import embedding_scale
-from cryptoface.encrypted.protocol import HINT_RANGE_LOG2
+from cryptoface.encrypted.protocol import HINT_RANGE_LOG2, Stats
 from cryptoface.errors import ModelError, ProbeError, UnknownNameError
 from fhe_ckks import presets, serialize
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
@@ -168,6 +168,42 @@ def test_identification_batches_a_gallery_larger_than_one_ciphertext(workers):
         server.delete(n)
     with pytest.raises(UnknownNameError):                 # an empty gallery: refused before the embedding
         server.identify(face)
+
+
+def test_the_packed_gallery_is_kept_until_the_store_changes():
+    """A second identification against an unchanged gallery packs nothing; any change to the store (a replaced
+    record, written past the server) makes the next one pack again and answer for the new record."""
+    params, model, client, server = session(LEVELLED)
+    x = faces(8, seed=21)
+    info = server.public_info()
+    enc = [client.encrypt_face(v, info) for v in x]
+    margins = [cosine_rule(model, x[0], v, server.cos_threshold) for v in x]
+    far = next(i for i in range(1, 8) if margins[i] < -2**-6)      # a face whose decision against x[0] is "different"
+    gallery_of_one_face(server, enc[0], ["a", "b", "c"])
+    probe = server.embed(enc[0])
+    stats = Stats()
+    first = client.identification(server.identify_embedded(probe, stats))
+    assert "gallery: packing (wall)" in stats.seconds and set(o.kind for o in first.values()) == {"same"}
+    stats = Stats()
+    again = client.identification(server.identify_embedded(probe, stats))
+    assert "gallery: packing (wall)" not in stats.seconds and "gallery: read" not in stats.seconds
+    assert {n: o.kind for n, o in again.items()} == {n: o.kind for n, o in first.items()}
+    server.store.put("b", _record_of(server, enc[far]), replace=True)       # past the server: the store's version
+    stats = Stats()
+    after = client.identification(server.identify_embedded(probe, stats))
+    assert "gallery: packing (wall)" in stats.seconds
+    assert after["b"].kind == "different" and after["a"].kind == after["c"].kind == "same"
+    server.delete("c")
+    assert set(client.identification(server.identify_embedded(probe))) == {"a", "b"}
+    for n in server.names():
+        server.delete(n)
+
+
+def _record_of(server, face) -> bytes:
+    server.enroll("tmp-record", face)
+    blob = server.store.get("tmp-record")
+    server.delete("tmp-record")
+    return blob
 
 
 def test_a_hint_that_does_not_normalize_gives_invalid_never_same():

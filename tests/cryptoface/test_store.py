@@ -220,3 +220,25 @@ def test_forked_gallery_workers_read_their_own_records_from_the_store(tmp_path):
     assert server.stats.seconds["gallery: read"] > 0 and server.stats.bootstraps == 2
     server.delete(names[0])                              # the server's own connection still works
     assert len(server.names()) == cap + 2
+
+
+def test_the_version_changes_with_every_write_from_any_connection(tmp_path):
+    path = tmp_path / "g.db"
+    one, two = SQLiteStore(path), SQLiteStore(path)
+    one.bind(IDENTITY)
+    two.bind(IDENTITY)
+    seen = [one.version()]
+    one.put("alice", b"t1")
+    seen.append(one.version())
+    two.put("bob", b"t2")                               # another connection (another server on the same file)
+    seen.append(one.version())
+    two.put("bob", b"t3", replace=True)
+    seen.append(one.version())
+    two.delete("alice")
+    seen.append(one.version())
+    assert len(set(seen)) == len(seen)
+    assert one.version() == seen[-1]                    # and reading changes nothing
+    one.get("bob")
+    assert one.version() == seen[-1]
+    one.close()
+    two.close()
