@@ -592,3 +592,20 @@ class GalleryDecision:
         v = ev.rescale(ev.mul(ev.bring_to(z, a.level), a))
         f = ev.bring_to(f, v.level).with_metadata(slots=self.width)
         return ev.rescale(ev.mul(v, f))
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext,
+                packed: Sequence[tuple[Ciphertext, int]], checks: Ciphertext, bootstrapper,
+                seconds: dict[str, float] | None = None) -> Ciphertext:
+        """:meth:`prepare_packed`, bootstrap, :meth:`finish_combined` (``checks``: :meth:`combine_checks`'s),
+        their seconds added to ``seconds``."""
+        seconds = {} if seconds is None else seconds
+        t0 = time.perf_counter()
+        x = self.prepare_packed(evaluator, encoder, probe, packed)
+        t1 = time.perf_counter()
+        xb = bootstrapper.bootstrap(x)
+        t2 = time.perf_counter()
+        out = self.finish_combined(evaluator, encoder, xb, checks)
+        for name, dt in (("gallery: prepare", t1 - t0), ("gallery: bootstrap", t2 - t1),
+                         ("gallery: sign", time.perf_counter() - t2)):
+            seconds[name] = seconds.get(name, 0.0) + dt
+        return out

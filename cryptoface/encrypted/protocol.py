@@ -127,6 +127,11 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": dict(self.seconds), "key_switches": self.key_switches, "bootstraps": self.bootstraps}
 
+    def add_seconds(self, seconds: dict[str, float]) -> None:
+        """Add a task's stage times to this call's (stages of the same name sum)."""
+        for key, dt in seconds.items():
+            self.seconds[key] = self.seconds.get(key, 0.0) + dt
+
 
 def _check_name(name: object) -> str:
     """A template name: a non-empty printable ``str`` of at most 256 characters (what every store takes)."""
@@ -551,8 +556,7 @@ class Server:
                                              setup=lambda i: (spread, *packed[i]))
             out = []
             for batch, res in zip(groups, results):
-                for key, dt in res.seconds.items():
-                    stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
+                stats.add_seconds(res.seconds)
                 stats.key_switches += self.gallery.key_switches(len(batch))
                 stats.bootstraps += 1
                 out.append((batch, serialize.dump(res.ciphertext)))
@@ -593,8 +597,7 @@ class Server:
                     gallery.append((res.ciphertext, len(names)))
                 else:
                     built[g] = (gallery, res.ciphertext if f is None else ev.add(f, res.ciphertext))
-                for key, dt in res.seconds.items():
-                    stats.seconds[key] = stats.seconds.get(key, 0.0) + dt
+                stats.add_seconds(res.seconds)
             stats.seconds["gallery: packing (wall)"] = time.perf_counter() - t0
             kept = dict(kept)
             for g, entry in built.items():
@@ -654,9 +657,8 @@ class Server:
             wall = time.perf_counter() - t0
             out = []
             for res, st in zip(results, stats):
-                for key, dt in res.seconds.items():
-                    st.seconds[key] = st.seconds.get(key, 0.0) + dt
-                st.seconds["match"] = st.seconds.get("match", 0.0) + wall
+                st.add_seconds(res.seconds)
+                st.add_seconds({"match": wall})
                 st.key_switches += self.decision.key_switches()
                 st.bootstraps += 1
                 out.append(serialize.dump(res.ciphertext))
@@ -734,15 +736,9 @@ def _gallery_task(state: _TaskState, item: tuple[Ciphertext, list[tuple[Cipherte
     spread, packed, f = item
     ev, encoder, gallery, boot, flooder = (state.evaluator, state.encoder, state.gallery, state.gallery_bootstrapper,
                                            state.flooder)
-    t0 = time.perf_counter()
-    x = gallery.prepare_packed(ev, encoder, spread, packed)
-    t1 = time.perf_counter()
-    xb = boot.bootstrap(x)
-    t2 = time.perf_counter()
-    v = gallery.finish_combined(ev, encoder, xb, f)
-    v = flood(ev, flooder, ev.bring_to(v, ANSWER_LEVEL))
-    return GroupResult(v, {"gallery: prepare": t1 - t0, "gallery: bootstrap": t2 - t1,
-                           "gallery: sign": time.perf_counter() - t2})
+    seconds: dict[str, float] = {}
+    v = gallery.forward(ev, encoder, spread, packed, f, boot, seconds)
+    return GroupResult(flood(ev, flooder, ev.bring_to(v, ANSWER_LEVEL)), seconds)
 
 
 #: How many groups' packed gallery ciphertexts a server keeps (about 20 MB each at N = 2^16: 4 gallery ciphertexts

@@ -308,10 +308,12 @@ class Bootstrapper:
     def _q0_ring(self) -> Ring:
         return Ring.pointwise(self.params.log_n, [self.params.q_primes[0]])
 
-    def sub_sum(self, ct: Ciphertext) -> Ciphertext:
-        """Sum of the rotations by n, 2n, ..., N/4 (sparse slots only)."""
+    def sub_sum(self, ct: Ciphertext, period: int = 0) -> Ciphertext:
+        """Sum of the rotations by n, 2n, ..., N/4 (sparse slots only); with ``period``, only by the steps of
+        at least it (the retrace of a ``period``-slot output)."""
         for step in self.plan.sub_sum_steps:
-            ct = self.evaluator.add(ct, self.evaluator.rotate(ct, step))
+            if step >= period:
+                ct = self.evaluator.add(ct, self.evaluator.rotate(ct, step))
         return ct
 
     def coeffs_to_slots(self, ct: Ciphertext) -> Ciphertext:
@@ -359,10 +361,8 @@ class Bootstrapper:
         for idx, lt in enumerate(self.plan.slots_to_coeffs):
             ct = self._apply(lt, ct, first if idx == 0 else 1.0)
         ct = ct.with_metadata(slots=out_slots)
-        if self.plan.retrace:          # the mean of the replicas (1 / gap was folded into the first stage)
-            for step in self.plan.sub_sum_steps:
-                if step >= out_slots:
-                    ct = self.evaluator.add(ct, self.evaluator.rotate(ct, step))
+        if self.plan.retrace:
+            ct = self.sub_sum(ct, out_slots)      # the mean of the replicas (1 / gap was folded into the first stage)
         return ct
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
