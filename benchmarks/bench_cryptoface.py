@@ -1,6 +1,7 @@
 """Benchmark of the encrypted CryptoFaceNet: one verification at 128-bit parameters, or its plan alone.
 
     python benchmarks/bench_cryptoface.py --json --input-size {64,96,128} [--model FILE] [--plan-only]
+    python benchmarks/bench_cryptoface.py --json --baseline 5509a0e     # the same run at another commit, ratios
 
 Builds the patch groups of the model (the shipped CryptoFaceNet4 for 64; for
 96 and 128 when no file is given, a CryptoFaceNet9/16 whose patch networks are
@@ -21,6 +22,12 @@ embedding against the fused plaintext model (the benchmark holds both roles;
 only it decrypts an embedding), and whether the encrypted decision equals the
 plaintext one (the exact cosine rule).  On ``INSECURE_`` presets the decision's
 bootstrap is the secret-key double (``decision_bootstrap`` says so).  The figures are wall-clock seconds on this machine.
+
+``--baseline REV`` then runs this benchmark as it was at commit REV (checked out
+in a temporary git worktree, run in a child process) with the same pair, preset
+and workers, and adds its figures and this run's ratio to them under
+``baseline``: this machine's speed drifts by tens of percent from day to day,
+so a speed-up is a ratio measured in one run, never two absolute times.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import emit  # noqa: E402
+from harness import run_at_revision, emit  # noqa: E402
 
 from harness import TreeMemory  # noqa: E402
 
@@ -129,6 +136,33 @@ def encrypted_run(model: FusedPatchCNN, preset: str, pair: int, workers: int | N
     }
 
 
+def _verification_seconds(encrypted: dict) -> float:
+    """The online verification's wall time in a record of this benchmark at any commit (older ones have no
+    ``total``: their stages are summed)."""
+    stages = encrypted["seconds"]["verification"]
+    return float(stages["total"]) if "total" in stages else float(sum(stages.values()))
+
+
+def compare_with(base: dict, record: dict) -> dict:
+    """The baseline's headline figures beside this run's, and this run's ratio to each."""
+    out: dict = {"revision": base["revision"], "key_switches_per_patch_network": base["key_switches_per_patch_network"],
+                 "diagonals_per_group": base["diagonals_per_group"], "galois_keys": base["galois_keys"]}
+    ratios = {"key_switches_per_patch_network": record["key_switches_per_patch_network"]
+              / base["key_switches_per_patch_network"],
+              "diagonals_per_group": record["diagonals_per_group"] / base["diagonals_per_group"]}
+    if "encrypted" in base and "encrypted" in record:
+        mine, theirs = record["encrypted"], base["encrypted"]
+        figures = {"verification_seconds": _verification_seconds,
+                   "network_seconds": lambda e: float(e["seconds_per_layer"].get("network", "nan")),
+                   "peak_memory_gb_during_verification": lambda e: float(e["peak_memory_gb_during_verification"]),
+                   "server_key_memory_gb": lambda e: float(e["server_key_memory_gb"])}
+        for name, read in figures.items():
+            out[name] = read(theirs)
+            ratios[name] = read(mine) / out[name]
+    out["ratio_this_run_to_baseline"] = ratios
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input-size", type=int, default=64, choices=(64, 96, 128))
@@ -139,6 +173,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="processes for the patch groups (default: one per core)")
     ap.add_argument("--backend", choices=["local", "ray"], default="local", help="where the patch groups run")
     ap.add_argument("--ray-address", help="the Ray cluster to join (default: a Ray instance on this machine)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run this benchmark as it was at commit REV (a git worktree, in a child process) "
+                         "right after this one, on the same pair, preset and workers, and report the ratios")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -178,6 +215,11 @@ def main() -> None:
     if not args.plan_only:
         record["encrypted"] = encrypted_run(model, args.preset, args.pair, args.workers, args.backend,
                                             args.ray_address)
+    if args.baseline:
+        forwarded = ["--input-size", str(args.input_size), "--preset", args.preset, "--pair", str(args.pair)]
+        forwarded += (["--model", args.model] if args.model else []) + (["--plan-only"] if args.plan_only else [])
+        forwarded += ["--workers", str(args.workers)] if args.workers else []
+        record["baseline"] = compare_with(run_at_revision(args.baseline, "bench_cryptoface.py", forwarded), record)
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(record, args.json)
 

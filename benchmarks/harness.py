@@ -68,6 +68,46 @@ def git_revision() -> str | None:
         return None
 
 
+def run_at_revision(revision: str, script: str, args: list[str], timeout: float = 3600.0) -> dict:
+    """Run ``benchmarks/<script> --json <args>`` from another commit of this repository and return its record.
+
+    The commit is checked out (detached) in a temporary ``git worktree`` and its script runs there in a
+    child process with that tree first on ``PYTHONPATH``, so it measures that commit's code, on this
+    machine, in this run: the same-run baseline that ratios need on a machine whose speed drifts by tens
+    of percent from day to day.  Numba compiles the old code into its own cache (the untimed warm-up
+    each benchmark does absorbs it).  Raises ``RuntimeError`` when the revision is unknown or its run
+    fails.
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    repo = Path(__file__).resolve().parent.parent
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=repo,
+                         capture_output=True, text=True, timeout=30)
+    if rev.returncode:
+        raise RuntimeError(f"unknown revision {revision!r}")
+    commit = rev.stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    tree = tmp / "tree"
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), commit], cwd=repo,
+                       check=True, capture_output=True, timeout=120)
+        env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        out = subprocess.run([sys.executable, str(tree / "benchmarks" / script), "--json", *args], cwd=tree,
+                             env=env, capture_output=True, text=True, timeout=timeout)
+        if out.returncode:
+            raise RuntimeError(f"{script} at {commit[:10]} failed ({out.returncode}): {out.stderr[-2000:]}")
+        start = out.stdout.find("{")
+        record = json.loads(out.stdout[start:])
+        record["revision"] = commit
+        return record
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True,
+                       timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def emit(record: dict, as_json: bool) -> None:
     """Print the record (with the machine and git revision added) as one
     JSON object, or as an aligned table."""

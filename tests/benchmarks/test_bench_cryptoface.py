@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.benchmarks.scripts import load_benchmark
+from tests.benchmarks.scripts import BENCHMARKS, load_benchmark
 
 from tests.cryptoface.toy_model import toy_model
 
@@ -20,3 +20,44 @@ def test_encrypted_run_record():
     assert rec["decision_bootstrap"] == "secret-key double" and rec["outcome"] in ("same", "different")
     assert rec["galois_keys"] > 0 and rec["server_key_memory_gb"] > 0 and rec["face_upload_bytes"] > 0
     assert rec["peak_memory_gb_during_verification"] is None or rec["peak_memory_gb_during_verification"] > 0
+
+
+def test_baseline_ratios_read_old_and_new_records():
+    """compare_with reads a record of any commit: an old one without a verification total sums its stages."""
+    bench = load_benchmark("bench_cryptoface")
+    base = {"revision": "abc", "key_switches_per_patch_network": 280.0, "diagonals_per_group": 5000,
+            "galois_keys": 60,
+            "encrypted": {"seconds": {"verification": {"encrypt": 1.0, "embed": 79.0}},
+                          "seconds_per_layer": {"network": 78.0}, "peak_memory_gb_during_verification": 8.0,
+                          "server_key_memory_gb": 4.0}}
+    mine = {"key_switches_per_patch_network": 140.0, "diagonals_per_group": 2000,
+            "encrypted": {"seconds": {"verification": {"encrypt": 1.0, "embed": 30.0, "total": 40.0}},
+                          "seconds_per_layer": {"network": 39.0}, "peak_memory_gb_during_verification": 4.0,
+                          "server_key_memory_gb": 3.0}}
+    out = bench.compare_with(base, mine)
+    assert out["verification_seconds"] == 80.0 and out["revision"] == "abc"
+    r = out["ratio_this_run_to_baseline"]
+    assert r["verification_seconds"] == 0.5 and r["network_seconds"] == 0.5
+    assert r["key_switches_per_patch_network"] == 0.5 and r["diagonals_per_group"] == 0.4
+    assert r["peak_memory_gb_during_verification"] == 0.5 and r["server_key_memory_gb"] == 0.75
+    plan_only = bench.compare_with({k: v for k, v in base.items() if k != "encrypted"}, mine)
+    assert set(plan_only["ratio_this_run_to_baseline"]) == {"key_switches_per_patch_network", "diagonals_per_group"}
+
+
+def test_run_at_revision_measures_another_commit_in_a_worktree():
+    """The baseline runs a script of the named commit in a child process and returns its record (here the
+    ring benchmark at HEAD on a tiny ring); an unknown revision is refused; no worktree is left behind."""
+    import subprocess
+
+    import pytest
+
+    harness = load_benchmark("harness")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True, text=True).stdout.strip()
+    rec = harness.run_at_revision("HEAD", "bench_ring.py", ["--log-n", "10", "--limbs", "2", "--conv-from", "2",
+                                                             "--conv-to", "3"])
+    assert rec["revision"] == head and rec["git_revision"] == head[:len(rec["git_revision"])]
+    assert rec["log_n"] == 10
+    with pytest.raises(RuntimeError, match="unknown revision"):
+        harness.run_at_revision("no-such-revision-0000", "bench_ring.py", [])
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=BENCHMARKS, capture_output=True, text=True).stdout
+    assert "bench-baseline-" not in worktrees
