@@ -106,10 +106,13 @@ def test_shoup_precompute_rejects_unreduced_constant():
         shoup_precompute(17, 17)
 
 
-@given(st.lists(st.integers(-(2**62) + 1, 2**62 - 1), min_size=1, max_size=40),
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 1, -(2**63), 2**63 - 1, -97, -12289,
+                                                                    -1152921504606830593]),
+               min_size=1, max_size=40),
        st.lists(st.sampled_from([97, 12289, 2**31 - 1, 1152921504606830593, 1099511922689]), min_size=1,
                 max_size=3))
 def test_signed_residues_match_python_modulo(values, moduli):
+    """The whole int64 range, both signs (the kernel is branch-free: a negative x is read as x + 2^64)."""
     import numpy as np
 
     from fhe_ckks.ring.modarith import signed_residues
