@@ -1,7 +1,7 @@
 """Lazily reduced sums of products over ciphertexts.
 
 Two sums that a linear transform or a polynomial evaluation computes many
-times, each in one pass of :func:`fhe_ckks.ring.modarith.dot_rows_wide`: one
+times, each in one pass of :func:`fhe_ckks.ring.modarith.dot_rows_wide` (rows shared among threads): one
 multiply-accumulate per coefficient and term into 128-bit accumulators, one
 reduction per output coefficient, no temporary ciphertexts.
 
@@ -26,13 +26,22 @@ import numpy as np
 from numba.typed import List as NumbaList
 
 from ..errors import KeyMismatchError, ParameterError, ScaleMismatchError, ShapeError
-from ..ring.modarith import dot_rows_wide
+from ..ring.modarith import dot_rows_wide_range
+from ..ring.parallel import run_chunks
 from .ciphertext import Ciphertext, Plaintext
 
 if TYPE_CHECKING:
     from .evaluator import Evaluator
 
 __all__ = ["PlainDot", "linear_combination"]
+
+
+def _dot(cts, pts, shift: int, moduli: np.ndarray, ratios: np.ndarray, out: np.ndarray) -> None:
+    """:func:`~fhe_ckks.ring.modarith.dot_rows_wide` with its rows shared among the kernels' threads
+    (:func:`~fhe_ckks.ring.parallel.run_chunks`; each row is one thread's, so the sum does not depend on
+    the thread count)."""
+    run_chunks(lambda start, stop: dot_rows_wide_range(cts, pts, shift, moduli, ratios, out, start, stop),
+               out.shape[1])
 
 
 class PlainDot:
@@ -91,8 +100,8 @@ class PlainDot:
         p = self.evaluator.params
         rows = self.like.level + 1
         out = np.empty(self.like.data.shape, dtype=np.uint64)
-        dot_rows_wide(NumbaList(self._cts), NumbaList(self._pts), self._shift, p.moduli_qp[:rows],
-                      p.ring_qp.barrett_ratios[:rows], out)
+        _dot(NumbaList(self._cts), NumbaList(self._pts), self._shift, p.moduli_qp[:rows],
+             p.ring_qp.barrett_ratios[:rows], out)
         return self.evaluator._new(out, self.like.scale * self.pt_scale, self.like)
 
 
@@ -126,8 +135,8 @@ def linear_combination(evaluator: Evaluator, terms: Sequence[tuple[Ciphertext, n
         consts = [np.array(evaluator._residues(int(round(float(c) * scale / a.scale)), moduli),
                            dtype=np.uint64).reshape(-1, 1) for a, c in chunk]
         data = np.empty((size, low + 1, params.n), dtype=np.uint64)
-        dot_rows_wide(NumbaList([a.data for a, _ in chunk]), NumbaList(consts), params.log_n,
-                      params.moduli_qp[: low + 1], params.ring_qp.barrett_ratios[: low + 1], data)
+        _dot(NumbaList([a.data for a, _ in chunk]), NumbaList(consts), params.log_n,
+             params.moduli_qp[: low + 1], params.ring_qp.barrett_ratios[: low + 1], data)
         part = Ciphertext(data, float(scale), first.slots, first.key_id, first.params_fingerprint)
         out = part if out is None else evaluator.add(out, part)
     return out

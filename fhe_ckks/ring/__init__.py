@@ -20,7 +20,7 @@ use and cached on disk (``cache=True``).
 
 from .automorphism import conjugation_element, galois_element
 from .ntt import NTTTables
-from .parallel import get_num_threads, set_num_threads
+from .parallel import get_num_threads, set_num_threads, using_threads
 from .primes import nearest_ntt_primes, ntt_primes, primitive_root_2n
 from .ring import Ring
 from .rns import BasisConverter, ModUp, RNSBasis
@@ -44,5 +44,6 @@ __all__ = [
     "galois_element",
     "conjugation_element",
     "set_num_threads",
+    "using_threads",
     "get_num_threads",
 ]

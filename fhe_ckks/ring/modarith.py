@@ -60,6 +60,7 @@ __all__ = [
     "mul_barrett",
     "signed_residues",
     "dot_rows_wide",
+    "dot_rows_wide_range",
     "mul_barrett_reference",
     "reduce_wide",
     "reduce_barrett_wide",
@@ -383,17 +384,22 @@ def dot_rows_wide(cts, pts, shift, moduli, ratios, out):
     whole.  Columns go in chunks whose 128-bit accumulators stay in cache, so
     every input is read once and the output written once.
     """
+    dot_rows_wide_range(cts, pts, shift, moduli, ratios, out, 0, out.shape[1])
+
+
+@njit
+def dot_rows_wide_range(cts, pts, shift, moduli, ratios, out, r_start, r_stop):
+    """:func:`dot_rows_wide` on the rows ``r_start <= r < r_stop`` only (one thread's share)."""
     zero = U64(0)
     terms = len(cts)
     size = U64(out.shape[0])
-    rows = U64(out.shape[1])
     n = U64(out.shape[2])
     sh = U64(shift)
     chunk = U64(2048) if n >= U64(2048) else n
     acc_hi = np.empty(chunk, dtype=np.uint64)
     acc_lo = np.empty(chunk, dtype=np.uint64)
     for i in range(size):
-        for r in range(rows):
+        for r in range(U64(r_start), U64(r_stop)):
             q = moduli[r]
             r1 = ratios[r, 0]
             r0 = ratios[r, 1]

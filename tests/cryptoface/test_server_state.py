@@ -107,6 +107,34 @@ def test_a_dead_worker_is_a_typed_error():
                                            [ct, ct])
 
 
+def _reports_threads(item):
+    """A task that reports the kernels' thread count it runs with (in its seconds)."""
+    from cryptoface.encrypted.backends import GroupResult
+    from fhe_ckks.ring import get_num_threads
+
+    return GroupResult(item, {"threads": float(get_num_threads())})
+
+
+def test_spare_cores_go_to_the_kernels_threads():
+    """A single task runs in this process with every worker's core as a kernel thread; fewer tasks than
+    workers share the workers' cores; as many tasks as workers run one thread each; this process's own
+    count is unchanged afterwards."""
+    from fhe_ckks.ring import get_num_threads
+
+    params, model, client, server = session(LEVELLED)
+    ct = serialize.load(client.encrypt_face(faces(1)[0], server.public_info())[0], params)
+    four = LocalBackend(workers=4)
+    assert [r.seconds["threads"] for r in four.run_tasks(_reports_threads, (), [ct], server.evaluator)] == [4.0]
+    forked = "fork" in __import__("multiprocessing").get_all_start_methods()
+    two = four.run_tasks(_reports_threads, (), [ct, ct], server.evaluator)
+    assert [r.seconds["threads"] for r in two] == ([2.0, 2.0] if forked else [1.0, 1.0])
+    six = four.run_tasks(_reports_threads, (), [ct] * 6, server.evaluator)
+    assert {r.seconds["threads"] for r in six} == {1.0}
+    assert [r.seconds["threads"] for r in LocalBackend(workers=1).run_tasks(_reports_threads, (), [ct],
+                                                                           server.evaluator)] == [1.0]
+    assert get_num_threads() == 1
+
+
 def test_the_client_checks_an_answer_before_decrypting():
     params, model, client, server = session(LEVELLED)
     x = faces(2, seed=13)

@@ -25,6 +25,7 @@ from fhe_ckks import serialize
 from fhe_ckks.ckks.evaluator import Evaluator
 
 from fhe_ckks.errors import FheError
+from fhe_ckks.ring.parallel import using_threads
 
 from ...errors import CryptoFaceError
 from . import base
@@ -33,12 +34,14 @@ from .base import GroupResult, TaskRunner, WorkerError, reporting
 __all__ = ["LocalBackend"]
 
 
-def _child(task: Callable[[], GroupResult], conn: Connection, report: bool) -> None:
-    """The body of one forked worker: run the task (sending ``("progress", stage)`` as stages finish, when
-    asked), then send ``("ok", blob, seconds)`` or ``("error", exc, text)``."""
+def _child(task: Callable[[], GroupResult], conn: Connection, report: bool, threads: int = 1) -> None:
+    """The body of one forked worker: run the task with ``threads`` threads in its kernels (sending
+    ``("progress", stage)`` as stages finish, when asked), then send ``("ok", blob, seconds)`` or
+    ``("error", exc, text)``."""
     base._reporter = (lambda stage: conn.send(("progress", stage))) if report else None
     try:
-        res = task()
+        with using_threads(threads):
+            res = task()
         conn.send(("ok", serialize.dump(res.ciphertext), res.seconds))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it typed
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
@@ -52,7 +55,12 @@ def _child(task: Callable[[], GroupResult], conn: Connection, report: bool) -> N
 
 class LocalBackend(TaskRunner):
     """Runs patch groups on this machine: in this process (``workers=1``, or where ``fork`` is unavailable)
-    or in up to ``workers`` forked processes at a time (default: one per core)."""
+    or in up to ``workers`` forked processes at a time (default: one per core).
+
+    Cores that no task would use go to the kernels' threads
+    (:func:`fhe_ckks.ring.parallel.using_threads`): a single task (a verification's decision) runs in this
+    process with ``workers`` threads, and fewer tasks than workers run with ``workers // tasks`` threads
+    each.  Results do not depend on the thread count."""
 
     name = "local"
     forks = True
@@ -76,8 +84,9 @@ class LocalBackend(TaskRunner):
         def ready(i: int) -> Callable[[], GroupResult]:           # in this process
             return partial(fn, *shared, setup(i) if setup is not None else items[i])
 
+        threads = max(1, self.workers // max(1, workers))
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
-            with reporting(self.progress):
+            with reporting(self.progress), using_threads(self.workers if count == 1 else 1):
                 return [ready(i)() for i in range(count)]
         ctx = mp.get_context("fork")
         results: list[GroupResult | None] = [None] * count
@@ -89,7 +98,7 @@ class LocalBackend(TaskRunner):
                     i = pending.pop(0)
                     task = ready(i)                              # the setup here, before the fork
                     recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child, args=(task, send, self.progress is not None),
+                    proc = ctx.Process(target=_child, args=(task, send, self.progress is not None, threads),
                                        name=f"{what}-{i}".replace(" ", "-"), daemon=True)
                     proc.start()
                     del task                                     # the child has it: the next setup's inputs

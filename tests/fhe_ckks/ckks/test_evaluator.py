@@ -241,10 +241,13 @@ def test_level_aware_galois_keys_serve_low_levels_only(rng):
     np.testing.assert_array_equal(back[g].a, low[g].a)
 
 
-@given(names, st.integers(0, 2**32 - 1), st.integers(1, 6), st.sampled_from([1, 2, 8]))
-def test_plain_dot_equals_the_sum_of_plaintext_products(name, seed, terms, repeat):
+@given(names, st.integers(0, 2**32 - 1), st.integers(1, 6), st.sampled_from([1, 2, 8]), st.sampled_from([1, 2, 3]))
+def test_plain_dot_equals_the_sum_of_plaintext_products(name, seed, terms, repeat, threads):
     """The lazily reduced dot product is exactly sum(mul_plain) (same integers mod q), with the
-    plaintexts given full or compact (a sparse encoding kept at N / repeat columns)."""
+    plaintexts given full or compact (a sparse encoding kept at N / repeat columns), on any number of
+    threads (rows are shared among them)."""
+    from fhe_ckks.ring import using_threads
+
     ctx = context(name)
     p, enc, ev = ctx.params, ctx.encoder, ctx.evaluator
     rng = np.random.default_rng(seed)
@@ -263,7 +266,8 @@ def test_plain_dot_equals_the_sum_of_plaintext_products(name, seed, terms, repea
             poly, rep = enc.encode_compact(v, p.max_level, pt.scale, slots)
             assert rep == repeat and np.array_equal(np.repeat(poly, rep, axis=1), pt.poly)
             dot.add(ct, poly, pt.scale, rep)
-    got = dot.result()
+    with using_threads(threads):
+        got = dot.result()
     assert np.array_equal(got.data, want.data) and got.scale == want.scale
     with pytest.raises(ScaleMismatchError):
         dot.add(cts[0], enc.encode(values[0], slots=slots, scale=2.0**30))
@@ -287,6 +291,9 @@ def test_linear_combination_of_mixed_levels_and_scales(name, seed, constants):
     low = min(ct.level for ct, _ in terms)
     scale = ctx.params.scale_at(low - 1) * ctx.params.q_primes[low]
     out = ev.rescale(ev.linear_combination(terms, scale))  # 40 terms: two 32-term chunks
+    from fhe_ckks.ring import using_threads
+    with using_threads(2):                                   # rows shared among threads: the same integers
+        assert np.array_equal(ev.rescale(ev.linear_combination(terms, scale)).data, out.data)
     assert out.level == low - 1 and out.scale == pytest.approx(ctx.params.scale_at(low - 1), rel=1e-12)
     want = np.sum(values, axis=0)
     assert np.max(np.abs(ctx.decrypt(out) - want)) <= len(constants) * 2.0 ** -(ctx.bits() - 4)
