@@ -208,7 +208,7 @@ def _accumulate_conversion(y, table, dst, wide, exact, neg_q, u, out, out_rows):
             row[c] = reduce_wide(hi, lo, p, t, ts, m)
 
 
-def scratch_buffer(local: threading.local, shape: tuple[int, int]) -> np.ndarray:
+def scratch_buffer(local: threading.local, shape: tuple[int, ...]) -> np.ndarray:
     """A per-thread reusable uint64 buffer of the given shape (also used by
     :class:`~fhe_ckks.ring.scaling.Rescaler`)."""
     buf = getattr(local, "buffer", None)

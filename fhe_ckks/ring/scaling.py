@@ -101,7 +101,7 @@ def _shoup_pair(values: Sequence[int], primes: Sequence[int]) -> tuple[np.ndarra
 # --------------------------------------------------------------------------
 
 
-class ModDown:
+class ModDown(ThreadScratch):
     """Division by the special modulus P with rounding (hybrid key switching).
 
     Given ``x`` in the basis ``Q ∪ P``, returns ``round(x / P)`` in the basis Q
@@ -128,12 +128,19 @@ class ModDown:
         self._p_inv, self._p_inv_shoup = _shoup_pair(
             [pow(p_basis.product % q, -1, q) for q in q_basis.primes], q_basis.primes
         )
+        self._local = threading.local()
 
-    def correction(self, a_p: np.ndarray) -> np.ndarray:
-        """``conv_{P->Q}([x + h]_P) - h`` from coefficient-domain P limbs."""
-        xp = a_p.copy()
+    def correction(self, a_p: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """``conv_{P->Q}([x + h]_P) - h`` from coefficient-domain P limbs (``a_p`` is used as scratch when
+        ``overwrite``).
+
+        The result is a buffer owned by this object and the calling thread, valid until its next call
+        (as :meth:`Rescaler.correction`): key switching calls this twice per key switch, and fresh
+        multi-megabyte arrays each time cost their page faults."""
+        xp = a_p if overwrite else a_p.copy()
         _add_const_inplace(xp, self._half_p, self.p_basis.moduli)
-        conv = self._to_q.convert(xp, check=False)
+        conv = self._to_q.convert(xp, scratch_buffer(self._local, (len(self.q_basis), a_p.shape[1])),
+                                  check=False)
         _add_const_inplace(conv, self._neg_half_q, self.q_basis.moduli)
         return conv
 
