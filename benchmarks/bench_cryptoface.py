@@ -144,22 +144,32 @@ def _verification_seconds(encrypted: dict) -> float:
 
 
 def compare_with(base: dict, record: dict) -> dict:
-    """The baseline's headline figures beside this run's, and this run's ratio to each."""
-    out: dict = {"revision": base["revision"], "key_switches_per_patch_network": base["key_switches_per_patch_network"],
-                 "diagonals_per_group": base["diagonals_per_group"], "galois_keys": base["galois_keys"]}
-    ratios = {"key_switches_per_patch_network": record["key_switches_per_patch_network"]
-              / base["key_switches_per_patch_network"],
-              "diagonals_per_group": record["diagonals_per_group"] / base["diagonals_per_group"]}
+    """The baseline's headline figures beside this run's, and this run's ratio to each that both records
+    have (a field an older commit's record lacks is left out, never an error: the run is too long to lose
+    to a missing key)."""
+    def ratio(mine, theirs):
+        return mine / theirs if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs \
+            else None
+
+    out: dict = {"revision": base.get("revision")}
+    ratios: dict = {}
+    for name in ("key_switches_per_patch_network", "diagonals_per_group", "galois_keys"):
+        out[name] = base.get(name, (base.get("encrypted") or {}).get(name))
+        ratios[name] = ratio(record.get(name, (record.get("encrypted") or {}).get(name)), out[name])
     if "encrypted" in base and "encrypted" in record:
         mine, theirs = record["encrypted"], base["encrypted"]
         figures = {"verification_seconds": _verification_seconds,
-                   "network_seconds": lambda e: float(e["seconds_per_layer"].get("network", "nan")),
-                   "peak_memory_gb_during_verification": lambda e: float(e["peak_memory_gb_during_verification"]),
-                   "server_key_memory_gb": lambda e: float(e["server_key_memory_gb"])}
+                   "network_seconds": lambda e: e["seconds_per_layer"]["network"],
+                   "peak_memory_gb_during_verification": lambda e: e["peak_memory_gb_during_verification"],
+                   "server_key_memory_gb": lambda e: e["server_key_memory_gb"]}
         for name, read in figures.items():
-            out[name] = read(theirs)
-            ratios[name] = read(mine) / out[name]
-    out["ratio_this_run_to_baseline"] = ratios
+            try:
+                out[name], here = float(read(theirs)), float(read(mine))
+            except (KeyError, TypeError, ValueError):
+                out[name] = here = None
+            ratios[name] = ratio(here, out[name])
+        out["seconds"] = theirs.get("seconds")
+    out["ratio_this_run_to_baseline"] = {k: v for k, v in ratios.items() if v is not None}
     return out
 
 
@@ -219,7 +229,11 @@ def main() -> None:
         forwarded = ["--input-size", str(args.input_size), "--preset", args.preset, "--pair", str(args.pair)]
         forwarded += (["--model", args.model] if args.model else []) + (["--plan-only"] if args.plan_only else [])
         forwarded += ["--workers", str(args.workers)] if args.workers else []
-        record["baseline"] = compare_with(run_at_revision(args.baseline, "bench_cryptoface.py", forwarded), record)
+        try:
+            base = run_at_revision(args.baseline, "bench_cryptoface.py", forwarded)
+            record["baseline"] = compare_with(base, record)
+        except Exception as exc:  # noqa: BLE001 - this run's record is still printed, with the reason
+            record["baseline"] = {"revision": args.baseline, "error": f"{type(exc).__name__}: {exc}"}
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(record, args.json)
 

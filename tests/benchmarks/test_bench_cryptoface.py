@@ -26,11 +26,10 @@ def test_baseline_ratios_read_old_and_new_records():
     """compare_with reads a record of any commit: an old one without a verification total sums its stages."""
     bench = load_benchmark("bench_cryptoface")
     base = {"revision": "abc", "key_switches_per_patch_network": 280.0, "diagonals_per_group": 5000,
-            "galois_keys": 60,
             "encrypted": {"seconds": {"verification": {"encrypt": 1.0, "embed": 79.0}},
                           "seconds_per_layer": {"network": 78.0}, "peak_memory_gb_during_verification": 8.0,
                           "server_key_memory_gb": 4.0}}
-    mine = {"key_switches_per_patch_network": 140.0, "diagonals_per_group": 2000,
+    mine = {"key_switches_per_patch_network": 140.0, "diagonals_per_group": 2000, "galois_keys": 30,
             "encrypted": {"seconds": {"verification": {"encrypt": 1.0, "embed": 30.0, "total": 40.0}},
                           "seconds_per_layer": {"network": 39.0}, "peak_memory_gb_during_verification": 4.0,
                           "server_key_memory_gb": 3.0}}
@@ -40,8 +39,12 @@ def test_baseline_ratios_read_old_and_new_records():
     assert r["verification_seconds"] == 0.5 and r["network_seconds"] == 0.5
     assert r["key_switches_per_patch_network"] == 0.5 and r["diagonals_per_group"] == 0.4
     assert r["peak_memory_gb_during_verification"] == 0.5 and r["server_key_memory_gb"] == 0.75
+    assert "galois_keys" not in r                 # the old record has none: left out, not an error
     plan_only = bench.compare_with({k: v for k, v in base.items() if k != "encrypted"}, mine)
     assert set(plan_only["ratio_this_run_to_baseline"]) == {"key_switches_per_patch_network", "diagonals_per_group"}
+    broken = dict(base, encrypted={"seconds": {}})           # a record without figures gives no ratio
+    assert set(bench.compare_with(broken, mine)["ratio_this_run_to_baseline"]) == set(plan_only[
+        "ratio_this_run_to_baseline"])
 
 
 def test_run_at_revision_measures_another_commit_in_a_worktree():
@@ -61,3 +64,21 @@ def test_run_at_revision_measures_another_commit_in_a_worktree():
         harness.run_at_revision("no-such-revision-0000", "bench_ring.py", [])
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=BENCHMARKS, capture_output=True, text=True).stdout
     assert "bench-baseline-" not in worktrees
+
+
+def test_profile_of_a_toy_embedding_covers_its_time():
+    """profile_cryptoface on a toy ring: the stages cover the embedding (shares sum to 1), key switching
+    and the diagonals' encoding are seen, and the wrapped methods are restored afterwards."""
+    from fhe_ckks.rlwe.keyswitch import KeySwitcher
+
+    decompose = KeySwitcher.decompose
+    prof = load_benchmark("profile_cryptoface")
+    bench = load_benchmark("bench_cryptoface")
+    rec = prof.profile(bench.with_sample_thresholds(toy_model()), "INSECURE_N12_QP900_L18_S40")
+    stages = {row["stage"]: row for row in rec["stages"]}
+    assert rec["seconds"] > 0 and rec["key_switches"] > 0
+    assert abs(sum(row["share"] for row in rec["stages"]) - 1) < 1e-3
+    assert stages["key switch: ModUp"]["calls"] > 0 and stages["diagonals: encoding"]["calls"] > 0
+    assert stages["key switch: inner product"]["calls"] >= stages["key switch: ModUp"]["calls"]
+    assert stages["key switch: ModDown"]["calls"] == 2 * stages["key switch: inner product"]["calls"]
+    assert KeySwitcher.decompose is decompose
