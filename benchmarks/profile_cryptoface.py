@@ -43,11 +43,11 @@ from fhe_ckks.ckks import encoder as encoder_module  # noqa: E402
 from fhe_ckks.ckks import evaluator as evaluator_module  # noqa: E402
 from fhe_ckks.rlwe import keyswitch as keyswitch_module  # noqa: E402
 
-#: (owner, attribute, stage) of every wrapped method.  "key switch: apply" includes its two ModDowns; the
-#: table reports it without them as "key switch: inner product".
+#: (owner, attribute, stage) of every wrapped method; times are exclusive, so "key switch: inner product"
+#: (``KeySwitcher.apply``) is the apply without its two ModDowns.
 STAGES = [
     (keyswitch_module.KeySwitcher, "decompose", "key switch: ModUp"),
-    (keyswitch_module.KeySwitcher, "apply", "key switch: apply"),
+    (keyswitch_module.KeySwitcher, "apply", "key switch: inner product"),
     (keyswitch_module.KeySwitcher, "_mod_down", "key switch: ModDown"),
     (encoder_module.Encoder, "encode_compact", "diagonals: encoding"),
     (dot_module.PlainDot, "result", "diagonals: plaintext dot products"),
@@ -57,12 +57,15 @@ STAGES = [
 
 
 class StageTimer:
-    """Wraps the methods of :data:`STAGES` to sum their wall time and calls; :meth:`restore` undoes it."""
+    """Wraps the methods of :data:`STAGES` to sum their *exclusive* wall time and calls (a stage called
+    inside another, ModDown inside a key switch's apply or a relinearization inside a product, counts
+    once, in the innermost stage); :meth:`restore` undoes the wrapping."""
 
     def __init__(self):
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter = collections.Counter()
         self._saved: list[tuple[object, str, Callable]] = []
+        self._stack: list[float] = []          # time spent in the callees of each active stage
         self.enabled = False
         for owner, name, stage in STAGES:
             self._wrap(owner, name, stage)
@@ -74,12 +77,17 @@ class StageTimer:
         def timed(*args, **kwargs):
             if not self.enabled:
                 return original(*args, **kwargs)
+            self._stack.append(0.0)
             t0 = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds[stage] += time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                inner = self._stack.pop()
+                self.seconds[stage] += elapsed - inner
                 self.calls[stage] += 1
+                if self._stack:
+                    self._stack[-1] += elapsed
 
         setattr(owner, name, timed)
 
@@ -89,15 +97,10 @@ class StageTimer:
         self._saved.clear()
 
     def table(self, total: float) -> list[dict]:
-        """One row per stage, the largest first; the inner product is ``apply`` minus its ModDowns, and
-        "other" is what no stage covers."""
+        """One row per stage, the largest first, and "other" for what no stage covers."""
         sec = dict(self.seconds)
-        calls = dict(self.calls)
-        if "key switch: apply" in sec:
-            sec["key switch: inner product"] = sec.pop("key switch: apply") - sec.get("key switch: ModDown", 0.0)
-            calls["key switch: inner product"] = calls.pop("key switch: apply")
         sec["other"] = total - sum(sec.values())
-        return [{"stage": k, "seconds": round(v, 3), "calls": calls.get(k, 0), "share": round(v / total, 4)}
+        return [{"stage": k, "seconds": round(v, 3), "calls": self.calls.get(k, 0), "share": round(v / total, 4)}
                 for k, v in sorted(sec.items(), key=lambda kv: -kv[1])]
 
 

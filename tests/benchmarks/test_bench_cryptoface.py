@@ -78,6 +78,7 @@ def test_profile_of_a_toy_embedding_covers_its_time():
     stages = {row["stage"]: row for row in rec["stages"]}
     assert rec["seconds"] > 0 and rec["key_switches"] > 0
     assert abs(sum(row["share"] for row in rec["stages"]) - 1) < 1e-3
+    assert all(row["seconds"] >= 0 for row in rec["stages"])        # exclusive times: nothing counted twice
     assert stages["key switch: ModUp"]["calls"] > 0 and stages["diagonals: encoding"]["calls"] > 0
     assert stages["key switch: inner product"]["calls"] >= stages["key switch: ModUp"]["calls"]
     assert stages["key switch: ModDown"]["calls"] == 2 * stages["key switch: inner product"]["calls"]
