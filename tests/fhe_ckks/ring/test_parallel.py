@@ -90,7 +90,7 @@ def test_chunks_are_disjoint_and_cover_the_range():
         for count in (0, 1, 2, 7, 64):
             hits = []
             with using_threads(threads):
-                run_chunks(lambda a, b: hits.append((a, b)), count)
+                run_chunks(lambda a, b, hits=hits: hits.append((a, b)), count)
             covered = sorted(i for a, b in hits for i in range(a, b))
             assert covered == list(range(count)) and len(hits) <= max(1, threads)
 
