@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -222,18 +222,27 @@ class Decision:
     def forward(self, evaluator: Evaluator, encoder: Encoder, probe: Ciphertext, template: Ciphertext,
                 bootstrapper, seconds: dict[str, float] | None = None) -> Ciphertext:
         """``prepare``, bootstrap, ``finish``."""
-        seconds = {} if seconds is None else seconds
-        t0 = time.perf_counter()
-        x = self.prepare(evaluator, encoder, probe, template)
-        t1 = time.perf_counter()
-        xb = bootstrapper.bootstrap(x)
-        t2 = time.perf_counter()
-        out = self.finish(evaluator, encoder, xb)
-        t3 = time.perf_counter()
-        for name, dt in (("decision: prepare", t1 - t0), ("decision: bootstrap", t2 - t1),
-                         ("decision: sign", t3 - t2)):
-            seconds[name] = seconds.get(name, 0.0) + dt
-        return out
+        return _prepare_bootstrap_finish("decision", lambda: self.prepare(evaluator, encoder, probe, template),
+                                         bootstrapper, lambda xb: self.finish(evaluator, encoder, xb), seconds)
+
+
+def _prepare_bootstrap_finish(stage: str, prepare: Callable[[], Ciphertext], bootstrapper,
+                              finish: Callable[[Ciphertext], Ciphertext],
+                              seconds: dict[str, float] | None) -> Ciphertext:
+    """``finish(bootstrap(prepare()))``, the wall time of each step added to ``seconds`` (when given) as
+    ``"<stage>: prepare"``, ``"<stage>: bootstrap"`` and ``"<stage>: sign"``: the body of both decisions'
+    ``forward``."""
+    t0 = time.perf_counter()
+    x = prepare()
+    t1 = time.perf_counter()
+    xb = bootstrapper.bootstrap(x)
+    t2 = time.perf_counter()
+    out = finish(xb)
+    if seconds is not None:
+        for name, dt in (("prepare", t1 - t0), ("bootstrap", t2 - t1), ("sign", time.perf_counter() - t2)):
+            key = f"{stage}: {name}"
+            seconds[key] = seconds.get(key, 0.0) + dt
+    return out
 
 
 def flood(evaluator: Evaluator, encryptor: Encryptor, answer: Ciphertext) -> Ciphertext:
@@ -598,14 +607,6 @@ class GalleryDecision:
                 seconds: dict[str, float] | None = None) -> Ciphertext:
         """:meth:`prepare_packed`, bootstrap, :meth:`finish_combined` (``checks``: :meth:`combine_checks`'s),
         their seconds added to ``seconds``."""
-        seconds = {} if seconds is None else seconds
-        t0 = time.perf_counter()
-        x = self.prepare_packed(evaluator, encoder, probe, packed)
-        t1 = time.perf_counter()
-        xb = bootstrapper.bootstrap(x)
-        t2 = time.perf_counter()
-        out = self.finish_combined(evaluator, encoder, xb, checks)
-        for name, dt in (("gallery: prepare", t1 - t0), ("gallery: bootstrap", t2 - t1),
-                         ("gallery: sign", time.perf_counter() - t2)):
-            seconds[name] = seconds.get(name, 0.0) + dt
-        return out
+        return _prepare_bootstrap_finish("gallery", lambda: self.prepare_packed(evaluator, encoder, probe, packed),
+                                         bootstrapper, lambda xb: self.finish_combined(evaluator, encoder, xb, checks),
+                                         seconds)
