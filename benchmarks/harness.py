@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,10 +81,6 @@ def run_at_revision(revision: str, script: str, args: list[str], timeout: float 
     each benchmark does absorbs it).  Raises ``RuntimeError`` when the revision is unknown or its run
     fails.
     """
-    import shutil
-    import sys
-    import tempfile
-
     repo = Path(__file__).resolve().parent.parent
     rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=repo,
                          capture_output=True, text=True, timeout=30)
