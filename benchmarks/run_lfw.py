@@ -70,9 +70,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import TreeMemory, git_revision, machine  # noqa: E402
 
-from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, verification  # noqa: E402
+from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, model_path, verification  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
-from cryptoface.errors import CryptoFaceError, DataError, ProbeError  # noqa: E402
+from cryptoface.errors import CryptoFaceError, DataError, ModelError, ProbeError  # noqa: E402
 from cryptoface.model import (FusedPatchCNN, exact_decisions, fit_exact_thresholds, fit_thresholds,  # noqa: E402
                               load_model, poly_distances)
 from fhe_ckks import presets  # noqa: E402
@@ -651,7 +651,9 @@ def markdown(record: dict) -> str:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an exported .model.npz")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+                    help="an exported .model.npz, or a shipped model's name (cryptofacenet4, cryptofacenet9, "
+                         "cryptofacenet16)")
     ap.add_argument("--data", type=Path, help="folder of InsightFace .bin files, or your own data: a folder in LFW's "
                     "layout with pairs.txt")
     ap.add_argument("--datasets", nargs="+", help=f"the .bin files to read: {', '.join(data.VERIFICATION_DATASETS)} "
@@ -756,8 +758,10 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None, co
 def prepare(args):
     """Everything that can fail on bad input, before anything is written or computed at length."""
     check_output(args.output)
-    if not args.model.is_file():
-        raise UsageError(f"--model {args.model}: no such file")
+    try:
+        args.model = model_path(args.model)
+    except ModelError as exc:
+        raise UsageError(f"--model {exc}") from None
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     model = load_model(args.model)

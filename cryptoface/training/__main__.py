@@ -6,7 +6,7 @@ Examples::
     python -m cryptoface.training train distill64 --set data.train=../shared/data/lfw/aligned_112x112 \\
         --set data.people_file=../shared/data/lfw/people.txt --set "data.people_sets=[0,1,2,3,4,5]" \\
         --set distill.embeddings=teacher.npz --set data.val=../shared/data/lfw --set "data.val_folds=[6,7,8,9]"
-    python -m cryptoface.training train --resume runs/20261126-120000/model.ckpt
+    python -m cryptoface.training train --resume runs/20261126-120000/model.ckpt   # also inside an epoch
     python -m cryptoface.training evaluate runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 --roc roc.png
     python -m cryptoface.training export runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 \\
         --output cryptofacenet4.model.npz
@@ -41,7 +41,10 @@ def _train(args) -> int:
         if not args.config:
             raise CryptoFaceError("train needs a CONFIG (e.g. pcnn64) or --resume CKPT")
         cfg = load_config(args.config, args.set)
-    path = train(cfg, resume=args.resume, progress=not args.quiet)
+    from .train import StopRequest
+
+    budget = None if args.stop_after is None else 60.0 * args.stop_after
+    path = train(cfg, resume=args.resume, progress=not args.quiet, stop=StopRequest(budget))
     print(path)
     return 0
 
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--stop-after", type=float, metavar="MINUTES",
+                   help="checkpoint and stop after this long (continue later with --resume); SIGINT/SIGTERM do "
+                        "the same at any time")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="k-fold verification accuracy of a checkpoint")

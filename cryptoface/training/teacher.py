@@ -98,18 +98,47 @@ def embed_images(teacher: Teacher, paths: Sequence[Path], out: str | Path, flips
     return out
 
 
-def load_embeddings(path: str | Path, paths: Sequence[Path]) -> np.ndarray:
-    """Embeddings ``(len(paths), F, D)`` (F = 2 with mirrored images) in the order of ``paths``."""
+def _image_key(path: str | Path) -> str:
+    """``identity/file``: an image's name inside its ImageFolder (file names alone repeat across sets)."""
     path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
+def load_embeddings(path: str | Path | Sequence[str | Path], paths: Sequence[Path]) -> np.ndarray:
+    """Embeddings ``(len(paths), F, D)`` (F = 2 with mirrored images) in the order of ``paths``.
+
+    ``path`` is one embedding file or a list of them (e.g. one per training source); an image is found by
+    its identity folder and file name, so the files may have been made anywhere.  Every file must have the
+    same ``F`` and ``D``, and an image embedded in two files must have the same rows in both."""
+    files = [path] if isinstance(path, (str, Path)) else list(path)
+    if not files:
+        raise ModelError("no teacher-embedding file given")
+    index: dict[str, tuple[int, int]] = {}
+    blocks = []
+    for k, file in enumerate(files):
+        file = Path(file)
+        try:
+            with np.load(file, allow_pickle=False) as f:
+                stored = [str(p) for p in f["paths"]]
+                emb = f["embeddings"]
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise ModelError(f"{file}: not a teacher-embedding file ({exc})") from exc
+        if emb.ndim != 3 or emb.shape[0] != len(stored) or not np.isfinite(emb).all():
+            raise ModelError(f"{file}: embeddings of shape {emb.shape} (finite, one row per path) expected")
+        if blocks and emb.shape[1:] != blocks[0].shape[1:]:
+            raise ModelError(f"{file}: embeddings {emb.shape[1:]} differ from {files[0]}'s {blocks[0].shape[1:]}")
+        for i, p in enumerate(stored):
+            key = _image_key(p)
+            if key not in index:
+                index[key] = (k, i)
+                continue
+            j, r = index[key]
+            earlier = emb[r] if j == k else blocks[j][r]
+            if not np.array_equal(earlier, emb[i]):
+                raise ModelError(f"{file}: image {key} has two different teacher embeddings")
+        blocks.append(emb)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            stored = [str(p) for p in f["paths"]]
-            emb = f["embeddings"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"{path}: not a teacher-embedding file ({exc})") from exc
-    index = {Path(p).name: i for i, p in enumerate(stored)}
-    try:
-        order = [index[Path(p).name] for p in paths]
+        rows = [index[_image_key(p)] for p in paths]
     except KeyError as exc:
-        raise ModelError(f"{path}: no teacher embedding for image {exc}") from None
-    return emb[order]
+        raise ModelError(f"{', '.join(map(str, files))}: no teacher embedding for image {exc}") from None
+    return np.stack([blocks[k][i] for k, i in rows]) if rows else np.empty((0,) + blocks[0].shape[1:], np.float32)

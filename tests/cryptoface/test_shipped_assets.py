@@ -128,3 +128,18 @@ def test_a_resealed_but_valid_edit_loads(shipped_copy):
     the file and its checksums makes another valid model (a signature or a trusted channel is needed)."""
     reseal(shipped_copy, manifest_edit=lambda m: rule(tau=1.25)(m["schema"]))
     assert load_model(shipped_copy).thresholds["lfw"].tau == 1.25
+
+
+def test_shipped_models_by_name(tmp_path):
+    """``--model cryptofacenet4`` works without a path; a path wins; an unknown name lists the shipped ones."""
+    from cryptoface import DEFAULT_MODEL, MODEL_BY_INPUT_SIZE, model_path, shipped_models
+    from cryptoface.errors import ModelError
+
+    assert "cryptofacenet4" in shipped_models() and MODEL_BY_INPUT_SIZE[64] == "cryptofacenet4"
+    assert model_path("cryptofacenet4") == DEFAULT_MODEL == model_path("cryptofacenet4.model.npz")
+    own = tmp_path / "cryptofacenet4"
+    own.write_bytes(b"x")
+    assert model_path(own) == own
+    for bad in ("cryptofacenet5", "sub/cryptofacenet4", str(tmp_path / "nothing.model.npz"), ""):
+        with pytest.raises(ModelError, match="no such file.*shipped: .*cryptofacenet4"):
+            model_path(bad)

@@ -133,3 +133,112 @@ def test_bounded_finetune_from_an_init_checkpoint(tiny):
     # frozen batch norms: running statistics unchanged by the fine-tuning
     assert torch.equal(after["nets.0.layers.0.herpn1.bn1.running_mean"],
                        before["nets.0.layers.0.herpn1.bn1.running_mean"])
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stopped_anywhere_and_resumed_equals_an_uninterrupted_run(tiny):
+    """Stopped inside epoch 1 (by its budget hook), again by a real SIGTERM inside epoch 2, resumed each time:
+    the same weights, optimizer moments and generator state, bit for bit, as a run never stopped."""
+    import os
+    import signal
+
+    from cryptoface.training.train import StopRequest
+
+    cfg = load_config("distill64", overrides(tiny, kind="both", epochs=3) + ["optim.lr_milestones=[2]"])
+    cfg["data"]["val"] = None
+    straight = torch.load(train(cfg, progress=False), weights_only=False)
+
+    ckpt = train(cfg, progress=False, stop=StopRequest(when=lambda epoch, batch: (epoch, batch) == (1, 2)))
+    first = torch.load(ckpt, weights_only=False)
+    assert first["epoch"] == 0 and first["partial"]["epoch"] == 1 and first["partial"]["batch"] == 2
+
+    def sigterm(epoch, batch):
+        if (epoch, batch) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)   # handled: the run stops after the next batch
+        return False
+
+    handler = signal.getsignal(signal.SIGTERM)
+    train(cfg, resume=str(ckpt), progress=False, stop=StopRequest(when=sigterm))
+    assert signal.getsignal(signal.SIGTERM) is handler          # the run's handler is gone again
+    second = torch.load(ckpt, weights_only=False)
+    assert second["epoch"] == 1 and second["partial"]["epoch"] == 2 and second["partial"]["batch"] == 2
+
+    train(cfg, resume=str(ckpt), progress=False)
+    resumed = torch.load(ckpt, weights_only=False)
+    assert resumed["epoch"] == 3 and resumed["partial"] is None
+    assert _states_equal(straight["backbone"], resumed["backbone"])
+    assert _states_equal(straight["head"], resumed["head"])
+    assert straight["rng"] == resumed["rng"]
+    sa, sb = straight["optimizer"]["state"], resumed["optimizer"]["state"]
+    assert set(sa) == set(sb) and all(_states_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_stop_after_a_whole_epoch_resumes_at_the_next(tiny):
+    from cryptoface.training.train import StopRequest
+
+    cfg = load_config("pcnn64", overrides(tiny, kind="distill", epochs=2))
+    cfg["data"]["val"] = None
+    ckpt = train(cfg, progress=False, stop=StopRequest(when=lambda epoch, batch: (epoch, batch) == (2, 0)))
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 1 and state["partial"] is None
+    train(cfg, resume=str(ckpt), progress=False)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+
+
+def test_several_sources_and_teacher_files(tiny, tmp_path):
+    """Two ImageFolder sources (one filtered by a people list), a teacher file each: classes never merge,
+    each image gets its own teacher rows, and a missing or conflicting embedding is a typed error."""
+    from cryptoface.errors import ModelError
+    from cryptoface.training.teacher import load_embeddings
+    from cryptoface.training.train import training_images
+
+    people = tmp_path / "people.txt"
+    people.write_text("2\n2\nid0\t3\nid1\t3\n2\nid2\t3\nid3\t3\n")
+    cfg = load_config("pcnn64", overrides(tiny, kind="distill"))
+    cfg["data"]["train"] = [str(tiny / "train"), {"path": str(tiny / "train"), "people_file": str(people),
+                                                  "people_sets": [1]}]
+    images = training_images(cfg)
+    assert len(images) == 12 + 6 and images.num_classes == 6
+    assert images.classes[:4] == ["0:id0", "0:id1", "0:id2", "0:id3"] and images.classes[4:] == ["1:id2", "1:id3"]
+    assert list(images.labels[12:]) == [4, 4, 4, 5, 5, 5]
+
+    with np.load(tiny / "teacher.npz") as f:
+        paths, emb = f["paths"], f["embeddings"]
+    np.savez(tmp_path / "a.npz", paths=paths[:7], embeddings=emb[:7])
+    np.savez(tmp_path / "b.npz", paths=paths[5:], embeddings=emb[5:])     # rows 5, 6 in both files
+    got = load_embeddings([tmp_path / "a.npz", tmp_path / "b.npz"], images.paths)
+    assert got.shape == (18, 2, 16) and np.array_equal(got[:12], emb) and np.array_equal(got[12:], emb[6:])
+    with pytest.raises(ModelError, match="no teacher embedding"):
+        load_embeddings([tmp_path / "a.npz"], images.paths)
+    bad = emb[5:].copy()
+    bad[0] += 1
+    np.savez(tmp_path / "c.npz", paths=paths[5:], embeddings=bad)
+    with pytest.raises(ModelError, match="two different"):
+        load_embeddings([tmp_path / "a.npz", tmp_path / "c.npz"], images.paths)
+    cfg["data"]["train"] = [{"path": str(tiny / "train"), "people": [1]}]
+    with pytest.raises(ConfigError, match="unknown source keys"):
+        training_images(cfg)
+
+
+def test_init_a_larger_grid_from_a_smaller_checkpoint():
+    """CryptoFaceNet4 -> CryptoFaceNet9: every patch network starts as the 2x2 network over the same region,
+    the linear blocks are the old ones scaled by 4/9, and the jigsaw head stays fresh."""
+    from cryptoface.training.models import build_model, trained_looking_model
+    from cryptoface.training.train import init_from_checkpoint
+
+    small = trained_looking_model(64).float()
+    big = build_model(96)
+    jigsaw = big.jigsaw.weight.detach().clone()
+    init_from_checkpoint(big, {"backbone": small.state_dict()})
+    mapping = {0: 0, 1: 0, 2: 1, 3: 0, 4: 0, 5: 1, 6: 2, 7: 2, 8: 3}
+    sd, ss = big.state_dict(), small.state_dict()
+    for j, i in mapping.items():
+        assert torch.equal(sd[f"nets.{j}.layers.3.conv1.weight"], ss[f"nets.{i}.layers.3.conv1.weight"])
+        assert torch.equal(sd[f"nets.{j}.layers.0.herpn1.bn2.running_var"],
+                           ss[f"nets.{i}.layers.0.herpn1.bn2.running_var"])
+        assert torch.allclose(sd["linear.weight"][:, 256 * j:256 * (j + 1)],
+                              ss["linear.weight"][:, 256 * i:256 * (i + 1)] * 4 / 9)
+    assert torch.equal(sd["bn.running_var"], ss["bn.running_var"]) and torch.equal(big.jigsaw.weight, jigsaw)
