@@ -36,6 +36,7 @@ does not decode.  Text files (``pairs.txt``, ``people.txt``) must be UTF-8.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -524,11 +525,26 @@ class ImageList:
         return len(self.classes)
 
 
-def image_folder(root: str | os.PathLike, people: Iterable[str] | None = None, min_images: int = 1) -> ImageList:
-    """One sub-folder per identity.  ``people`` restricts to those identities (and must all exist)."""
+def held_out(identity: str, fraction: float) -> bool:
+    """Whether ``identity`` is in the held-out ``fraction`` of identities: decided by the SHA-256 of its name alone,
+    so every tool (training, evaluation) draws the same split of a folder without sharing a list."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"a held-out fraction must lie in [0, 1), not {fraction!r}")
+    digest = hashlib.sha256(identity.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2.0**64
+
+
+def image_folder(root: str | os.PathLike, people: Iterable[str] | None = None, min_images: int = 1,
+                 holdout: float = 0.0, part: str = "train") -> ImageList:
+    """One sub-folder per identity.  ``people`` restricts to those identities (and must all exist).
+
+    ``holdout`` > 0 splits the identities by :func:`held_out`: ``part="train"`` keeps the others,
+    ``part="holdout"`` only the held-out ones (an identity-disjoint test set of the same folder)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder")
+    if part not in ("train", "holdout"):
+        raise DataError(f"part must be 'train' or 'holdout', not {part!r}")
     if people is None:
         names = sorted(d.name for d in root.iterdir() if d.is_dir())
     else:
@@ -536,6 +552,8 @@ def image_folder(root: str | os.PathLike, people: Iterable[str] | None = None, m
         missing = [n for n in names if not (root / n).is_dir()]
         if missing:
             raise DataError(f"{root}: identity folders missing: {', '.join(missing[:5])}")
+    if holdout:
+        names = [n for n in names if held_out(n, holdout) == (part == "holdout")]
     paths, labels, classes = [], [], []
     for name in names:
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -548,6 +566,54 @@ def image_folder(root: str | os.PathLike, people: Iterable[str] | None = None, m
     if not paths:
         raise DataError(f"{root}: no images found")
     return ImageList(paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def folder_pairs(images: ImageList, name: str, folds: int = 10, per_fold: int = 300, seed: int = 0,
+                 origin: str = "") -> VerificationSet:
+    """An LFW-style verification protocol drawn from an ImageFolder's images: ``folds`` identity-disjoint folds
+    (each identity in one fold), each with ``per_fold`` genuine pairs (two different images of one person) and
+    ``per_fold`` impostor pairs (two people of the fold), no pair twice, deterministic in ``seed``.
+
+    With ``image_folder(..., holdout=f, part="holdout")`` this tests a model on people of a training set's
+    folder that it never saw (e.g. the CelebA identities left out of training)."""
+    if folds < 2 or per_fold < 1:
+        raise DataError(f"{name}: need at least 2 folds of at least 1 pair each, not {folds} x {per_fold}")
+    rng = np.random.default_rng(seed)
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(images.labels.tolist()):
+        members.setdefault(label, []).append(i)
+    people = sorted(members)
+    if len(people) < 2 * folds:
+        raise DataError(f"{name}: {len(people)} identities cannot make {folds} folds of two or more people")
+    order = rng.permutation(len(people))
+    sources, issame, fold_of = [], [], []
+    for k in range(folds):
+        group = [people[j] for j in order[k::folds]]
+        multi = [g for g in group if len(members[g]) >= 2]
+        genuine_possible = sum(len(members[g]) * (len(members[g]) - 1) // 2 for g in multi)
+        if genuine_possible < per_fold:
+            raise DataError(f"{name}: fold {k} has only {genuine_possible} genuine pairs, {per_fold} asked")
+        sizes = np.array([len(members[g]) for g in group])
+        impostor_possible = (int(sizes.sum()) ** 2 - int(np.sum(sizes ** 2))) // 2
+        if impostor_possible < per_fold:
+            raise DataError(f"{name}: fold {k} has only {impostor_possible} impostor pairs, {per_fold} asked")
+        chosen: set[tuple[int, int]] = set()
+        while len(chosen) < per_fold:
+            g = multi[rng.integers(len(multi))]
+            a, b = rng.choice(members[g], 2, replace=False)
+            chosen.add((min(a, b), max(a, b)))
+        impostor: set[tuple[int, int]] = set()
+        while len(impostor) < per_fold:
+            g, h = rng.choice(len(group), 2, replace=False)
+            a = members[group[g]][rng.integers(len(members[group[g]]))]
+            b = members[group[h]][rng.integers(len(members[group[h]]))]
+            impostor.add((min(a, b), max(a, b)))
+        for pairs, same in ((sorted(chosen), True), (sorted(impostor), False)):
+            for a, b in pairs:
+                sources += [images.paths[a], images.paths[b]]
+                issame.append(same)
+                fold_of.append(k)
+    return VerificationSet(dataset_name(name), sources, np.array(issame), np.array(fold_of), origin)
 
 
 def lfw_people(people_file: str | os.PathLike, sets: Iterable[int]) -> list[str]:

@@ -668,15 +668,20 @@ def _model_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedPatch
 
 
 def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray, folds: np.ndarray,
-                   degree: int = 2) -> Threshold:
+                   degree: int = 2, extra_norms: np.ndarray | None = None, trim: float = 0.01) -> Threshold:
     """Fit, for each fold, the 1/sqrt polynomial and tau on the other folds; and both on all folds.
 
     ``distance_fn(p, a, b)`` gives squared distances of ``a`` and ``b`` normalized with polynomial ``p``.
+    ``extra_norms``: squared norms of other faces (no labels) that each polynomial's fit covers too, so that its
+    range holds faces beyond the fitting pairs; ``trim``: the top fraction of squared norms the fit drops.
     """
     from .verification import best_threshold
 
+    extra = np.empty(0) if extra_norms is None else np.asarray(extra_norms, dtype=np.float64).ravel()
+
     def fit(mask):
-        poly = NormPolynomial.fit(np.concatenate([np.sum(emb1[mask] ** 2, 1), np.sum(emb2[mask] ** 2, 1)]), degree)
+        poly = NormPolynomial.fit(np.concatenate([np.sum(emb1[mask] ** 2, 1), np.sum(emb2[mask] ** 2, 1), extra]),
+                                  degree, trim)
         tau, _ = best_threshold(distance_fn(poly, emb1[mask], emb2[mask]), issame[mask])
         return tau, poly
 

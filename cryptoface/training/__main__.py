@@ -49,11 +49,34 @@ def _train(args) -> int:
     return 0
 
 
+def holdout_set(args):
+    """``(name, VerificationSet)`` of ``--holdout-folder``'s held-out people, or ``None`` without one."""
+    from .. import data as facedata
+
+    if not args.holdout_folder:
+        return None
+    root = Path(args.holdout_folder)
+    images = facedata.image_folder(root, holdout=args.holdout, part="holdout")
+    name = facedata.dataset_name(f"{root.resolve().name}_holdout")
+    return name, facedata.folder_pairs(images, name, per_fold=args.holdout_pairs, origin=str(root))
+
+
+def evaluation_sets(args) -> list[tuple[str, object, list[int] | None]]:
+    """``(name, VerificationSet, folds)`` for ``--data`` (with ``--folds``) and ``--holdout-folder`` (all folds)."""
+    from .. import data as facedata
+
+    sets = [(name, vs, args.folds) for name, vs in facedata.load_verification_dir(args.data, args.datasets).items()]
+    extra = holdout_set(args)
+    if extra is not None:
+        sets.append((extra[0], extra[1], None))
+    return sets
+
+
 def _evaluate(args) -> int:
     import numpy as np
     import torch
 
-    from .. import data as facedata
+    from ..model import fit_thresholds, poly_distances
     from ..verification import kfold_accuracy, plot_roc, roc
     from .checkpoint import load_checkpoint
     from .train import herpn_input_maxima, pair_distances, pick_device
@@ -61,12 +84,13 @@ def _evaluate(args) -> int:
     model = load_checkpoint(args.checkpoint)
     device = pick_device(args.device)
     model.to(device)
-    sets = facedata.load_verification_dir(args.data, args.datasets)
     report, curves = {}, {}
-    for name, vs in sets.items():
-        pairs, emb, dist = pair_distances(model, vs, device, args.folds)
-        res = kfold_accuracy(dist, vs.issame[pairs], vs.folds[pairs])
+    for name, vs, folds in evaluation_sets(args):
+        pairs, emb, dist = pair_distances(model, vs, device, folds)
+        same, fo = vs.issame[pairs], vs.folds[pairs]
+        res = kfold_accuracy(dist, same, fo)
         bad = int(np.sum(~np.isfinite(emb).all(axis=1)))
+        poly = fit_thresholds(poly_distances, emb[0::2], emb[1::2], same, fo) if not bad else None
         peaks = np.concatenate([herpn_input_maxima(model, torch.from_numpy(vs.images(model.input_size, chunk)))
                                 for chunk in np.array_split(pairs, max(1, len(pairs) // 64))])
         herpn = {"median": float(np.median(peaks)), "p99": float(np.percentile(peaks, 99)),
@@ -74,11 +98,13 @@ def _evaluate(args) -> int:
         print(f"{name}: largest |HerPN input| per image: median {np.median(peaks):.3g}, "
               f"99.9% {np.percentile(peaks, 99.9):.3g}, max {np.max(peaks):.3g}")
         report[name] = res.as_dict() | {"pairs": int(len(pairs)), "non_finite_embeddings": bad,
+                                        "poly_norm_accuracy": None if poly is None else poly.accuracy,
                                         "max_embedding_norm": float(np.nanmax(np.linalg.norm(emb, axis=1))),
                                         "herpn_input_max_per_image": herpn}
-        curves[name] = roc(dist, vs.issame[pairs])
+        curves[name] = roc(dist, same)
+        poly_text = "" if poly is None else f"; {100 * poly.accuracy:.2f}% with the polynomial 1/sqrt norm"
         print(f"{name}: {100 * res.accuracy:.2f}% ± {100 * res.std:.2f} over {len(pairs)} pairs "
-              f"(folds {res.folds}), AUC {curves[name][2]:.4f}; {bad} non-finite embeddings")
+              f"(folds {res.folds}), AUC {curves[name][2]:.4f}{poly_text}; {bad} non-finite embeddings")
     print(f"mean: {100 * np.mean([r['accuracy'] for r in report.values()]):.2f}%")
     if args.roc:
         plot_roc(curves, args.roc, title=f"{Path(args.checkpoint).name}")
@@ -100,10 +126,21 @@ def _teacher(args) -> int:
 def _export(args) -> int:
     from .export import export_checkpoint
 
+    held = holdout_set(args)
+    extra = {} if held is None else {held[0]: held[1]}
     path = export_checkpoint(args.checkpoint, args.output, data_dir=args.data, datasets=args.datasets,
-                             folds=args.folds, name=args.name)
+                             folds=args.folds, name=args.name, extra_sets=extra, norm_faces=args.norm_faces or (),
+                             norm_faces_count=args.norm_faces_count, norm_trim=args.norm_trim)
     print(path)
     return 0
+
+
+def _holdout_arguments(p) -> None:
+    p.add_argument("--holdout-folder", metavar="ROOT",
+                   help="also test on the people of this ImageFolder that training held out (data.train's "
+                        "'holdout'), as 10 identity-disjoint folds of genuine and impostor pairs")
+    p.add_argument("--holdout", type=float, default=0.1, help="the held-out fraction training used (default 0.1)")
+    p.add_argument("--holdout-pairs", type=int, default=300, help="genuine (and impostor) pairs per fold")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--roc", help="write a ROC plot (PNG)")
     p.add_argument("--json", help="write the figures as JSON")
     p.add_argument("--device", default="auto")
+    _holdout_arguments(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("teacher", help="cache a teacher model's embeddings of a folder of faces")
@@ -148,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["lfw"])
     p.add_argument("--folds", nargs="+", type=int, help="fit on these folds only")
     p.add_argument("--name", help="model name in the manifest (default: from --output)")
+    p.add_argument("--norm-faces", nargs="+", metavar="ROOT",
+                   help="ImageFolders of other faces whose squared norms the 1/sqrt polynomial's range covers too")
+    p.add_argument("--norm-faces-count", type=int, default=2000, help="faces drawn from each --norm-faces folder")
+    p.add_argument("--norm-trim", type=float, default=0.01,
+                   help="top fraction of squared norms the 1/sqrt fit drops (default 0.01)")
+    _holdout_arguments(p)
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

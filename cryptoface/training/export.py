@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import data as facedata
+from ..errors import ModelError
 from ..model import FusedPatchCNN, embedding_quality, fit_exact_thresholds, fit_thresholds, poly_distances, save_model
 from ..verification import kfold_accuracy, pairs_in_folds, squared_distances
 from .checkpoint import backbone_state, input_size_of
@@ -33,21 +34,53 @@ def fused_embeddings(model: FusedPatchCNN, vs: facedata.VerificationSet, pairs, 
     return np.concatenate(out)
 
 
+def squared_norms_of_faces(model: FusedPatchCNN, roots: Sequence[str | Path], count: int, seed: int = 0,
+                           batch: int = 64) -> np.ndarray:
+    """Squared embedding norms of up to ``count`` faces drawn from each ImageFolder in ``roots`` (one image per
+    identity first, then more): the range of real faces the 1/sqrt polynomial must cover beyond the fitting
+    pairs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for root in roots:
+        images = facedata.image_folder(root)
+        order = rng.permutation(len(images))
+        first = {}
+        for i in order.tolist():
+            first.setdefault(int(images.labels[i]), i)
+        picked = list(first.values()) + [i for i in order.tolist() if i not in set(first.values())]
+        picked = picked[:count]
+        for k in range(0, len(picked), batch):
+            faces = [facedata.check_aligned(facedata.read_image(images.paths[i]), str(images.paths[i]))
+                     for i in picked[k:k + batch]]
+            out.append(np.sum(model.embed(facedata.preprocess(faces, model.input_size)) ** 2, axis=1))
+        log.info("%s: %d faces for the 1/sqrt range", root, len(picked))
+    return np.concatenate(out) if out else np.empty(0)
+
+
 def attach_thresholds(model: FusedPatchCNN, sets: dict[str, facedata.VerificationSet],
-                      folds: Sequence[int] | None) -> dict:
+                      folds: Sequence[int] | None, all_folds: Sequence[str] = (),
+                      extra_norms: np.ndarray | None = None, trim: float = 0.01) -> dict:
+    """Fit every set's rules (on ``folds``, or on all folds for the sets named in ``all_folds``); each 1/sqrt
+    polynomial is fitted on its fold's fitting faces plus ``extra_norms`` (other faces' squared norms), with the
+    top ``trim`` dropped."""
     report, every = {}, []
     for name, vs in sets.items():
-        pairs = pairs_in_folds(vs.folds, folds)
+        pairs = pairs_in_folds(vs.folds, None if name in all_folds else folds)
         emb = fused_embeddings(model, vs, pairs)
         e1, e2, same, fo = emb[0::2], emb[1::2], vs.issame[pairs], vs.folds[pairs]
-        th = fit_exact_thresholds(fit_thresholds(poly_distances, e1, e2, same, fo), e1, e2, same, fo)
+        th = fit_exact_thresholds(fit_thresholds(poly_distances, e1, e2, same, fo, extra_norms=extra_norms,
+                                                 trim=trim), e1, e2, same, fo)
         model.thresholds[name] = th
         every.append(emb)
         exact = kfold_accuracy(squared_distances(e1, e2), same, fo)
+        y = np.sum(emb ** 2, axis=1)
+        outside = float(np.mean((y < th.norm.lo) | (y > th.norm.hi)))
         report[name] = {"pairs": len(pairs), "folds": sorted(set(fo.tolist())), "fused_accuracy": exact.accuracy,
-                        "poly_norm_accuracy": th.accuracy, "exact_rule_accuracy": th.exact_accuracy}
-        log.info("%s: fused %.4f, with polynomial 1/sqrt %.4f over %d pairs", name, exact.accuracy, th.accuracy,
-                 len(pairs))
+                        "poly_norm_accuracy": th.accuracy, "exact_rule_accuracy": th.exact_accuracy,
+                        "norm_range": [th.norm.lo, th.norm.hi], "faces_outside_norm_range": outside}
+        log.info("%s: fused %.4f, with polynomial 1/sqrt %.4f over %d pairs; 1/sqrt range [%.4g, %.4g] (%.2f %% of "
+                 "the faces outside)", name, exact.accuracy, th.accuracy, len(pairs), th.norm.lo, th.norm.hi,
+                 100 * outside)
     if sets:
         model.norm = next(iter(model.thresholds.values())).norm
         model.info["quality"] = embedding_quality(np.concatenate(every))
@@ -56,7 +89,14 @@ def attach_thresholds(model: FusedPatchCNN, sets: dict[str, facedata.Verificatio
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str | Path | None = None,
                       datasets: Sequence[str] = ("lfw",), folds: Sequence[int] | None = None,
-                      name: str | None = None, min_abs_a2: float = 1e-6) -> Path:
+                      name: str | None = None, min_abs_a2: float = 1e-6,
+                      extra_sets: dict[str, facedata.VerificationSet] | None = None,
+                      norm_faces: Sequence[str | Path] = (), norm_faces_count: int = 2000,
+                      norm_trim: float = 0.01) -> Path:
+    """Fuse ``checkpoint`` and write it with its rules fitted on ``data_dir`` (its ``folds``) and on each of
+    ``extra_sets`` (all folds; e.g. the held-out people of a training folder, to record how the model does on
+    faces of another set).  ``norm_faces`` (ImageFolder roots, ``norm_faces_count`` faces each) widen the
+    1/sqrt polynomial's range to faces beyond the fitting pairs."""
     obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = backbone_state(obj)
     output = Path(output)
@@ -68,9 +108,22 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
         d = obj["config"].get("data", {})
         model.info["training"] = {"loss": obj["config"].get("loss", {}).get("kind"),
                                   "people_sets": d.get("people_sets"), "epochs": obj.get("epoch")}
+        if isinstance(d.get("train"), list):
+            model.info["training"]["sources"] = [str(x) if not isinstance(x, dict) else
+                                                 {k: x[k] for k in ("people_sets", "holdout") if k in x}
+                                                 | {"folder": Path(str(x.get("path"))).name} for x in d["train"]]
     if data_dir:
         sets = facedata.load_verification_dir(data_dir, datasets)
-        model.info["evaluation"] = attach_thresholds(model, sets, folds)
+        extra = dict(extra_sets or {})
+        clash = set(extra) & set(sets)
+        if clash:
+            raise ModelError(f"datasets named twice: {sorted(clash)}")
+        extra_norms = squared_norms_of_faces(model, norm_faces, norm_faces_count) if norm_faces else None
+        if extra_norms is not None:
+            model.info["norm_faces"] = {"folders": [Path(str(r)).name for r in norm_faces],
+                                        "faces": int(extra_norms.size), "trim": norm_trim}
+        model.info["evaluation"] = attach_thresholds(model, sets | extra, folds, all_folds=tuple(extra),
+                                                     extra_norms=extra_norms, trim=norm_trim)
         model.info["activation_range"] = activation_range(state, sets, folds)
     return save_model(model, output)
 

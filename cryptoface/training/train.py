@@ -137,10 +137,11 @@ def training_sources(cfg: dict) -> list[dict]:
 
     ``data.train`` is one ImageFolder root (filtered by ``data.people_file``/``data.people_sets`` and
     ``data.min_images``) or a list of sources, each a root (taking only ``data.min_images``) or a mapping
-    with its own ``path`` and optional ``people_file``, ``people_sets`` and ``min_images``.  Example: CelebA
-    plus the LFW people of sets 0-5::
+    with its own ``path`` and optional ``people_file``, ``people_sets``, ``min_images`` and ``holdout`` (a
+    fraction of the identities, chosen by :func:`cryptoface.data.held_out`, left out of training so that they
+    can test it).  Example: CelebA less 10 % of its people, plus the LFW people of sets 0-5::
 
-        --set "data.train=[/data/celeba_112x112, {path: /data/lfw/aligned_112x112,
+        --set "data.train=[{path: /data/celeba_112x112, holdout: 0.1}, {path: /data/lfw/aligned_112x112,
                people_file: /data/lfw/people.txt, people_sets: [0,1,2,3,4,5]}]"
     """
     d = cfg["data"]
@@ -150,7 +151,7 @@ def training_sources(cfg: dict) -> list[dict]:
     min_images = int(d.get("min_images", 1))
     if isinstance(train, (str, os.PathLike)):
         return [{"path": str(train), "people_file": d.get("people_file"), "people_sets": d.get("people_sets"),
-                 "min_images": min_images}]
+                 "min_images": min_images, "holdout": 0.0}]
     if not isinstance(train, list):
         raise ConfigError(f"data.train must be a folder or a list of sources, not {type(train).__name__}")
     sources = []
@@ -159,11 +160,12 @@ def training_sources(cfg: dict) -> list[dict]:
             item = {"path": str(item)}
         if not isinstance(item, dict) or not item.get("path"):
             raise ConfigError(f"data.train: a source must be a folder or a mapping with a path, not {item!r}")
-        unknown = set(item) - {"path", "people_file", "people_sets", "min_images"}
+        unknown = set(item) - {"path", "people_file", "people_sets", "min_images", "holdout"}
         if unknown:
             raise ConfigError(f"data.train: unknown source keys {sorted(unknown)}")
         sources.append({"path": str(item["path"]), "people_file": item.get("people_file"),
-                        "people_sets": item.get("people_sets"), "min_images": int(item.get("min_images", min_images))})
+                        "people_sets": item.get("people_sets"), "min_images": int(item.get("min_images", min_images)),
+                        "holdout": float(item.get("holdout") or 0.0)})
     return sources
 
 
@@ -177,7 +179,7 @@ def training_images(cfg: dict) -> facedata.ImageList:
             if src["people_sets"] is None:
                 raise ConfigError(f"{src['path']}: people_file needs people_sets")
             people = facedata.lfw_people(src["people_file"], src["people_sets"])
-        lists.append(facedata.image_folder(src["path"], people, src["min_images"]))
+        lists.append(facedata.image_folder(src["path"], people, src["min_images"], holdout=src["holdout"]))
     if len(lists) == 1:
         return lists[0]
     paths, labels, classes = [], [], []

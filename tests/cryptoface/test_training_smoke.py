@@ -89,6 +89,16 @@ def test_cli_evaluate_and_export(tiny, tmp_path, capsys):
     # what the encrypted server needs: the exact cosine rule per fold, and the client's quality floor
     assert -1 < model.thresholds["lfw"].cosine_for_fold(None) < 1 and len(model.thresholds["lfw"].exact_per_fold) == 6
     assert model.info["quality"]["images"] == 12 and model.quality_floor() > 0
+    # other faces widen the 1/sqrt range: with no trimming it covers every one of their squared norms
+    wide = tmp_path / "wide.model.npz"
+    assert main(["export", str(ckpt), "--data", str(tiny / "val"), "--output", str(wide), "--norm-faces",
+                 str(tiny / "train"), "--norm-faces-count", "5", "--norm-trim", "0"]) == 0
+    wide_model = load_model(wide)
+    assert wide_model.info["norm_faces"] == {"folders": ["train"], "faces": 5, "trim": 0.0}
+    imgs = data.image_folder(tiny / "train")
+    y = np.sum(wide_model.embed(data.preprocess([data.read_image(p) for p in imgs.paths], 64)) ** 2, axis=1)
+    lo, hi = wide_model.norm.lo, wide_model.norm.hi
+    assert np.sum((y >= lo) & (y <= hi)) >= 5 and wide_model.info["evaluation"]["lfw"]["norm_range"] == [lo, hi]
 
 
 def test_config_errors(tiny):
@@ -242,3 +252,42 @@ def test_init_a_larger_grid_from_a_smaller_checkpoint():
         assert torch.allclose(sd["linear.weight"][:, 256 * j:256 * (j + 1)],
                               ss["linear.weight"][:, 256 * i:256 * (i + 1)] * 4 / 9)
     assert torch.equal(sd["bn.running_var"], ss["bn.running_var"]) and torch.equal(big.jigsaw.weight, jigsaw)
+
+
+def test_held_out_people_make_an_identity_disjoint_protocol(tmp_path):
+    """held_out splits identities by name alone; folder_pairs draws folds of genuine and impostor pairs that
+    share no identity across folds, with no pair twice, the same for the same seed; too few people is an error."""
+    from cryptoface.errors import DataError
+
+    rng = np.random.default_rng(1)
+    for k in range(60):
+        d = tmp_path / f"p{k:03d}"
+        d.mkdir()
+        for i in range(2 + k % 3):
+            Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
+    names = [f"p{k:03d}" for k in range(60)]
+    held = {n for n in names if data.held_out(n, 0.5)}
+    assert 0 < len(held) < 60 and held == {n for n in names if data.held_out(n, 0.5)}
+    assert not any(data.held_out(n, 0.0) for n in names)
+    train = data.image_folder(tmp_path, holdout=0.5)
+    test = data.image_folder(tmp_path, holdout=0.5, part="holdout")
+    assert set(test.classes) == held and set(train.classes) == set(names) - held
+
+    everyone = data.image_folder(tmp_path)
+    vs = data.folder_pairs(everyone, "toy_holdout", folds=5, per_fold=6, seed=3)
+    assert len(vs) == 60 and vs.n_folds == 5 and vs.issame.sum() == 30
+    person = [Path(p).parent.name for p in vs.sources]
+    fold_people = [{person[2 * i], person[2 * i + 1]} for i in range(len(vs))]
+    for i in range(len(vs)):
+        assert (person[2 * i] == person[2 * i + 1]) == vs.issame[i] and vs.sources[2 * i] != vs.sources[2 * i + 1]
+        for j in range(len(vs)):
+            if vs.folds[i] != vs.folds[j]:
+                assert not fold_people[i] & fold_people[j]
+    keys = [(vs.sources[2 * i], vs.sources[2 * i + 1]) for i in range(len(vs))]
+    assert len(set(keys)) == len(keys)
+    again = data.folder_pairs(everyone, "toy_holdout", folds=5, per_fold=6, seed=3)
+    assert again.sources == vs.sources
+    with pytest.raises(DataError, match="genuine pairs"):
+        data.folder_pairs(everyone, "toy", folds=5, per_fold=100)
+    with pytest.raises(DataError, match="identities"):
+        data.folder_pairs(everyone, "toy", folds=31)
