@@ -7,6 +7,7 @@ Examples::
         --set data.people_file=../shared/data/lfw/people.txt --set "data.people_sets=[0,1,2,3,4,5]" \\
         --set distill.embeddings=teacher.npz --set data.val=../shared/data/lfw --set "data.val_folds=[6,7,8,9]"
     python -m cryptoface.training train --resume runs/20261126-120000/model.ckpt   # also inside an epoch
+    python -m cryptoface.training recipe cryptofacenet4 --workdir runs/cfn4 --set data.train=...  # again: continues
     python -m cryptoface.training evaluate runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 --roc roc.png
     python -m cryptoface.training export runs/.../model.ckpt --data ../shared/data/lfw --folds 6 7 8 9 \\
         --output cryptofacenet4.model.npz
@@ -70,6 +71,15 @@ def evaluation_sets(args) -> list[tuple[str, object, list[int] | None]]:
     if extra is not None:
         sets.append((extra[0], extra[1], None))
     return sets
+
+
+def _recipe(args) -> int:
+    from .recipe import run_recipe
+
+    budget = None if args.stop_after is None else 60.0 * args.stop_after
+    path = run_recipe(args.recipe, args.workdir, args.set, progress=not args.quiet, budget_s=budget, init=args.init)
+    print(path)
+    return 0
 
 
 def _evaluate(args) -> int:
@@ -158,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="checkpoint and stop after this long (continue later with --resume); SIGINT/SIGTERM do "
                         "the same at any time")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("recipe", help="run or continue every stage of a recipe (e.g. cryptofacenet4)")
+    p.add_argument("recipe", help="recipe file or built-in name (cryptofacenet4, cryptofacenet9, cryptofacenet16)")
+    p.add_argument("--workdir", required=True, help="one folder per stage goes here; run again to continue")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every stage")
+    p.add_argument("--init", metavar="CKPT", help="checkpoint the first stage starts from (model.init)")
+    p.add_argument("--stop-after", type=float, metavar="MINUTES", help="checkpoint and stop after this long")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_recipe)
 
     p = sub.add_parser("evaluate", help="k-fold verification accuracy of a checkpoint")
     p.add_argument("checkpoint")

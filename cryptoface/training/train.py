@@ -355,24 +355,25 @@ def init_from_checkpoint(model: PatchCNN, state: dict) -> None:
 
 
 def train(cfg: dict, resume: str | None = None, progress: bool = True,
-          stop: StopRequest | None = None) -> Path:
+          stop: StopRequest | None = None, run_dir: str | Path | None = None) -> Path:
     """Run the configured training; returns the checkpoint path.
 
     The run checkpoints at every epoch's end, every ``checkpoint_minutes`` inside an epoch, and when
     ``stop`` (by default: SIGINT/SIGTERM) asks it to; it then returns the checkpoint's path and
-    ``--resume`` continues from exactly there.
+    ``--resume`` continues from exactly there.  The run's folder is ``resume``'s, else ``run_dir``, else a new
+    ``<output>/<date-time>``.
     """
     from tqdm import tqdm
 
     stop = stop if stop is not None else StopRequest()
     restore_signals = stop.install()
     try:
-        return _train(cfg, resume, progress, stop, tqdm)
+        return _train(cfg, resume, progress, stop, tqdm, run_dir)
     finally:
         restore_signals()
 
 
-def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, tqdm) -> Path:
+def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, tqdm, run_dir) -> Path:
     seed_everything(cfg.get("seed"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -382,7 +383,12 @@ def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, tqd
         raise ConfigError(f"loss.kind must be arcface, distill or both, not {kind!r}")
 
     images = training_images(cfg)   # before anything is written: bad data paths fail cleanly
-    out_dir = Path(resume).parent if resume else _new_run_dir(Path(cfg.get("output") or "runs"))
+    if resume:
+        out_dir = Path(resume).parent
+    elif run_dir is not None:
+        out_dir = Path(run_dir)
+    else:
+        out_dir = _new_run_dir(Path(cfg.get("output") or "runs"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
 

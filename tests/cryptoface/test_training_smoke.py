@@ -291,3 +291,33 @@ def test_held_out_people_make_an_identity_disjoint_protocol(tmp_path):
         data.folder_pairs(everyone, "toy", folds=5, per_fold=100)
     with pytest.raises(DataError, match="identities"):
         data.folder_pairs(everyone, "toy", folds=31)
+
+
+def test_a_recipe_runs_its_stages_and_continues_after_a_stop(tiny, tmp_path):
+    """Two stages, the second from the first's checkpoint; stopped by its budget inside stage one and run
+    again, it skips what is done and ends with the same weights as an uninterrupted run of the recipe."""
+    from cryptoface.training.recipe import load_recipe, run_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  - {name: first, config: pcnn64, set: ['loss.kind=distill', 'optim.epochs=2']}\n"
+                      "  - {name: second, config: bound64, init: first, set: ['optim.epochs=1']}\n")
+    assert [s["name"] for s in load_recipe(recipe)] == ["first", "second"]
+    common = [f"data.train={tiny / 'train'}", "data.val=null", f"distill.embeddings={tiny / 'teacher.npz'}",
+              "optim.batch_size=4", "optim.lr_milestones=[1]", "threads=1"]
+    straight = run_recipe(recipe, tmp_path / "a", common, progress=False)
+    assert straight == tmp_path / "a" / "second" / "model.ckpt"
+    stopped = run_recipe(recipe, tmp_path / "b", common, progress=False, budget_s=0.0)
+    assert stopped == tmp_path / "b" / "first" / "model.ckpt"
+    assert torch.load(stopped, weights_only=False)["partial"]["batch"] == 1
+    again = run_recipe(recipe, tmp_path / "b", common, progress=False)
+    a, b = torch.load(straight, weights_only=False), torch.load(again, weights_only=False)
+    assert a["config"]["model"]["init"] == str(tmp_path / "a" / "first" / "model.ckpt")
+    assert _states_equal(a["backbone"], b["backbone"])
+    assert run_recipe(recipe, tmp_path / "b", common, progress=False) == again    # all done: nothing runs
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  - {name: one, config: pcnn64, init: later}\n")
+    with pytest.raises(ConfigError, match="not an earlier stage"):
+        load_recipe(bad)
+    for name in ("cryptofacenet4", "cryptofacenet9", "cryptofacenet16"):
+        assert len(load_recipe(name)) == 2
