@@ -47,8 +47,8 @@ def squared_norms_of_faces(model: FusedPatchCNN, roots: Sequence[str | Path], co
         first = {}
         for i in order.tolist():
             first.setdefault(int(images.labels[i]), i)
-        picked = list(first.values()) + [i for i in order.tolist() if i not in set(first.values())]
-        picked = picked[:count]
+        chosen = set(first.values())
+        picked = (list(first.values()) + [i for i in order.tolist() if i not in chosen])[:count]
         for k in range(0, len(picked), batch):
             faces = [facedata.check_aligned(facedata.read_image(images.paths[i]), str(images.paths[i]))
                      for i in picked[k:k + batch]]

@@ -363,17 +363,17 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True,
     ``--resume`` continues from exactly there.  The run's folder is ``resume``'s, else ``run_dir``, else a new
     ``<output>/<date-time>``.
     """
-    from tqdm import tqdm
-
     stop = stop if stop is not None else StopRequest()
     restore_signals = stop.install()
     try:
-        return _train(cfg, resume, progress, stop, tqdm, run_dir)
+        return _train(cfg, resume, progress, stop, run_dir)
     finally:
         restore_signals()
 
 
-def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, tqdm, run_dir) -> Path:
+def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, run_dir) -> Path:
+    from tqdm import tqdm
+
     seed_everything(cfg.get("seed"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
