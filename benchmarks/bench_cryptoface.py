@@ -3,10 +3,8 @@
     python benchmarks/bench_cryptoface.py --json --input-size {64,96,128} [--model FILE] [--plan-only]
     python benchmarks/bench_cryptoface.py --json --baseline 5509a0e     # the same run at another commit, ratios
 
-Builds the patch groups of the model (the shipped CryptoFaceNet4 for 64; for
-96 and 128 when no file is given, a CryptoFaceNet9/16 whose patch networks are
-the shipped model's, reused, with thresholds fitted on the shipped LFW sample:
-see ``tiled_model``) and reports, per patch group
+Builds the patch groups of the model (``--model``, else the shipped trained
+CryptoFaceNet4/9/16 of ``--input-size``; see ``pick_model``) and reports, per patch group
 and per patch network: depth, key switches, Galois keys, plaintext diagonals.
 
 Unless ``--plan-only``, it then runs one real LFW pair of the shipped sample
@@ -33,7 +31,6 @@ so a speed-up is a ratio measured in one run, never two absolute times.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -49,9 +46,10 @@ from harness import run_at_revision, emit  # noqa: E402
 
 from harness import TreeMemory  # noqa: E402
 
-from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data  # noqa: E402
+from cryptoface import DEFAULT_SAMPLE, MODEL_BY_INPUT_SIZE, data, model_path  # noqa: E402
 from cryptoface.encrypted import DEFAULT_PRESET, Server  # noqa: E402
 from cryptoface.encrypted.measuring import MeasuringHarness  # noqa: E402
+from cryptoface.errors import ModelError  # noqa: E402
 from cryptoface.model import (  # noqa: E402
     FusedPatchCNN,
     fit_exact_thresholds,
@@ -62,21 +60,21 @@ from cryptoface.model import (  # noqa: E402
 from fhe_ckks import KeyGenerator, presets  # noqa: E402
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper  # noqa: E402
 
-def tiled_model(input_size: int) -> FusedPatchCNN:
-    """A CryptoFaceNet9 (96) or 16 (128) of the real shape, built from the shipped CryptoFaceNet4: its four
-    trained patch networks are reused cyclically over the 9 or 16 patches, each head scaled by 4 / patches.
-
-    No 96/128 model has been trained here.  Random weights are no substitute: a random polynomial network
-    either explodes on real faces (norms from 10^0 to 10^64 for the same weights) or, scaled down until it
-    does not, maps every face to the same embedding; trained patch networks keep real faces in the range
-    they were trained for.  The cost figures depend only on the shape.
-    """
-    base = load_model(DEFAULT_MODEL)
-    k = (input_size // 32) ** 2
-    nets = [dataclasses.replace(n, head_weight=n.head_weight * len(base.nets) / k,
-                                head_bias=n.head_bias * len(base.nets) / k)
-            for n in (base.nets[i % len(base.nets)] for i in range(k))]
-    return FusedPatchCNN(input_size, 32, nets, name=f"cryptofacenet{k}-tiled-from-{base.name}")
+def pick_model(name_or_path: str | None, input_size: int) -> FusedPatchCNN:
+    """The model to measure: ``--model`` (a shipped name such as ``cryptofacenet16``, or a file), else the
+    shipped CryptoFaceNet of ``input_size``.  Only trained models with fitted rules are measured: a network
+    of the right shape with other weights (random ones, or another model's patch networks reused) has the
+    costs of the shape but no accuracy, and its activations are not those of real faces."""
+    name = name_or_path or MODEL_BY_INPUT_SIZE[input_size]
+    try:
+        model = load_model(model_path(name))
+    except ModelError as exc:
+        raise SystemExit(f"error: {exc} (train and export one: docs/training.md)") from exc
+    if model.input_size != input_size:
+        raise SystemExit(f"error: {name} takes {model.input_size}x{model.input_size} inputs, not {input_size}")
+    if "lfw" not in model.thresholds or model.thresholds["lfw"].exact_tau is None:
+        raise SystemExit(f"error: {name} has no fitted 'lfw' decision rule; export it with --data (docs/training.md)")
+    return model
 
 
 def sample_pairs(size: int):
@@ -88,8 +86,8 @@ def sample_pairs(size: int):
 
 
 def with_sample_thresholds(model: FusedPatchCNN) -> FusedPatchCNN:
-    """Fit the 1/sqrt polynomial, tau and the exact cosine rule on the shipped sample (for a random model that
-    has none)."""
+    """Fit the 1/sqrt polynomial, tau and the exact cosine rule on the shipped sample: for the tests' toy
+    models, which have none (a measured model brings its own, see ``pick_model``)."""
     a, b, same, folds = sample_pairs(model.input_size)
     ea, eb = model.embed(a), model.embed(b)
     model.thresholds["lfw"] = fit_exact_thresholds(fit_thresholds(poly_distances, ea, eb, same, folds), ea, eb,
@@ -176,7 +174,8 @@ def compare_with(base: dict, record: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input-size", type=int, default=64, choices=(64, 96, 128))
-    ap.add_argument("--model", help="an exported .model.npz (default: the shipped model, tiled for 96 and 128)")
+    ap.add_argument("--model", help="a shipped model's name or an exported .model.npz (default: the shipped "
+                                    "CryptoFaceNet of --input-size)")
     ap.add_argument("--plan-only", action="store_true", help="count the plan, encrypt nothing")
     ap.add_argument("--preset", default=DEFAULT_PRESET, help="parameter preset of the encrypted run")
     ap.add_argument("--pair", type=int, default=0, help="pair of the shipped LFW sample (0-39)")
@@ -189,17 +188,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    if args.model:
-        model = load_model(args.model)
-    elif args.input_size == 64 and DEFAULT_MODEL.exists():
-        model = load_model(DEFAULT_MODEL)
-    else:
-        model = tiled_model(args.input_size)
-    if model.input_size != args.input_size:
-        raise SystemExit(f"error: {args.model} takes {model.input_size}x{model.input_size} inputs, "
-                         f"not {args.input_size}")
-    if "lfw" not in model.thresholds or model.thresholds["lfw"].exact_tau is None:
-        model = with_sample_thresholds(model)
+    model = pick_model(args.model, args.input_size)
     params = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_"))
     t0 = time.perf_counter()
     testing = args.preset.startswith("INSECURE_")     # as the measuring harness: the decision's bootstrap a double

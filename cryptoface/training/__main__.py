@@ -103,6 +103,7 @@ def _evaluate(args) -> int:
         poly = fit_thresholds(poly_distances, emb[0::2], emb[1::2], same, fo) if not bad else None
         peaks = np.concatenate([herpn_input_maxima(model, torch.from_numpy(vs.images(model.input_size, chunk)))
                                 for chunk in np.array_split(pairs, max(1, len(pairs) // 64))])
+        peaks = np.nan_to_num(peaks, nan=np.inf)  # an activation that overflowed to NaN was unbounded
         herpn = {"median": float(np.median(peaks)), "p99": float(np.percentile(peaks, 99)),
                  "p999": float(np.percentile(peaks, 99.9)), "max": float(np.max(peaks))}
         print(f"{name}: largest |HerPN input| per image: median {np.median(peaks):.3g}, "

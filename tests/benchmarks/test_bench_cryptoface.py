@@ -83,3 +83,28 @@ def test_profile_of_a_toy_embedding_covers_its_time():
     assert stages["key switch: inner product"]["calls"] >= stages["key switch: ModUp"]["calls"]
     assert stages["key switch: ModDown"]["calls"] == 2 * stages["key switch: inner product"]["calls"]
     assert KeySwitcher.decompose is decompose
+
+
+def test_the_benchmark_measures_trained_models_only(tmp_path):
+    """pick_model: a shipped name or a file of the asked input size with its fitted rule; anything else (a size
+    without a shipped model, a wrong size, a model without rules) stops the benchmark with the reason."""
+    import pytest
+
+    from cryptoface import DEFAULT_MODEL, shipped_models
+    from cryptoface.model import load_model, save_model
+    from tests.cryptoface.toy_model import toy_model
+
+    bench = load_benchmark("bench_cryptoface")
+    assert bench.pick_model(None, 64).digest() == load_model(DEFAULT_MODEL).digest()
+    assert bench.pick_model("cryptofacenet4", 64).name == load_model(DEFAULT_MODEL).name
+    with pytest.raises(SystemExit, match="takes 64x64 inputs, not 96"):
+        bench.pick_model("cryptofacenet4", 96)
+    for size, name in ((96, "cryptofacenet9"), (128, "cryptofacenet16")):
+        if name not in shipped_models():
+            with pytest.raises(SystemExit, match="train and export one"):
+                bench.pick_model(None, size)
+    toy = toy_model()
+    toy.thresholds.clear()
+    path = save_model(toy, tmp_path / "toy.model.npz")
+    with pytest.raises(SystemExit, match="no fitted 'lfw' decision rule"):
+        bench.pick_model(str(path), toy.input_size)
