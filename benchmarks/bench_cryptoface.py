@@ -73,7 +73,8 @@ def pick_model(name_or_path: str | None, input_size: int) -> FusedPatchCNN:
     if model.input_size != input_size:
         raise SystemExit(f"error: {name} takes {model.input_size}x{model.input_size} inputs, not {input_size}")
     if "lfw" not in model.thresholds or model.thresholds["lfw"].exact_tau is None:
-        raise SystemExit(f"error: {name} has no fitted 'lfw' decision rule; export it with --data (docs/training.md)")
+        raise SystemExit(f"error: {name} has no fitted 'lfw' decision rule; export it with --data "
+                         "(docs/training.md)")
     return model
 
 
