@@ -204,7 +204,7 @@ class NormPolynomial:
             return float(np.max(np.abs(f(np.concatenate([np.linspace(a, b, 257), inside])))))
 
     @classmethod
-    def fit(cls, squared_norms: np.ndarray, degree: int = 2, trim: float = 0.01) -> "NormPolynomial":
+    def fit(cls, squared_norms: np.ndarray, degree: int = 2, trim: float = 0.0) -> "NormPolynomial":
         """Least squares on the relative error ``sqrt(y) p(y) - 1`` over the observed ``y`` (top ``trim`` dropped).
 
         The original interpolates 1/sqrt through three points (mean and
@@ -668,7 +668,7 @@ def _model_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedPatch
 
 
 def fit_thresholds(distance_fn, emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray, folds: np.ndarray,
-                   degree: int = 2, extra_norms: np.ndarray | None = None, trim: float = 0.01) -> Threshold:
+                   degree: int = 2, extra_norms: np.ndarray | None = None, trim: float = 0.0) -> Threshold:
     """Fit, for each fold, the 1/sqrt polynomial and tau on the other folds; and both on all folds.
 
     ``distance_fn(p, a, b)`` gives squared distances of ``a`` and ``b`` normalized with polynomial ``p``.

@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norm-faces", nargs="+", metavar="ROOT",
                    help="ImageFolders of other faces whose squared norms the 1/sqrt polynomial's range covers too")
     p.add_argument("--norm-faces-count", type=int, default=2000, help="faces drawn from each --norm-faces folder")
-    p.add_argument("--norm-trim", type=float, default=0.01,
-                   help="top fraction of squared norms the 1/sqrt fit drops (default 0.01)")
+    p.add_argument("--norm-trim", type=float, default=0.0,
+                   help="top fraction of squared norms the 1/sqrt fit drops (default 0: the range covers every "
+                        "face seen; trimming makes faces of the top fraction fall outside)")
     _holdout_arguments(p)
     p.set_defaults(func=_export)
 

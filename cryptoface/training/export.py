@@ -59,7 +59,7 @@ def squared_norms_of_faces(model: FusedPatchCNN, roots: Sequence[str | Path], co
 
 def attach_thresholds(model: FusedPatchCNN, sets: dict[str, facedata.VerificationSet],
                       folds: Sequence[int] | None, all_folds: Sequence[str] = (),
-                      extra_norms: np.ndarray | None = None, trim: float = 0.01) -> dict:
+                      extra_norms: np.ndarray | None = None, trim: float = 0.0) -> dict:
     """Fit every set's rules (on ``folds``, or on all folds for the sets named in ``all_folds``); each 1/sqrt
     polynomial is fitted on its fold's fitting faces plus ``extra_norms`` (other faces' squared norms), with the
     top ``trim`` dropped."""
@@ -92,7 +92,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
                       name: str | None = None, min_abs_a2: float = 1e-6,
                       extra_sets: dict[str, facedata.VerificationSet] | None = None,
                       norm_faces: Sequence[str | Path] = (), norm_faces_count: int = 2000,
-                      norm_trim: float = 0.01) -> Path:
+                      norm_trim: float = 0.0) -> Path:
     """Fuse ``checkpoint`` and write it with its rules fitted on ``data_dir`` (its ``folds``) and on each of
     ``extra_sets`` (all folds; e.g. the held-out people of a training folder, to record how the model does on
     faces of another set).  ``norm_faces`` (ImageFolder roots, ``norm_faces_count`` faces each) widen the
