@@ -251,6 +251,98 @@ class ChannelScale(SlotLinear):
                          full.reshape(-1), full_bias, name)
 
 
+class ZeroPadShortcut(SlotLinear):
+    """The parameter-free ResNet shortcut of a down-sampling block ("option A"): every ``stride``-th pixel, the
+    ``C`` input channels at ``offset .. offset + C - 1`` of the output's zero channels (default offset: centered,
+    ``(O - C) // 2``, as the common CIFAR ResNets pad); one level (a 0/1 slot matrix).
+
+    With a multiplexed output layout whose gap is the stride, the kept pixels do not move within their channel.
+    """
+
+    def __init__(self, in_layout: TensorLayout, out_layout: TensorLayout, stride: int = 2, offset: int | None = None,
+                 name: str = "zero_pad"):
+        g, c, h, w = in_layout.shape
+        o = out_layout.shape[1]
+        off = (o - c) // 2 if offset is None else offset
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1 or h % stride \
+                or w % stride:
+            raise ShapeError(f"stride {stride!r} does not divide the input {h}x{w}")
+        if out_layout.shape != (g, o, h // stride, w // stride) or not 0 <= off <= o - c:
+            raise ShapeError(f"zero-pad shortcut from {in_layout.shape} (stride {stride}, offset {off}) cannot fill "
+                             f"{out_layout.shape}")
+        self.stride, self.offset = int(stride), int(off)
+        gg, cc, yy, xx = np.meshgrid(np.arange(g), np.arange(c), np.arange(h // stride), np.arange(w // stride),
+                                     indexing="ij")
+        super().__init__(in_layout, out_layout, out_layout.index[gg, cc + off, yy, xx],
+                         in_layout.index[gg, cc, yy * stride, xx * stride], np.ones(gg.shape), None, name)
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        return plain.zero_pad_shortcut(np.asarray(tensor, dtype=np.float64), self.out_layout.shape[1], self.stride,
+                                       self.offset)
+
+
+class ChannelQuadratic(Layer):
+    """Per-channel ``a2 x^2 + a1 x + a0`` with any ``a2`` (AutoFHE's layer-wise quadratic activation; channels
+    with ``a2 = 0`` are affine).  Two levels and one relinearization; one level and none when every ``a2`` is 0.
+
+    Evaluated as ``(a2 x + a1) * x + a0``: ``a2 x`` is a plaintext product whose scale is chosen so that the final
+    rescaled product lands on the standard scale two levels down; the other factor is ``x`` brought down one
+    level (an integer constant and a rescale).  The monic :class:`Quadratic` (a fused HerPN, ``a2`` moved into
+    the next linear layer) costs one level; this form is for networks with no such layer to absorb ``a2``.
+    Free slots get 0.
+    """
+
+    def __init__(self, layout: TensorLayout, a2: np.ndarray, a1: np.ndarray, a0: np.ndarray,
+                 name: str = "channel_quadratic"):
+        self.in_layout = self.out_layout = layout
+        shape = layout.shape[:2]
+        try:
+            self.a2, self.a1, self.a0 = (np.array(np.broadcast_to(np.asarray(a, dtype=np.float64), shape))
+                                         for a in (a2, a1, a0))
+        except ValueError as exc:
+            raise ShapeError(f"coefficients do not broadcast to (groups, channels) {shape}: {exc}") from None
+        if not all(np.isfinite(a).all() for a in (self.a2, self.a1, self.a0)):
+            raise ParameterError("quadratic coefficients must be finite")
+        self.affine = not np.any(self.a2)
+        self.name = name
+
+    def depth(self) -> int:
+        return 1 if self.affine else 2
+
+    def key_switches(self) -> int:
+        return 0 if self.affine else 1
+
+    def key_plan(self, level: int) -> KeyPlan:
+        return KeyPlan() if self.affine else KeyPlan(relinearization=True)
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        t = np.asarray(tensor, dtype=np.float64)
+        return np.stack([plain.channel_quadratic(t[g:g + 1], self.a2[g], self.a1[g], self.a0[g])[0]
+                         for g in range(t.shape[0])])
+
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray:
+        v = np.asarray(vector, dtype=np.float64)
+        a2, a1, a0 = (self.in_layout.per_channel(a, v.size) for a in (self.a2, self.a1, self.a0))
+        return (a2 * v + a1) * v + a0
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
+        self._need_levels(ct)
+        params, slots, level = evaluator.params, evaluator.params.slots, ct.level
+        per = self.in_layout.per_channel
+        if self.affine:
+            a1 = encoder.encode(per(self.a1, slots), level=level,
+                                scale=params.scale_at(level - 1) * params.q_primes[level] / ct.scale)
+            out = evaluator.rescale(evaluator.mul_plain(ct, a1)).with_metadata(scale=params.scale_at(level - 1))
+        else:
+            x = evaluator.bring_to(ct, level - 1, params.scale_at(level - 1))
+            target = params.scale_at(level - 2) * params.q_primes[level - 1] / x.scale   # scale of (a2 x + a1)
+            a2 = encoder.encode(per(self.a2, slots), level=level, scale=target * params.q_primes[level] / ct.scale)
+            u = evaluator.rescale(evaluator.mul_plain(ct, a2)).with_metadata(scale=target)
+            u = evaluator.add(u, encoder.encode(per(self.a1, slots), level=level - 1, scale=target))
+            out = evaluator.rescale(evaluator.mul(u, x)).with_metadata(scale=params.scale_at(level - 2))
+        return evaluator.add(out, encoder.encode(per(self.a0, slots), level=out.level, scale=out.scale))
+
+
 class Quadratic(Layer):
     """Per-channel monic quadratic ``x^2 + a1 x + a0`` (a fused HerPN); one level, one relinearization.
 

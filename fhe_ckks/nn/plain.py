@@ -34,6 +34,23 @@ def quadratic(x: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
     return x * x + np.reshape(a1, shape) * x + np.reshape(a0, shape)
 
 
+def channel_quadratic(x: np.ndarray, a2: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
+    """Per-channel ``a2 x^2 + a1 x + a0`` on ``(B, C, ...)`` (any ``a2``, 0 included)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (np.reshape(a2, shape) * x + np.reshape(a1, shape)) * x + np.reshape(a0, shape)
+
+
+def zero_pad_shortcut(x: np.ndarray, out_channels: int, stride: int, offset: int) -> np.ndarray:
+    """The parameter-free ResNet shortcut ("option A"): every ``stride``-th pixel of ``(B, C, H, W)``, its ``C``
+    channels placed at ``offset .. offset + C - 1`` of ``out_channels`` zero channels."""
+    b, c, h, w = x.shape
+    if not 0 <= offset <= out_channels - c or stride < 1 or h % stride or w % stride:
+        raise ShapeError(f"cannot pad {c} channels at offset {offset} into {out_channels} with stride {stride}")
+    out = np.zeros((b, out_channels, h // stride, w // stride), dtype=x.dtype)
+    out[:, offset:offset + c] = x[:, :, ::stride, ::stride]
+    return out
+
+
 def avg_pool(x: np.ndarray, out: tuple[int, int]) -> np.ndarray:
     """Average pooling of ``(B, C, H, W)`` to ``(B, C, *out)`` (H, W multiples of ``out``)."""
     b, c, h, w = x.shape

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
-from fhe_ckks.errors import LevelError, ShapeError
+from fhe_ckks.errors import LevelError, ParameterError, ShapeError
 from fhe_ckks.nn import plain
-from fhe_ckks.nn.layers import ChannelScale, Conv2d, Quadratic, Residual, Sequential
+from fhe_ckks.nn.layers import (ChannelQuadratic, ChannelScale, Conv2d, Quadratic, Residual, Sequential,
+                                ZeroPadShortcut)
 from fhe_ckks.nn.layout import TensorLayout
 
 PRESET = "INSECURE_N12_QP520_L7_S40"
@@ -160,3 +161,105 @@ def test_encrypted_model_runs_its_plan_and_counts_its_keys():
     assert len(seconds) >= 1
     with pytest.raises(LevelError):
         model.run(ev, enc, ev.drop_level(ct, 1))
+
+
+# ---- the ResNet baselines' layers (issue #16): zero-padded shortcuts, channel-wise quadratics -----------------
+
+@settings(deadline=None, max_examples=20)
+@given(st.integers(1, 2), st.integers(1, 4), st.integers(0, 4), st.sampled_from([1, 2]), st.booleans(),
+       st.integers(0, 2**16))
+def test_zero_pad_shortcut_slot_twin_equals_the_tensor_shortcut(groups, cin, extra, stride, multiplex, seed):
+    rng = np.random.default_rng(seed)
+    lin = TensorLayout.stacked(groups, cin, 8, 8)
+    cout = cin + extra
+    lout = (TensorLayout.multiplexed(groups, cout, 8 // stride, 8 // stride, stride) if multiplex
+            else TensorLayout.stacked(groups, cout, 8 // stride, 8 // stride))
+    offset = int(rng.integers(0, extra + 1))
+    layer = ZeroPadShortcut(lin, lout, stride, offset)
+    x = rng.normal(size=lin.shape)
+    want = plain.zero_pad_shortcut(x, cout, stride, offset)
+    assert np.array_equal(layer.forward_plain(x), want)
+    assert np.array_equal(want[:, offset:offset + cin], x[:, :, ::stride, ::stride])
+    assert not want[:, :offset].any() and not want[:, offset + cin:].any()
+    # garbage in the input's free slots never reaches the output
+    v = lin.pack(x, 1024) + np.where(np.isin(np.arange(1024) % lin.period, lin.index), 0, 1e3)
+    assert np.allclose(lout.unpack(layer.forward_slots(v)), want, atol=2**-20)
+    assert layer.depth() == 1
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(0, 2**16), st.booleans())
+def test_channel_quadratic_slot_twin_equals_the_tensor_quadratic(groups, channels, seed, with_zeros):
+    rng = np.random.default_rng(seed)
+    lay = TensorLayout.stacked(groups, channels, 4, 4)
+    a2, a1, a0 = rng.normal(size=(3, groups, channels))
+    if with_zeros:
+        a2[rng.random((groups, channels)) < 0.5] = 0.0           # identity-like and affine channels
+    layer = ChannelQuadratic(lay, a2, a1, a0)
+    x = rng.normal(size=lay.shape)
+    want = a2[:, :, None, None] * x ** 2 + a1[:, :, None, None] * x + a0[:, :, None, None]
+    assert np.allclose(layer.forward_plain(x), want, rtol=1e-12, atol=1e-12)
+    assert np.allclose(lay.unpack(layer.forward_slots(lay.pack(x, 512))), want, rtol=1e-12, atol=1e-12)
+    assert layer.depth() == (1 if not a2.any() else 2)
+
+
+@pytest.mark.parametrize("kind", ["quadratic", "mixed", "affine"])
+def test_encrypted_channel_quadratic_matches_plain_and_lands_on_the_standard_scale(kind):
+    rng = np.random.default_rng(7)
+    lay = TensorLayout.stacked(2, 4, 8, 8)
+    a2, a1, a0 = rng.normal(size=(3, 2, 4))
+    if kind == "mixed":
+        a2[:, ::2] = 0.0
+    if kind == "affine":
+        a2[:] = 0.0
+    layer = ChannelQuadratic(lay, a2, a1, a0)
+    assert layer.depth() == (1 if kind == "affine" else 2) and layer.key_switches() == (kind != "affine")
+    x = rng.uniform(-2, 2, lay.shape)
+    got = run_encrypted(layer, x)                      # checks the output level and scale too
+    want = layer.forward_plain(x)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-20
+
+
+def test_encrypted_down_sampling_basic_block_with_a_zero_padded_shortcut():
+    """A CIFAR ResNet basic block under encryption: stride-2 conv -> quadratic -> conv, plus the zero-padded
+    shortcut (channels 4 -> 8, centered), then a quadratic: equal to the tensor block."""
+    rng = np.random.default_rng(3)
+    lin = TensorLayout.stacked(1, 4, 8, 8)
+    lout = TensorLayout.multiplexed(1, 8, 4, 4, 2)
+    body = Sequential([Conv2d(lin, lout, rng.normal(size=(1, 8, 4, 3, 3)) * 0.2, stride=2),
+                       ChannelQuadratic(lout, rng.normal(size=(1, 8)) * 0.3, rng.normal(size=(1, 8)),
+                                        rng.normal(size=(1, 8)) * 0.1),
+                       Conv2d(lout, lout, rng.normal(size=(1, 8, 8, 3, 3)) * 0.2)])
+    shortcut = ZeroPadShortcut(lin, lout, stride=2)
+    assert shortcut.offset == 2
+    block = Sequential([Residual(body, shortcut), ChannelQuadratic(lout, 0.2, 1.0, 0.0)])
+    assert block.depth() == 6
+    x = rng.uniform(-1, 1, lin.shape)
+    want = block.forward_plain(x)
+    ref = plain.conv2d(plain.channel_quadratic(plain.conv2d(x, body.layers[0].weight[0], 2),
+                                               body.layers[1].a2[0], body.layers[1].a1[0], body.layers[1].a0[0]),
+                       body.layers[2].weight[0]) + plain.zero_pad_shortcut(x, 8, 2, 2)
+    assert np.allclose(want, 0.2 * ref ** 2 + ref, atol=1e-5)        # (diagonals are float32)
+    got = run_encrypted(block, x)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-18
+
+
+def test_bad_shortcuts_and_coefficients_are_refused():
+    lin = TensorLayout.stacked(1, 4, 8, 8)
+    with pytest.raises(ShapeError):
+        ZeroPadShortcut(lin, TensorLayout.stacked(1, 8, 8, 8), stride=2)          # wrong output size
+    with pytest.raises(ShapeError):
+        ZeroPadShortcut(lin, TensorLayout.stacked(1, 8, 4, 4), stride=2, offset=5)  # channels do not fit
+    with pytest.raises(ShapeError):
+        ZeroPadShortcut(lin, TensorLayout.stacked(1, 2, 4, 4), stride=2)          # fewer output channels
+    with pytest.raises(ShapeError):
+        ZeroPadShortcut(TensorLayout.stacked(1, 4, 7, 7), TensorLayout.stacked(1, 8, 3, 3), stride=2)
+    with pytest.raises(ShapeError):
+        ChannelQuadratic(lin, np.ones(3), 0, 0)
+    with pytest.raises(ParameterError):
+        ChannelQuadratic(lin, [1, np.nan, 1, 1], 0, 0)
+    params, kg = keys()
+    enc = Encoder(params)
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(np.zeros(8), level=1))
+    with pytest.raises(LevelError):
+        ChannelQuadratic(lin, 1, 0, 0).forward(Evaluator(params, kg.relin_key()), enc, ct)
