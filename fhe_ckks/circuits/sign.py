@@ -575,6 +575,18 @@ class CompositeSign:
         output is at ``ct.level - depth()``, on the standard scale."""
         return self._apply(self._polys(step=False), evaluator, ct)
 
+    def step_plain(self, x) -> np.ndarray:
+        """``(1 + p(x)) / 2 ~ [x > 0]`` on numbers (the plaintext twin of :meth:`step`)."""
+        y = np.asarray(x, dtype=np.float64)
+        for poly in self._polys(step=True):
+            y = poly.evaluate_plain(y)
+        return y
+
+    def step(self, evaluator: Evaluator, ct: Ciphertext) -> Ciphertext:
+        """``(1 + p) / 2`` slot-wise (the step ``[x > 0]``; real slots in [-1, 1]), at the depth of
+        :meth:`evaluate` (only the last stage's coefficients change)."""
+        return self._apply(self._polys(step=True), evaluator, ct)
+
     # ---- interval check: a product of two steps ------------------------------------
 
     def _polys(self, step: bool) -> list[ChebyshevPolynomial]:

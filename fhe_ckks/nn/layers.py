@@ -343,6 +343,49 @@ class ChannelQuadratic(Layer):
         return evaluator.add(out, encoder.encode(per(self.a0, slots), level=out.level, scale=out.scale))
 
 
+class AppReLU(Layer):
+    """MPCNN's approximate ReLU on inputs scaled into [-1, 1]: ``u * (1 + p(u)) / 2`` for a composite minimax
+    sign ``p`` (:class:`~fhe_ckks.circuits.sign.CompositeSign`, e.g. ``CompositeSign.mpcnn()``, degrees
+    15, 15, 27).  ``sign.depth() + 1`` levels.
+
+    ReLU is positively homogeneous, so a network whose pre-activations lie in [-B, B] runs on ``x / B``
+    throughout (its biases divided by B) and multiplies by B once at its end.  Within 2^-bits of ReLU: for
+    ``|u| >= margin`` the error is ``|u| * error / 2``; below the margin at most ``|u|``.
+    """
+
+    def __init__(self, layout: TensorLayout, sign, name: str = "app_relu"):
+        from ..circuits.sign import CompositeSign
+
+        if not isinstance(sign, CompositeSign):
+            raise ParameterError(f"AppReLU takes a CompositeSign, got {type(sign).__name__}")
+        self.in_layout = self.out_layout = layout
+        self.sign, self.name = sign, name
+
+    def depth(self) -> int:
+        return self.sign.depth() + 1
+
+    def key_switches(self) -> int:
+        return self.sign.products() + 1
+
+    def key_plan(self, level: int) -> KeyPlan:
+        return KeyPlan(relinearization=True)
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        t = np.asarray(tensor, dtype=np.float64)
+        return t * self.sign.step_plain(t)
+
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray:
+        return self.forward_plain(vector)
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
+        self._need_levels(ct)
+        params = evaluator.params
+        step = self.sign.step(evaluator, ct)                      # standard scale, sign.depth() levels down
+        x = evaluator.bring_to(ct, step.level, params.scale_at(step.level))
+        out = evaluator.rescale(evaluator.mul(x, step))
+        return out.with_metadata(scale=params.scale_at(out.level))
+
+
 class Quadratic(Layer):
     """Per-channel monic quadratic ``x^2 + a1 x + a0`` (a fused HerPN); one level, one relinearization.
 

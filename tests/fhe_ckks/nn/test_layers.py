@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
 from fhe_ckks.errors import LevelError, ParameterError, ShapeError
 from fhe_ckks.nn import plain
-from fhe_ckks.nn.layers import (ChannelQuadratic, ChannelScale, Conv2d, Quadratic, Residual, Sequential,
+from fhe_ckks.circuits.sign import CompositeSign
+from fhe_ckks.nn.layers import (AppReLU, ChannelQuadratic, ChannelScale, Conv2d, Quadratic, Residual, Sequential,
                                 ZeroPadShortcut)
 from fhe_ckks.nn.layout import TensorLayout
 
@@ -263,3 +264,31 @@ def test_bad_shortcuts_and_coefficients_are_refused():
     ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(np.zeros(8), level=1))
     with pytest.raises(LevelError):
         ChannelQuadratic(lin, 1, 0, 0).forward(Evaluator(params, kg.relin_key()), enc, ct)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.floats(-1.0, 1.0, allow_nan=False))
+def test_app_relu_is_within_its_stated_bound_of_relu(u):
+    """MPCNN's AppReLU (degrees 15, 15, 27 at margin 2^-9): ``|u| error / 2`` off ReLU outside the margin,
+    at most ``|u|`` inside it."""
+    sign = CompositeSign.mpcnn()
+    layer = AppReLU(TensorLayout.stacked(1, 1, 1, 1), sign)
+    got = float(layer.forward_plain(np.full((1, 1, 1, 1), u))[0, 0, 0, 0])
+    bound = abs(u) * sign.error / 2 if abs(u) >= sign.margin else abs(u)
+    assert abs(got - max(u, 0.0)) <= bound * (1 + 1e-9) + 1e-15
+    assert layer.depth() == 16
+
+
+@pytest.mark.parametrize("degrees", [(3, 3), (7,)])
+def test_encrypted_app_relu_matches_its_plain_twin(degrees):
+    rng = np.random.default_rng(11)
+    lay = TensorLayout.stacked(2, 3, 4, 4)
+    sign = CompositeSign.fit(degrees, 0.1)
+    layer = AppReLU(lay, sign)
+    assert layer.depth() == sign.depth() + 1 and layer.key_switches() == sign.products() + 1
+    x = rng.uniform(-1, 1, lay.shape)
+    got = run_encrypted(Sequential([ChannelScale(lay, lay, 1.0), layer]), x)   # free slots: 0 after a linear
+    want = layer.forward_plain(x)
+    assert np.max(np.abs(got - want)) < 2**-18
+    with pytest.raises(ParameterError):
+        AppReLU(lay, sign.stages[0])
