@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from .models import PATCH_SIZE, PatchCNN, build_model
+from .models import PATCH_SIZE, build_model
 
 _FUSED_KEYS = re.compile(r"(^|\.)(weight1|weight2|a0|a1|a2|b0|b1|weights\.\d+)$|^bias$")
 
@@ -44,7 +44,9 @@ def input_size_of(state: dict, patch_size: int = PATCH_SIZE) -> int:
     return grid * patch_size
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> PatchCNN:
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """The model of a checkpoint, in evaluation mode: a CryptoFaceNet (ours or the original's), or one of the
+    ResNet baselines when the checkpoint's config names one (``model.arch``)."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=False)
@@ -52,6 +54,15 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> PatchCNN:
         raise ModelError(f"{path}: no such checkpoint") from None
     except Exception as exc:
         raise ModelError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    cfg = obj.get("config") if isinstance(obj, dict) else None
+    arch = (cfg.get("model") or {}).get("arch", "cryptofacenet") if isinstance(cfg, dict) else "cryptofacenet"
+    if arch != "cryptofacenet":
+        try:
+            model = build_model(cfg["model"]["input_size"], PATCH_SIZE, arch, cfg["model"].get("activation"))
+            model.load_state_dict(obj["backbone"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not a valid {arch} checkpoint ({exc})") from exc
+        return model.eval()
     state = backbone_state(obj)
     model = build_model(input_size_of(state))
     try:

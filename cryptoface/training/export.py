@@ -98,6 +98,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
     faces of another set).  ``norm_faces`` (ImageFolder roots, ``norm_faces_count`` faces each) widen the
     1/sqrt polynomial's range to faces beyond the fitting pairs."""
     obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = obj.get("config") if isinstance(obj, dict) else None
+    arch = ((cfg.get("model") or {}).get("arch") if isinstance(cfg, dict) else None) or "cryptofacenet"
+    if arch != "cryptofacenet":
+        raise ModelError(f"{checkpoint}: a {arch} checkpoint; the .model.npz format and the encrypted side take "
+                         "CryptoFaceNet only so far (`evaluate` measures the ResNet baselines in plaintext)")
     state = backbone_state(obj)
     output = Path(output)
     name = name or output.name.split(".")[0]

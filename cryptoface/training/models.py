@@ -155,7 +155,21 @@ def _initialize(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build_model(input_size: int, patch_size: int = PATCH_SIZE) -> PatchCNN:
+def build_model(input_size: int, patch_size: int = PATCH_SIZE, arch: str = "cryptofacenet",
+                activation: str | None = None) -> nn.Module:
+    """The network of a config's ``model`` section: a CryptoFaceNet of ``input_size``, or (``arch`` resnet32 /
+    resnet44) one of the seed's ResNet baselines on 64x64 faces (:mod:`cryptoface.training.resnet`)."""
+    if arch in ("resnet32", "resnet44"):
+        from .resnet import RESNET_INPUT_SIZE, ResNetFace
+
+        if input_size != RESNET_INPUT_SIZE:
+            raise ValueError(f"the ResNet baselines take {RESNET_INPUT_SIZE}x{RESNET_INPUT_SIZE} faces, "
+                             f"not {input_size}")
+        return ResNetFace(int(arch[6:]), activation or "relu")
+    if arch != "cryptofacenet":
+        raise ValueError(f"model.arch {arch!r} is not cryptofacenet, resnet32 or resnet44")
+    if activation is not None:
+        raise ValueError("model.activation applies to the ResNet baselines only (CryptoFaceNet uses HerPN)")
     if input_size not in INPUT_SIZES:
         raise ValueError(f"input size {input_size} not in {sorted(INPUT_SIZES)}")
     return PatchCNN(input_size, patch_size)

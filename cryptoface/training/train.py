@@ -93,7 +93,8 @@ class InMemoryFaces:
 
 
 class ActivationPenalty:
-    """``mean(relu(|x| - T)^2)`` over the inputs of every HerPN, summed: keeps the polynomial network's
+    """``mean(relu(|x| - T)^2)`` over the inputs of every HerPN (and every trained quadratic of the AutoFHE
+    baseline), summed: keeps the polynomial network's
     activations inside ``[-T, T]``, where they must stay for CKKS (a quadratic of a large value grows
     out of any modulus, and a few layers of that turn a rare input into an overflow).
 
@@ -104,12 +105,13 @@ class ActivationPenalty:
 
     def __init__(self, model: torch.nn.Module, bound: float | None):
         from .models import HerPN
+        from .resnet import ChannelQuadratic
 
         self.bound, self.terms = bound, []
         self.active = bound is not None
         if self.active:
             for mod in model.modules():
-                if isinstance(mod, HerPN):
+                if isinstance(mod, (HerPN, ChannelQuadratic)):
                     mod.register_forward_pre_hook(self._hook)
 
     def _hook(self, module, inputs):
@@ -231,14 +233,22 @@ def evaluate_model(model: PatchCNN, sets: dict[str, facedata.VerificationSet], d
 
 
 @torch.no_grad()
-def herpn_input_maxima(model: PatchCNN, x: torch.Tensor) -> np.ndarray:
-    """Per image, the largest |value| entering any HerPN (what the encrypted side must hold)."""
+def _activation_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The activations whose inputs the encrypted side must hold: HerPN (CryptoFaceNet), ReLU (MPCNN's AppReLU
+    needs them within [-B, B]) and the trained quadratics of the AutoFHE baseline."""
     from .models import HerPN
+    from .resnet import ChannelQuadratic
 
+    return [m for m in model.modules() if isinstance(m, (HerPN, ChannelQuadratic, torch.nn.ReLU))]
+
+
+def herpn_input_maxima(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Per image, the largest |value| entering any activation (HerPN, or a baseline's ReLU or quadratic): what
+    the encrypted side must hold."""
     model.eval()
     seen = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].abs().flatten(1).amax(1)))
-             for m in model.modules() if isinstance(m, HerPN)]
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach().abs().flatten(1).amax(1)))
+             for m in _activation_modules(model)]
     try:
         model.embed(x)
     finally:
@@ -313,7 +323,7 @@ class StopRequest:
         return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
-def init_from_checkpoint(model: PatchCNN, state: dict) -> None:
+def init_from_checkpoint(model: torch.nn.Module, state: dict) -> None:
     """Load a checkpoint's weights into ``model``, also from a CryptoFaceNet with another patch grid.
 
     With the same grid this is ``load_state_dict``.  With another grid (e.g. CryptoFaceNet4 into
@@ -325,6 +335,12 @@ def init_from_checkpoint(model: PatchCNN, state: dict) -> None:
     """
     from .checkpoint import backbone_state
 
+    if not isinstance(model, PatchCNN):        # a ResNet baseline: the same architecture's weights only
+        try:
+            model.load_state_dict(state.get("backbone", state))
+        except (RuntimeError, AttributeError) as exc:
+            raise ConfigError(f"model.init: not a checkpoint of this network ({exc})") from None
+        return
     src = backbone_state(state)
     n_old = 1 + max(int(k.split(".")[1]) for k in src if k.startswith("nets."))
     g_old, g_new = round(n_old ** 0.5), model.grid
@@ -400,7 +416,11 @@ def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, run
     if cfg["data"].get("val"):
         val_sets = facedata.load_verification_dir(cfg["data"]["val"], cfg["data"]["val_datasets"])
 
-    model = build_model(cfg["model"]["input_size"], cfg["model"]["patch_size"]).to(device)
+    try:
+        model = build_model(cfg["model"]["input_size"], cfg["model"]["patch_size"],
+                            cfg["model"].get("arch", "cryptofacenet"), cfg["model"].get("activation")).to(device)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
     if cfg["model"].get("init") and not resume:
         init_from_checkpoint(model, torch.load(cfg["model"]["init"], map_location=device, weights_only=False))
         log.info("initialized from %s", cfg["model"]["init"])
@@ -483,7 +503,7 @@ def _train(cfg: dict, resume: str | None, progress: bool, stop: StopRequest, run
             x, y = x.to(device), y.to(device)
             penalty.reset()
             emb, logits, target = model(x)
-            loss = jigsaw_weight * jigsaw_loss(logits, target)
+            loss = jigsaw_weight * jigsaw_loss(logits, target) if logits is not None else emb.new_zeros(())
             if penalty.active:
                 loss = loss + cfg["loss"].get("activation_weight", 0.0) * penalty.value()
             if cfg["loss"].get("norm_weight"):

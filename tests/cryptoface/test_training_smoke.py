@@ -321,3 +321,55 @@ def test_a_recipe_runs_its_stages_and_continues_after_a_stop(tiny, tmp_path):
         load_recipe(bad)
     for name, stages in (("cryptofacenet4", 2), ("cryptofacenet9", 3), ("cryptofacenet16", 2)):
         assert len(load_recipe(name)) == stages and load_recipe(name)[-1]["name"] == "bound"
+
+
+@pytest.mark.parametrize("config", ["mpcnn_resnet32", "autofhe_resnet32"])
+def test_the_resnet_baselines_train_resume_and_evaluate(tiny, tmp_path, config, capsys):
+    """Issue #16's baselines go through the same loop: one epoch, a resume, `evaluate` on the checkpoint; the
+    .model.npz export refuses them with the reason (not built yet)."""
+    from cryptoface.training.checkpoint import load_checkpoint
+    from cryptoface.training.resnet import ChannelQuadratic, ResNetFace
+    from cryptoface.training.train import herpn_input_maxima
+
+    cfg = load_config(config, overrides(tiny, kind="distill") + [f"output={tmp_path / 'runs'}"])
+    ckpt = train(cfg, progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["optim"]["epochs"] = 2
+    torch.save(state, ckpt)
+    train(state["config"], resume=str(ckpt), progress=False)
+    model = load_checkpoint(ckpt)
+    assert isinstance(model, ResNetFace) and model.depth == 32 and not model.training
+    quads = sum(isinstance(m, ChannelQuadratic) for m in model.activations())
+    assert quads == (16 if config.startswith("autofhe") else 0)
+    x = torch.from_numpy(data.load_verification_bin(tiny / "val" / "lfw.bin").images(64)[:4])
+    peaks = herpn_input_maxima(model, x)
+    assert peaks.shape == (4,) and (peaks > 0).all()
+    assert main(["evaluate", str(ckpt), "--data", str(tiny / "val")]) == 0
+    assert "lfw:" in capsys.readouterr().out
+    assert main(["export", str(ckpt), "--data", str(tiny / "val"), "--output", str(tmp_path / "r.model.npz")]) != 0
+    assert "a resnet32 checkpoint" in capsys.readouterr().err and not (tmp_path / "r.model.npz").exists()
+
+
+def test_resnet_baselines_shapes_and_refusals(tiny):
+    from cryptoface.training.models import build_model
+    from cryptoface.training.resnet import AUTOFHE_RESNET32_BOOT8, ResNetFace, ZeroPadShortcut
+
+    assert len(AUTOFHE_RESNET32_BOOT8) == 31 and AUTOFHE_RESNET32_BOOT8.count(2) == 16
+    x = torch.randn(2, 16, 8, 8)
+    y = ZeroPadShortcut(16, 32, 2)(x)
+    assert y.shape == (2, 32, 4, 4) and torch.equal(y[:, 8:24], x[:, :, ::2, ::2]) and not y[:, :8].any()
+    for depth, params in ((32, 529_296), (44, 723_728)):
+        net = build_model(64, arch=f"resnet{depth}", activation="relu")
+        assert sum(p.numel() for p in net.parameters()) == params and len(net.activations()) == 6 * (depth // 6) + 1
+    with pytest.raises(ValueError):
+        build_model(96, arch="resnet32")
+    with pytest.raises(ValueError):
+        build_model(64, arch="vgg")
+    with pytest.raises(ValueError):
+        build_model(64, activation="relu")                     # CryptoFaceNet has HerPN
+    with pytest.raises(ValueError):
+        ResNetFace(32, "autofhe", pattern=(0, 2) * 5)          # 31 activations
+    with pytest.raises(ValueError):
+        ResNetFace(32, "autofhe", pattern=(1,) * 31)           # depths 0 or 2
+    with pytest.raises(ConfigError, match="model"):
+        train(load_config("mpcnn_resnet32", overrides(tiny) + ["model.input_size=96"]), progress=False)
