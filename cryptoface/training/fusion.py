@@ -127,3 +127,54 @@ def fuse(state: Mapping, input_size: int, patch_size: int = 32, min_abs_a2: floa
                                   (int(round(math.sqrt(cells))),) * 2))
     info = {"fusion": {"eps": eps, "min_abs_a2": min_abs_a2, "nudged": nudged}}
     return FusedPatchCNN(input_size, patch_size, nets, info=info, name=name)
+
+
+# --------------------------------------------------------------------------- the ResNet baselines (issue #16)
+
+def _conv_bn(state: Mapping, conv: str, bn: str, eps: float = EPS_DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """A bias-free conv followed by a BatchNorm2d, as one conv with a bias."""
+    w = _np(state, f"{conv}.weight")
+    gamma, beta = _np(state, f"{bn}.weight"), _np(state, f"{bn}.bias")
+    mean, var = _np(state, f"{bn}.running_mean"), _np(state, f"{bn}.running_var")
+    k = gamma / np.sqrt(var + eps)
+    return w * k[:, None, None, None], beta - k * mean
+
+
+def fuse_resnet(state: Mapping, depth: int, activation: str, eps: float = EPS_DEFAULT, name: str = "model"):
+    """Fuse a :class:`~cryptoface.training.resnet.ResNetFace` state dict into a
+    :class:`cryptoface.baselines.FusedResNet` (float64): every BatchNorm2d into its conv, the linear layer and
+    the affine-free BatchNorm1d into one affine map; ReLU stays ReLU (``activation="relu"``, MPCNN), and for
+    ``"autofhe"`` an activation with trained coefficients (``...act.weight``) is a quadratic, one without the
+    identity.  The ReLU bound B is set by the export, from fitting faces."""
+    from ..baselines import Activation, FusedBasicBlock, FusedResNet
+    from .resnet import RESNET_BLOCKS, RESNET_CHANNELS
+
+    if depth not in RESNET_BLOCKS or activation not in ("relu", "autofhe"):
+        raise FusionError(f"no ResNet{depth} with {activation!r} activations")
+
+    def act(prefix: str) -> Activation:
+        if activation == "relu":
+            return Activation("relu")
+        if f"{prefix}.weight" in state:
+            return Activation("quadratic", _np(state, f"{prefix}.weight"))
+        return Activation("identity")
+
+    conv0, bias0 = _conv_bn(state, "conv", "bn0", eps)
+    blocks, planes, i = [], RESNET_CHANNELS[0], 0
+    for stage, width in enumerate(RESNET_CHANNELS):
+        for b in range(RESNET_BLOCKS[depth]):
+            stride = 2 if stage > 0 and b == 0 else 1
+            p = f"layers.{i}"
+            w1, b1 = _conv_bn(state, f"{p}.conv1", f"{p}.bn1", eps)
+            w2, b2 = _conv_bn(state, f"{p}.conv2", f"{p}.bn2", eps)
+            pad = stride != 1 or planes != width
+            blocks.append(FusedBasicBlock(w1, b1, stride, act(f"{p}.act1"), w2, b2, act(f"{p}.act2"),
+                                          "zero_pad" if pad else "identity", (width - planes) // 2 if pad else 0))
+            planes, i = width, i + 1
+    if f"layers.{i}.conv1.weight" in state:
+        raise FusionError(f"the state dict has more blocks than ResNet{depth}")
+    lw, lb = _np(state, "linear.weight"), _np(state, "linear.bias")
+    mean, var = _np(state, "bn.running_mean"), _np(state, "bn.running_var")
+    k = 1.0 / np.sqrt(var + eps)
+    return FusedResNet(f"resnet{depth}", "mpcnn" if activation == "relu" else "autofhe", conv0, bias0, act("act0"),
+                       blocks, lw * k[:, None], (lb - mean) * k, info={"name": name, "fusion": {"eps": eps}})

@@ -1,0 +1,84 @@
+"""The ResNet baselines' fused numpy twins (issue #16) against the torch networks they come from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cryptoface.baselines import Activation, relu_bound  # noqa: E402
+from cryptoface.errors import ModelError  # noqa: E402
+from cryptoface.training.fusion import fuse_resnet  # noqa: E402
+from cryptoface.training.resnet import ChannelQuadratic, ResNetFace  # noqa: E402
+
+
+def trained_looking(depth: int, activation: str, seed: int = 0) -> ResNetFace:
+    """Batch-norm statistics and quadratic weights drawn like a trained model's (a fresh model's hide mistakes)."""
+    torch.manual_seed(seed)
+    model = ResNetFace(depth, activation).double()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                if m.weight is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, ChannelQuadratic):
+                m.weight.add_(torch.empty_like(m.weight).uniform_(-0.05, 0.05))
+            if isinstance(m, torch.nn.Conv2d) and activation == "autofhe":
+                m.weight.mul_(0.3)       # untrained quadratics compound: keep the activations in range
+    return model.eval()
+
+
+@pytest.mark.parametrize("depth, activation", [(32, "relu"), (44, "relu"), (32, "autofhe")])
+def test_the_fused_resnet_equals_the_torch_network(depth, activation):
+    model = trained_looking(depth, activation)
+    fused = fuse_resnet(model.state_dict(), depth, activation)
+    assert len(fused.activations()) == len(model.activations())
+    x = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        want = model.embed(x).numpy()
+    got = fused.embed(x.numpy())
+    assert np.isfinite(want).all()
+    assert np.max(np.abs(got - want)) <= 2**-40 * np.max(np.abs(want))
+    kinds = [a.kind for a in fused.activations()]
+    assert kinds.count("quadratic") == (16 if activation == "autofhe" else 0)
+    assert kinds.count("relu") == (len(kinds) if activation == "relu" else 0)
+
+
+def test_the_app_relu_twin_stays_close_to_the_relu_network():
+    """MPCNN's plaintext twin (every ReLU an AppReLU on x / B) against the exact network: the embeddings
+    agree to the sign's precision, relative to their norm; without B it refuses."""
+    model = trained_looking(32, "relu", seed=1)
+    fused = fuse_resnet(model.state_dict(), 32, "relu")
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 64, 64))
+    with pytest.raises(ModelError, match="ReLU bound"):
+        fused.embed(x, polynomial=True)
+    fused.relu_bound = relu_bound(fused.activation_peaks(x))
+    exact, app = fused.embed(x), fused.embed(x, polynomial=True)
+    rel = np.linalg.norm(app - exact, axis=1) / np.linalg.norm(exact, axis=1)
+    assert rel.max() < 2**-6, rel
+    assert np.all(np.sum(app * exact, 1) / np.linalg.norm(app, axis=1) / np.linalg.norm(exact, axis=1) > 0.999)
+
+
+def test_autofhe_is_polynomial_already():
+    model = trained_looking(32, "autofhe", seed=2)
+    fused = fuse_resnet(model.state_dict(), 32, "autofhe")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 64, 64))
+    assert np.array_equal(fused.embed(x), fused.embed(x, polynomial=True))
+
+
+def test_bad_activations_and_inputs_are_refused():
+    with pytest.raises(ModelError):
+        Activation("gelu")
+    with pytest.raises(ModelError):
+        Activation("quadratic")
+    with pytest.raises(ModelError):
+        Activation("quadratic", np.full((3, 4), np.nan))
+    with pytest.raises(ModelError):
+        relu_bound(np.array([np.inf]))
+    fused = fuse_resnet(trained_looking(32, "relu").state_dict(), 32, "relu")
+    with pytest.raises(ModelError):
+        fused.embed(np.zeros((1, 3, 96, 96)))
