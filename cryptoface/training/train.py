@@ -232,7 +232,6 @@ def evaluate_model(model: PatchCNN, sets: dict[str, facedata.VerificationSet], d
     return results
 
 
-@torch.no_grad()
 def _activation_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The activations whose inputs the encrypted side must hold: HerPN (CryptoFaceNet), ReLU (MPCNN's AppReLU
     needs them within [-B, B]) and the trained quadratics of the AutoFHE baseline."""
@@ -242,6 +241,7 @@ def _activation_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, (HerPN, ChannelQuadratic, torch.nn.ReLU))]
 
 
+@torch.no_grad()
 def herpn_input_maxima(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     """Per image, the largest |value| entering any activation (HerPN, or a baseline's ReLU or quadratic): what
     the encrypted side must hold."""
