@@ -319,7 +319,7 @@ def test_a_recipe_runs_its_stages_and_continues_after_a_stop(tiny, tmp_path):
     bad.write_text("stages:\n  - {name: one, config: pcnn64, init: later}\n")
     with pytest.raises(ConfigError, match="not an earlier stage"):
         load_recipe(bad)
-    for name, stages in (("cryptofacenet4", 2), ("cryptofacenet9", 3), ("cryptofacenet16", 2)):
+    for name, stages in (("cryptofacenet4", 2), ("cryptofacenet9", 3), ("cryptofacenet16", 3)):
         assert len(load_recipe(name)) == stages and load_recipe(name)[-1]["name"] == "bound"
 
 
