@@ -74,9 +74,60 @@ class Layer(ABC):
         """Plaintext diagonals one evaluation encodes (0 for a layer with no linear transform)."""
         return 0
 
+    def level_after(self, level: int) -> int:
+        """The level of the output for an input at ``level``; :class:`LevelError` when the layer does not fit.
+        ``level - depth()``, except for layers that hold a :class:`Bootstrap`."""
+        if level < self.depth():
+            raise LevelError(f"{getattr(self, 'name', type(self).__name__)} needs {self.depth()} level(s), "
+                             f"the input is at {level}")
+        return level - self.depth()
+
+    def bootstraps(self) -> int:
+        """Bootstraps one evaluation runs inside this layer (:class:`Bootstrap` layers)."""
+        return 0
+
     def _need_levels(self, ct: Ciphertext) -> None:
-        if ct.level < self.depth():
-            raise LevelError(f"{type(self).__name__} needs {self.depth()} level(s), ciphertext is at {ct.level}")
+        self.level_after(ct.level)
+
+
+class Bootstrap(Layer):
+    """A bootstrap at a chosen place of a network (inside a residual branch too), for networks whose bootstraps
+    sit where their design puts them (MPCNN: before every AppReLU) rather than where the greedy planner would.
+    ``bootstrapper``: anything with ``output_level`` and ``bootstrap(ct)`` (:class:`fhe_ckks.bootstrap.
+    Bootstrapper`, or in tests the named ``SecretKeyBootstrapper`` double).  Its keys are the bootstrapper's
+    own (:func:`fhe_ckks.bootstrap.bootstrap_key_plan`), not in :meth:`key_plan`."""
+
+    def __init__(self, layout: TensorLayout, bootstrapper, name: str = "bootstrap"):
+        if not isinstance(getattr(bootstrapper, "output_level", None), int) or not hasattr(bootstrapper, "bootstrap"):
+            raise ParameterError("Bootstrap needs a bootstrapper with an int output_level and bootstrap(ct)")
+        self.in_layout = self.out_layout = layout
+        self.bootstrapper, self.name = bootstrapper, name
+
+    def depth(self) -> int:
+        return 0
+
+    def level_after(self, level: int) -> int:
+        if level < 0:
+            raise LevelError(f"{self.name}: no ciphertext at level {level}")
+        return self.bootstrapper.output_level
+
+    def bootstraps(self) -> int:
+        return 1
+
+    def key_switches(self) -> int:
+        return 0
+
+    def key_plan(self, level: int) -> KeyPlan:
+        return KeyPlan()
+
+    def forward_plain(self, tensor: np.ndarray) -> np.ndarray:
+        return np.asarray(tensor, dtype=np.float64)
+
+    def forward_slots(self, vector: np.ndarray) -> np.ndarray:
+        return np.asarray(vector, dtype=np.float64)
+
+    def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
+        return self.bootstrapper.bootstrap(ct)
 
 
 class SlotLinear(Layer):
@@ -453,8 +504,16 @@ class Sequential(Layer):
         plans = []
         for layer in self.layers:
             plans.append(layer.key_plan(level))
-            level -= layer.depth()
+            level = layer.level_after(level)
         return KeyPlan.merge(plans)
+
+    def level_after(self, level: int) -> int:
+        for layer in self.layers:
+            level = layer.level_after(level)
+        return level
+
+    def bootstraps(self) -> int:
+        return sum(layer.bootstraps() for layer in self.layers)
 
     @property
     def diagonal_count(self) -> int:
@@ -501,6 +560,13 @@ class Residual(Layer):
 
     def key_plan(self, level: int) -> KeyPlan:
         return self.body.key_plan(level) | self.shortcut.key_plan(level)
+
+    def level_after(self, level: int) -> int:
+        # the higher branch is brought down to the other's level (free on the standard scales)
+        return min(self.body.level_after(level), self.shortcut.level_after(level))
+
+    def bootstraps(self) -> int:
+        return self.body.bootstraps() + self.shortcut.bootstraps()
 
     @property
     def diagonal_count(self) -> int:

@@ -43,6 +43,8 @@ class Plan:
         start_level: the level the chain starts at.
         key_switches: rotations and relinearizations of one evaluation (bootstraps not included).
         depth: levels the layers consume (bootstraps not included).
+        inner_bootstraps: bootstraps the layers run themselves (:class:`~fhe_ckks.nn.layers.Bootstrap` layers
+            placed by the network's design).
     """
 
     bootstrap_before: tuple[int, ...]
@@ -50,10 +52,11 @@ class Plan:
     start_level: int
     key_switches: int = 0
     depth: int = 0
+    inner_bootstraps: int = 0
 
     @property
     def bootstraps(self) -> int:
-        return len(self.bootstrap_before)
+        return len(self.bootstrap_before) + self.inner_bootstraps
 
     @property
     def output_level(self) -> int:
@@ -85,17 +88,31 @@ def plan_bootstraps(layers: Sequence[Layer], start_level: int, output_level_afte
         raise LevelError(f"an empty chain at level {start_level} cannot keep {reserve} levels in reserve")
     level, before, after = start_level, [], []
     for i, layer in enumerate(list(layers)):
-        need = layer.depth() + (reserve if i == len(layers) - 1 else 0)
-        if need > level:
-            if output_level_after_bootstrap is None or need > output_level_after_bootstrap:
+        keep = reserve if i == len(layers) - 1 else 0
+        out = _level_after(layer, level, keep)
+        if out is None:
+            out = None if output_level_after_bootstrap is None else \
+                _level_after(layer, output_level_after_bootstrap, keep)
+            if out is None:
+                need = layer.depth() + keep
                 raise LevelError(f"layer {i} ({getattr(layer, 'name', type(layer).__name__)}) needs {need} levels; "
                                  f"{level} left and {output_level_after_bootstrap} after a bootstrap")
             before.append(i)
-            level = output_level_after_bootstrap
-        level -= layer.depth()
+        level = out
         after.append(level)
     return Plan(tuple(before), tuple(after), start_level, sum(layer.key_switches() for layer in layers),
-                sum(layer.depth() for layer in layers))
+                sum(layer.depth() for layer in layers),
+                sum(getattr(layer, "bootstraps", lambda: 0)() for layer in layers))
+
+
+def _level_after(layer, level: int, keep: int) -> int | None:
+    """The layer's output level from ``level``, or None when it does not fit or leaves fewer than ``keep``
+    levels.  Layers that hold :class:`~fhe_ckks.nn.layers.Bootstrap` layers say it through ``level_after``."""
+    try:
+        out = layer.level_after(level) if hasattr(layer, "level_after") else level - layer.depth()
+    except LevelError:
+        return None
+    return out if out >= keep else None
 
 
 def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext,

@@ -405,3 +405,64 @@ def test_plans_that_would_go_below_level_zero_are_refused():
         plan_bootstraps(fake_chain([1]), -1, None)
     with pytest.raises(LevelError):
         plan_bootstraps([], 0, None, reserve=5)
+
+
+# ---- bootstraps placed by the network's design (fhe_ckks.nn.layers.Bootstrap) ------------------------------
+
+
+def test_a_bootstrap_inside_a_residual_branch_runs_where_the_design_puts_it():
+    """MPCNN's placement: a bootstrap in the middle of a block's body, the shortcut kept at its own level.
+    PRESET has 5 levels: conv0 (1) -> [conv (1) | boot -> 3 | quadratic (1) -> conv (1)] + zero-pad (1) ->
+    quadratic (1); without the inner bootstrap the block would need more than the 4 levels left."""
+    from fhe_ckks.nn.layers import Bootstrap, ChannelQuadratic, Residual, Sequential, ZeroPadShortcut
+
+    params, kg = keys()
+    rng = np.random.default_rng(5)
+    lin = TensorLayout.stacked(1, 2, 8, 8)
+    mid = TensorLayout.stacked(1, 2, 8, 8)
+    out = TensorLayout.multiplexed(1, 4, 4, 4, 2)
+    boot = SecretKeyBootstrapper(params, kg.secret_key, output_level=3)
+    small = lambda *shape, s=0.3: rng.normal(size=shape) * s  # noqa: E731
+    body = Sequential([Conv2d(mid, out, small(4, 2, 3, 3), stride=2, name="conv1"),
+                       ChannelQuadratic(out, small(1, 4), 1.0, small(1, 4), name="act1"),
+                       Bootstrap(out, boot, name="boot1"),
+                       ChannelQuadratic(out, small(1, 4), 1.0, small(1, 4), name="act2"),
+                       Conv2d(out, out, small(4, 4, 3, 3), name="conv2")])
+    chain = [Conv2d(lin, mid, small(2, 2, 3, 3), name="conv0"),
+             Residual(body, ZeroPadShortcut(mid, out, 2), name="block"),
+             ChannelQuadratic(out, 0.2, 1.0, 0.0, name="act3")]
+    # levels: 5 -> 4 | conv1 3, act1 1, boot 3, act2 1, conv2 0; shortcut 3 | min 0 -> act3 does not fit
+    assert body.level_after(4) == 0 and chain[1].level_after(4) == 0 and body.bootstraps() == 1
+    with pytest.raises(LevelError):
+        EncryptedModel(chain, params.max_level)                   # no bootstrapper for the last layer
+    model = EncryptedModel(chain, params.max_level, boot)
+    plan = model.plan
+    assert plan.bootstrap_before == (2,) and plan.bootstraps == 2 and plan.inner_bootstraps == 1
+    assert plan.levels_after == (4, 0, 1) and model.counts()["bootstraps"] == 2
+    kp = model.key_plan()
+    assert kp == KeyPlan.merge([chain[0].key_plan(5), body.key_plan(4), chain[1].shortcut.key_plan(4),
+                                chain[2].key_plan(3)])
+    # conv2 runs after the inner bootstrap, at level 1: its keys are that shallow
+    assert all(kp.rotations[s] >= 1 for s in body.layers[4].rotation_steps())
+    ek = kg.evaluation_keys(kp)
+    ev = Evaluator(params, ek.relin, ek.galois)
+    enc = Encoder(params)
+    x = rng.uniform(-1, 1, lin.shape)
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(lin.pack(x, params.slots)))
+    res = model.run(ev, enc, ct)
+    assert boot.calls == 2 and res.level == 1
+    got = out.unpack(np.real(enc.decode(Decryptor(params, kg.secret_key).decrypt(res))))
+    want = x
+    for layer in chain:
+        want = layer.forward_plain(want)
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2**-18
+
+
+def test_bootstrap_layers_refuse_what_is_not_a_bootstrapper():
+    from fhe_ckks.errors import ParameterError
+    from fhe_ckks.nn.layers import Bootstrap
+
+    with pytest.raises(ParameterError):
+        Bootstrap(TensorLayout.stacked(1, 1, 2, 2), object())
+    layer = Bootstrap(TensorLayout.stacked(1, 1, 2, 2), FakeBootstrapper(3))
+    assert layer.level_after(0) == 3 and layer.depth() == 0 and layer.key_plan(5) == KeyPlan()
