@@ -82,3 +82,57 @@ def test_bad_activations_and_inputs_are_refused():
     fused = fuse_resnet(trained_looking(32, "relu").state_dict(), 32, "relu")
     with pytest.raises(ModelError):
         fused.embed(np.zeros((1, 3, 96, 96)))
+
+
+# ---- the encrypted chains (cryptoface.encrypted.baseline) on a toy ring -----------------------------------
+
+def small_fused(activation: str, seed: int):
+    """A ResNet32 on 16x16 faces (the toy ring's 2,048 slots hold its stages), with a small sign composite for
+    the toy ring's 7 levels; MPCNN's B from its own ReLU peaks."""
+    model = trained_looking(32, activation, seed)
+    fused = fuse_resnet(model.state_dict(), 32, activation)
+    fused.input_size, fused.sign_degrees, fused.sign_margin = 16, (3, 3), 0.1
+    x = np.random.default_rng(seed).uniform(-1, 1, (3, 3, 16, 16))
+    if activation == "relu":
+        fused.relu_bound = relu_bound(fused.activation_peaks(x))
+    return fused, x
+
+
+@pytest.mark.parametrize("activation", ["relu", "autofhe"])
+def test_the_encrypted_baseline_equals_its_plaintext_twin(activation):
+    from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
+    from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
+    from fhe_ckks.nn import EncryptedModel
+
+    from cryptoface.encrypted.baseline import build_baseline
+
+    params = presets.get("INSECURE_N12_QP520_L7_S40", allow_insecure=True)
+    kg = KeyGenerator(params, seed=bytes(32))
+    boot = SecretKeyBootstrapper(params, kg.secret_key, output_level=params.max_level)
+    fused, x = small_fused(activation, seed=3)
+    chain = build_baseline(fused, boot)
+    twin = fused.embed(x[:1], polynomial=True)[0]
+    assert np.max(np.abs(chain.forward_plain(x[0]) - twin)) <= 2**-16 * np.max(np.abs(twin))
+    model = EncryptedModel(chain.layers, params.max_level, boot)
+    counts = model.counts()
+    if activation == "relu":     # MPCNN's design: one bootstrap before each of the 31 AppReLUs
+        assert model.plan.inner_bootstraps == 31 and counts["bootstraps"] == 31 + len(model.plan.bootstrap_before)
+    ek = kg.evaluation_keys(model.key_plan())
+    enc = Encoder(params)
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(chain.input_layout.pack(x[:1], params.slots)))
+    out = model.run(Evaluator(params, ek.relin, ek.galois), enc, ct)
+    got = chain.output_layout.unpack(np.real(enc.decode(Decryptor(params, kg.secret_key).decrypt(out)))).reshape(-1)
+    err = np.max(np.abs(got - twin)) / np.max(np.abs(twin))
+    assert err < 2**-12, f"relative error 2^{np.log2(err):.1f}"
+    assert boot.calls == counts["bootstraps"]
+
+
+def test_an_mpcnn_chain_needs_its_bound_and_a_bootstrapper():
+    from cryptoface.encrypted.baseline import build_baseline
+
+    fused, _ = small_fused("relu", seed=4)
+    with pytest.raises(ModelError):
+        build_baseline(fused, None)
+    fused.relu_bound = None
+    with pytest.raises(ModelError):
+        build_baseline(fused, object())
