@@ -18,12 +18,17 @@ the client like an out-of-range HerPN input.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from fhe_ckks.circuits.sign import CompositeSign
+from fhe_ckks.errors import SerializationError
+from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 from fhe_ckks.nn.plain import avg_pool, conv2d, zero_pad_shortcut
 
 from .errors import ModelError
@@ -111,6 +116,7 @@ class FusedResNet:
     input_size: int = 64
     pool_output: tuple[int, int] = (2, 2)
     info: dict = field(default_factory=dict)
+    name: str = "model"
 
     @cached_property
     def sign(self) -> CompositeSign:
@@ -155,3 +161,165 @@ def relu_bound(peaks: np.ndarray, slack: float = RELU_BOUND_SLACK) -> float:
     if not p.size or not np.isfinite(p).all() or not (p > 0).any():
         raise ModelError("the ReLU bound needs finite positive activation peaks")
     return float(slack * p.max())
+
+
+# --------------------------------------------------------------------------- the .model.npz of a baseline
+#
+# The container of every CryptoFace model (fhe_ckks.nn.modelfile: tensors, a JSON manifest, checksums), with a
+# topology of its own: the arch, the variant, the blocks with their strides and shortcuts, one entry per
+# activation (kind and encrypted depth), and for MPCNN the ReLU bound B and the sign composite (degrees,
+# margin).  Tensors: conv0.{weight,bias}, b<j>.conv{1,2}.{weight,bias}, act<k>.coefficients (quadratics),
+# head.{weight,bias}.  Decision rules (thresholds, the 1/sqrt polynomial) are not part of it yet.
+
+BASELINE_SCHEMA = "cryptoface.baseline"
+BASELINE_SCHEMA_VERSION = 1
+_ARCH_BLOCKS = {"resnet32": 5, "resnet44": 7}
+_CHANNELS = (16, 32, 64)
+
+
+def _baseline_tensors(model: FusedResNet) -> dict[str, np.ndarray]:
+    t = {"conv0.weight": model.conv0, "conv0.bias": model.bias0, "head.weight": model.head_weight,
+         "head.bias": model.head_bias}
+    for j, b in enumerate(model.blocks):
+        t.update({f"b{j}.conv1.weight": b.weight1, f"b{j}.conv1.bias": b.bias1, f"b{j}.conv2.weight": b.weight2,
+                  f"b{j}.conv2.bias": b.bias2})
+    for k, a in enumerate(model.activations()):
+        if a.kind == "quadratic":
+            t[f"act{k}.coefficients"] = a.coefficients
+    return {k: np.asarray(v, dtype=np.float64) for k, v in t.items()}
+
+
+def _baseline_schema(model: FusedResNet) -> dict[str, Any]:
+    return {"schema": BASELINE_SCHEMA, "schema_version": BASELINE_SCHEMA_VERSION, "name": model.name,
+            "input": {"size": model.input_size, "channels": 3, "color": "RGB", "layout": "CHW",
+                      "normalisation": "(x/255 - 0.5)/0.5"},
+            "topology": {"arch": model.arch, "variant": model.variant,
+                         "blocks": [{"in": int(b.weight1.shape[1]), "out": int(b.weight1.shape[0]),
+                                     "stride": int(b.stride), "shortcut": b.shortcut, "offset": int(b.shortcut_offset)}
+                                    for b in model.blocks],
+                         "activations": [{"kind": a.kind, "depth": a.depth} for a in model.activations()],
+                         "relu": None if model.variant != "mpcnn" else
+                         {"bound": model.relu_bound, "sign_degrees": list(model.sign_degrees),
+                          "sign_margin": float(model.sign_margin)},
+                         "pool_output": list(model.pool_output), "embedding_dim": int(model.head_weight.shape[0])},
+            "info": model.info}
+
+
+def save_baseline(model: FusedResNet, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a ``.model.npz``; what :func:`load_baseline` would refuse is not written."""
+    schema, tensors = _baseline_schema(model), _baseline_tensors(model)
+    _baseline_from(_json_roundtrip(schema), tensors)
+    return write_model_file(path, schema, tensors)
+
+
+def _json_roundtrip(obj):
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def load_baseline(path: str | os.PathLike) -> FusedResNet:
+    """Read a baseline's ``.model.npz``: checksums, then every field against the architecture's shape; a
+    damaged, foreign or inconsistent file raises :class:`ModelError` naming it."""
+    where = getattr(path, "name", path)
+    try:
+        mf = read_model_file(path)
+        return _baseline_from(mf.schema, mf.tensors)
+    except SerializationError as exc:
+        raise ModelError(str(exc)) from exc
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from exc
+
+
+def _expect(d, fields: set[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(d, dict) or set(d) != fields:
+        raise ModelError(f"{what}: expected the fields {sorted(fields)}, got "
+                         f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
+    return d
+
+
+def _baseline_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedResNet:
+    s = _expect(s, {"schema", "schema_version", "name", "input", "topology", "info"}, "baseline schema")
+    if s["schema"] != BASELINE_SCHEMA or s["schema_version"] != BASELINE_SCHEMA_VERSION \
+            or type(s["schema_version"]) is not int:
+        raise ModelError(f"not a baseline model file of version {BASELINE_SCHEMA_VERSION} "
+                         f"({s['schema']!r:.40}, {s['schema_version']!r:.20})")
+    if not isinstance(s["name"], str) or not isinstance(s["info"], dict):
+        raise ModelError("name must be a string and info a dict")
+    spec = _expect(s["input"], {"size", "channels", "color", "layout", "normalisation"}, "input")
+    size = spec["size"]
+    if type(size) is not int or size < 8 or size % 8 or (spec["channels"], spec["color"], spec["layout"]) != \
+            (3, "RGB", "CHW"):
+        raise ModelError(f"input {size!r:.20}: a multiple of 8, 3-channel RGB in CHW layout")
+    topo = _expect(s["topology"], {"arch", "variant", "blocks", "activations", "relu", "pool_output",
+                                   "embedding_dim"}, "topology")
+    arch, variant = topo["arch"], topo["variant"]
+    if arch not in _ARCH_BLOCKS or variant not in ("mpcnn", "autofhe"):
+        raise ModelError(f"unknown baseline {arch!r:.20} / {variant!r:.20}")
+    n = _ARCH_BLOCKS[arch]
+    blocks, acts = topo["blocks"], topo["activations"]
+    if not isinstance(blocks, list) or len(blocks) != 3 * n or not isinstance(acts, list) or len(acts) != 6 * n + 1:
+        raise ModelError(f"{arch} has {3 * n} blocks and {6 * n + 1} activations")
+    want_tensors: dict[str, tuple[int, ...]] = {"conv0.weight": (16, 3, 3, 3), "conv0.bias": (16,)}
+    planes = _CHANNELS[0]
+    for j, b in enumerate(blocks):
+        stage = j // n
+        width, stride = _CHANNELS[stage], 2 if stage > 0 and j % n == 0 else 1
+        pad = stride != 1 or planes != width
+        want = {"in": planes, "out": width, "stride": stride, "shortcut": "zero_pad" if pad else "identity",
+                "offset": (width - planes) // 2 if pad else 0}
+        if _expect(b, set(want), f"block {j}") != want or any(type(b[k]) is not type(v) for k, v in want.items()):
+            raise ModelError(f"block {j} is not {arch}'s {want}")
+        want_tensors.update({f"b{j}.conv1.weight": (width, planes, 3, 3), f"b{j}.conv1.bias": (width,),
+                             f"b{j}.conv2.weight": (width, width, 3, 3), f"b{j}.conv2.bias": (width,)})
+        planes = width
+    widths = [_CHANNELS[0]] + [_CHANNELS[j // n] for j in range(3 * n) for _ in range(2)]
+    kinds = []
+    for k, (a, c) in enumerate(zip(acts, widths)):
+        a = _expect(a, {"kind", "depth"}, f"activation {k}")
+        allowed = ("relu",) if variant == "mpcnn" else ("identity", "quadratic")
+        if a["kind"] not in allowed or a["depth"] != Activation(a["kind"], np.zeros((3, c)) if
+                                                                 a["kind"] == "quadratic" else None).depth:
+            raise ModelError(f"activation {k}: {a!r:.60} is not one of {variant}'s {allowed}")
+        if a["kind"] == "quadratic":
+            want_tensors[f"act{k}.coefficients"] = (3, c)
+        kinds.append(a["kind"])
+    pool, dim = topo["pool_output"], topo["embedding_dim"]
+    side = size // 8
+    if pool != [2, 2] or side % 2 or type(dim) is not int or dim < 1:
+        raise ModelError(f"pool_output {pool!r:.20} / embedding_dim {dim!r:.20}: 2x2 pooling of the {side}x{side} "
+                         "trunk into a positive dimension")
+    want_tensors.update({"head.weight": (dim, 4 * _CHANNELS[-1]), "head.bias": (dim,)})
+    if set(t) != set(want_tensors):
+        raise ModelError(f"tensors and topology disagree on {sorted(set(t) ^ set(want_tensors))[:5]}")
+    for name, shape in want_tensors.items():
+        a = t[name]
+        if a.shape != shape or a.dtype != np.float64 or not np.isfinite(a).all():
+            raise ModelError(f"tensor {name} is {a.dtype}{list(a.shape)}, the topology says finite float64"
+                             f"{list(shape)}")
+    relu = topo["relu"]
+    bound, degrees, margin = None, (15, 15, 27), 2.0**-9
+    if variant == "mpcnn":
+        relu = _expect(relu, {"bound", "sign_degrees", "sign_margin"}, "relu")
+        bound, degrees, margin = relu["bound"], relu["sign_degrees"], relu["sign_margin"]
+        if not (bound is None or (isinstance(bound, float) and np.isfinite(bound) and bound > 0)):
+            raise ModelError(f"relu bound {bound!r:.20} is not a positive finite float")
+        if not isinstance(degrees, list) or not degrees or not all(type(d) is int and d % 2 == 1 and 1 < d < 256
+                                                                   for d in degrees):
+            raise ModelError(f"sign degrees {degrees!r:.40} are not odd ints in (1, 256)")
+        if not isinstance(margin, float) or not 0 < margin < 1:
+            raise ModelError(f"sign margin {margin!r:.20} is not in (0, 1)")
+    elif relu is not None:
+        raise ModelError("relu parameters belong to the mpcnn variant only")
+
+    def act(k: int) -> Activation:
+        return Activation(kinds[k], t[f"act{k}.coefficients"] if kinds[k] == "quadratic" else None)
+
+    fused_blocks = []
+    for j, b in enumerate(blocks):
+        fused_blocks.append(FusedBasicBlock(t[f"b{j}.conv1.weight"], t[f"b{j}.conv1.bias"], b["stride"],
+                                            act(1 + 2 * j), t[f"b{j}.conv2.weight"], t[f"b{j}.conv2.bias"],
+                                            act(2 + 2 * j), b["shortcut"], b["offset"]))
+    return FusedResNet(arch, variant, t["conv0.weight"], t["conv0.bias"], act(0), fused_blocks, t["head.weight"],
+                       t["head.bias"], bound, tuple(degrees), float(margin), size, (2, 2), dict(s["info"]),
+                       s["name"])

@@ -177,4 +177,4 @@ def fuse_resnet(state: Mapping, depth: int, activation: str, eps: float = EPS_DE
     mean, var = _np(state, "bn.running_mean"), _np(state, "bn.running_var")
     k = 1.0 / np.sqrt(var + eps)
     return FusedResNet(f"resnet{depth}", "mpcnn" if activation == "relu" else "autofhe", conv0, bias0, act("act0"),
-                       blocks, lw * k[:, None], (lb - mean) * k, info={"name": name, "fusion": {"eps": eps}})
+                       blocks, lw * k[:, None], (lb - mean) * k, info={"fusion": {"eps": eps}}, name=name)

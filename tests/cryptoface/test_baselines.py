@@ -136,3 +136,48 @@ def test_an_mpcnn_chain_needs_its_bound_and_a_bootstrapper():
     fused.relu_bound = None
     with pytest.raises(ModelError):
         build_baseline(fused, object())
+
+
+# ---- the baselines' model file --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth, activation", [(32, "relu"), (44, "relu"), (32, "autofhe")])
+def test_a_baseline_round_trips_through_its_model_file(tmp_path, depth, activation):
+    from cryptoface.baselines import load_baseline, save_baseline
+
+    fused = fuse_resnet(trained_looking(depth, activation).state_dict(), depth, activation, name="b")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64))
+    if activation == "relu":
+        fused.relu_bound = relu_bound(fused.activation_peaks(x))
+    back = load_baseline(save_baseline(fused, tmp_path / "b.model.npz"))
+    assert (back.arch, back.variant, back.name, back.relu_bound) == (fused.arch, fused.variant, "b", fused.relu_bound)
+    assert [a.kind for a in back.activations()] == [a.kind for a in fused.activations()]
+    assert np.array_equal(back.embed(x), fused.embed(x))
+
+
+def test_damaged_or_inconsistent_baseline_files_are_refused(tmp_path):
+    from cryptoface.baselines import load_baseline, save_baseline
+    from tests.fhe_ckks.nn.test_modelfile import reseal
+
+    fused = fuse_resnet(trained_looking(32, "autofhe").state_dict(), 32, "autofhe")
+    path = save_baseline(fused, tmp_path / "a.model.npz")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (tmp_path / "flip.model.npz").write_bytes(bytes(raw))
+    with pytest.raises(ModelError):
+        load_baseline(tmp_path / "flip.model.npz")
+    edits = [lambda s: s["topology"].update(arch="resnet56"),
+             lambda s: s["topology"]["activations"][1].update(kind="relu"),
+             lambda s: s["topology"]["activations"][0].update(kind="quadratic"),
+             lambda s: s["topology"]["blocks"][5].update(shortcut="identity"),
+             lambda s: s["topology"].update(relu={"bound": 1.0, "sign_degrees": [15], "sign_margin": 0.01}),
+             lambda s: s["input"].update(size=60), lambda s: s.update(schema_version=2)]
+    for edit in edits:
+        copy = tmp_path / "copy.model.npz"
+        copy.write_bytes(path.read_bytes())
+        reseal(copy, manifest_edit=lambda m, edit=edit: edit(m["schema"]))
+        with pytest.raises(ModelError, match="copy.model.npz"):
+            load_baseline(copy)
+    with pytest.raises(ModelError):
+        fused.blocks[0].weight1 = fused.blocks[0].weight1[:, :8]
+        save_baseline(fused, tmp_path / "bad.model.npz")
+    assert not (tmp_path / "bad.model.npz").exists()
