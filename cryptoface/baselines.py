@@ -6,7 +6,7 @@ giving a :class:`FusedResNet`: convs with biases, parameter-free shortcuts, and 
 activation position.  Its ``embed`` has two modes:
 
 * ``polynomial=False``: the trained network (exact ReLU for MPCNN), the reference;
-* ``polynomial=True``: the *plaintext twin* of the encrypted network, every activation exactly as the encrypted
+* ``polynomial=True`` (the default, what the decision rules are fitted on): the *plaintext twin* of the encrypted network, every activation exactly as the encrypted
   side evaluates it: MPCNN's AppReLU ``x * step(x / B)`` with ``step = (1 + p) / 2`` and ``p`` the composite
   minimax sign (:meth:`fhe_ckks.circuits.sign.CompositeSign.step_plain`, degrees 15, 15, 27 by default), and
   AutoFHE's channel-wise quadratics and identities (polynomials already, so both modes agree).
@@ -32,6 +32,7 @@ from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 from fhe_ckks.nn.plain import avg_pool, conv2d, zero_pad_shortcut
 
 from .errors import ModelError
+from .model import NormPolynomial, Threshold
 
 #: the margin of headroom over the largest ReLU input of the fitting faces (B = slack * max)
 RELU_BOUND_SLACK = 1.25
@@ -117,6 +118,8 @@ class FusedResNet:
     pool_output: tuple[int, int] = (2, 2)
     info: dict = field(default_factory=dict)
     name: str = "model"
+    norm: NormPolynomial | None = None
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
 
     @cached_property
     def sign(self) -> CompositeSign:
@@ -147,7 +150,9 @@ class FusedResNet:
             emb = pooled.reshape(len(pooled), -1) @ self.head_weight.T + self.head_bias
         return emb, np.max(np.stack(peaks), axis=0)
 
-    def embed(self, x: np.ndarray, polynomial: bool = False) -> np.ndarray:
+    def embed(self, x: np.ndarray, polynomial: bool = True) -> np.ndarray:
+        """The embeddings the encrypted network computes (``polynomial=True``: every ReLU an AppReLU, which needs
+        the ReLU bound), or those of the trained network (``polynomial=False``)."""
         return self._forward(x, polynomial)[0]
 
     def activation_peaks(self, x: np.ndarray) -> np.ndarray:
@@ -169,7 +174,8 @@ def relu_bound(peaks: np.ndarray, slack: float = RELU_BOUND_SLACK) -> float:
 # topology of its own: the arch, the variant, the blocks with their strides and shortcuts, one entry per
 # activation (kind and encrypted depth), and for MPCNN the ReLU bound B and the sign composite (degrees,
 # margin).  Tensors: conv0.{weight,bias}, b<j>.conv{1,2}.{weight,bias}, act<k>.coefficients (quadratics),
-# head.{weight,bias}.  Decision rules (thresholds, the 1/sqrt polynomial) are not part of it yet.
+# head.{weight,bias}.  The decision rules (thresholds per dataset and fold with their 1/sqrt polynomials, and
+# the exact cosine rule's) are stored and checked as CryptoFaceNet's (cryptoface.model.Threshold).
 
 BASELINE_SCHEMA = "cryptoface.baseline"
 BASELINE_SCHEMA_VERSION = 1
@@ -202,6 +208,8 @@ def _baseline_schema(model: FusedResNet) -> dict[str, Any]:
                          {"bound": model.relu_bound, "sign_degrees": list(model.sign_degrees),
                           "sign_margin": float(model.sign_margin)},
                          "pool_output": list(model.pool_output), "embedding_dim": int(model.head_weight.shape[0])},
+            "norm": None if model.norm is None else model.norm.as_dict(),
+            "thresholds": {k: v.as_dict() for k, v in model.thresholds.items()},
             "info": model.info}
 
 
@@ -239,13 +247,16 @@ def _expect(d, fields: set[str], what: str) -> Mapping[str, Any]:
 
 
 def _baseline_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedResNet:
-    s = _expect(s, {"schema", "schema_version", "name", "input", "topology", "info"}, "baseline schema")
+    s = _expect(s, {"schema", "schema_version", "name", "input", "topology", "norm", "thresholds", "info"},
+                "baseline schema")
     if s["schema"] != BASELINE_SCHEMA or s["schema_version"] != BASELINE_SCHEMA_VERSION \
             or type(s["schema_version"]) is not int:
         raise ModelError(f"not a baseline model file of version {BASELINE_SCHEMA_VERSION} "
                          f"({s['schema']!r:.40}, {s['schema_version']!r:.20})")
-    if not isinstance(s["name"], str) or not isinstance(s["info"], dict):
-        raise ModelError("name must be a string and info a dict")
+    if not isinstance(s["name"], str) or not isinstance(s["info"], dict) or not isinstance(s["thresholds"], dict):
+        raise ModelError("name must be a string, info and thresholds dicts")
+    norm = None if s["norm"] is None else NormPolynomial.from_dict(s["norm"])
+    thresholds = {k: Threshold.from_dict(v) for k, v in s["thresholds"].items()}
     spec = _expect(s["input"], {"size", "channels", "color", "layout", "normalisation"}, "input")
     size = spec["size"]
     if type(size) is not int or size < 8 or size % 8 or (spec["channels"], spec["color"], spec["layout"]) != \
@@ -322,4 +333,4 @@ def _baseline_from(s: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> FusedRe
                                             act(2 + 2 * j), b["shortcut"], b["offset"]))
     return FusedResNet(arch, variant, t["conv0.weight"], t["conv0.bias"], act(0), fused_blocks, t["head.weight"],
                        t["head.bias"], bound, tuple(degrees), float(margin), size, (2, 2), dict(s["info"]),
-                       s["name"])
+                       s["name"], norm, thresholds)

@@ -101,22 +101,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
     cfg = obj.get("config") if isinstance(obj, dict) else None
     arch = ((cfg.get("model") or {}).get("arch") if isinstance(cfg, dict) else None) or "cryptofacenet"
     if arch != "cryptofacenet":
-        raise ModelError(f"{checkpoint}: a {arch} checkpoint; the .model.npz format and the encrypted side take "
-                         "CryptoFaceNet only so far (`evaluate` measures the ResNet baselines in plaintext)")
+        return _export_baseline(obj, arch, checkpoint, output, name, data_dir, datasets, folds, extra_sets,
+                                norm_faces, norm_faces_count, norm_trim)
     state = backbone_state(obj)
     output = Path(output)
     name = name or output.name.split(".")[0]
     model = fuse(state, input_size_of(state), min_abs_a2=min_abs_a2, name=name)
-    model.info["source"] = {"checkpoint": Path(checkpoint).name,
-                            "epoch": obj.get("epoch") if isinstance(obj, dict) else None}
-    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
-        d = obj["config"].get("data", {})
-        model.info["training"] = {"loss": obj["config"].get("loss", {}).get("kind"),
-                                  "people_sets": d.get("people_sets"), "epochs": obj.get("epoch")}
-        if isinstance(d.get("train"), list):
-            model.info["training"]["sources"] = [str(x) if not isinstance(x, dict) else
-                                                 {k: x[k] for k in ("people_sets", "holdout") if k in x}
-                                                 | {"folder": Path(str(x.get("path"))).name} for x in d["train"]]
+    _record_provenance(model.info, obj, checkpoint)
     if data_dir:
         sets = facedata.load_verification_dir(data_dir, datasets)
         extra = dict(extra_sets or {})
@@ -131,6 +122,58 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
                                                      extra_norms=extra_norms, trim=norm_trim)
         model.info["activation_range"] = activation_range(state, sets, folds)
     return save_model(model, output)
+
+
+def _record_provenance(info: dict, obj, checkpoint) -> None:
+    info["source"] = {"checkpoint": Path(checkpoint).name, "epoch": obj.get("epoch") if isinstance(obj, dict) else None}
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        d = obj["config"].get("data", {})
+        info["training"] = {"loss": obj["config"].get("loss", {}).get("kind"),
+                            "people_sets": d.get("people_sets"), "epochs": obj.get("epoch")}
+        if isinstance(d.get("train"), list):
+            info["training"]["sources"] = [str(x) if not isinstance(x, dict) else
+                                           {k: x[k] for k in ("people_sets", "holdout") if k in x}
+                                           | {"folder": Path(str(x.get("path"))).name} for x in d["train"]]
+
+
+def _export_baseline(obj: dict, arch: str, checkpoint, output, name, data_dir, datasets, folds, extra_sets,
+                     norm_faces, norm_faces_count, norm_trim) -> Path:
+    """A ResNet baseline's export (issue #16): fused, MPCNN's ReLU bound B from the largest ReLU input of the
+    fitting faces (times :data:`cryptoface.baselines.RELU_BOUND_SLACK`), then the same decision rules as
+    CryptoFaceNet's, fitted on the embeddings of the encrypted network's plaintext twin."""
+    from ..baselines import relu_bound, save_baseline
+    from .fusion import fuse_resnet
+
+    output = Path(output)
+    activation = (obj["config"]["model"].get("activation") or "relu")
+    try:
+        model = fuse_resnet(obj["backbone"], int(arch[len("resnet"):]), activation,
+                            name=name or output.name.split(".")[0])
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{checkpoint}: not a {arch} checkpoint ({exc})") from exc
+    _record_provenance(model.info, obj, checkpoint)
+    if data_dir:
+        sets = facedata.load_verification_dir(data_dir, datasets)
+        peaks = []
+        for vs in sets.values():
+            pairs = pairs_in_folds(vs.folds, folds)
+            for chunk in np.array_split(pairs, max(1, len(pairs) // 64)):
+                peaks.append(model.activation_peaks(vs.images(model.input_size, chunk)))
+        p = np.concatenate(peaks)
+        model.info["activation_range"] = {"images": int(p.size), "median": float(np.median(p)),
+                                          "p999": float(np.percentile(p, 99.9)), "max": float(np.max(p)),
+                                          "non_finite": int(np.sum(~np.isfinite(p)))}
+        if model.variant == "mpcnn":
+            model.relu_bound = relu_bound(p[np.isfinite(p)])
+            log.info("ReLU bound B = %.4g (largest ReLU input %.4g)", model.relu_bound, float(np.max(p)))
+        extra = dict(extra_sets or {})
+        extra_norms = squared_norms_of_faces(model, norm_faces, norm_faces_count) if norm_faces else None
+        if extra_norms is not None:
+            model.info["norm_faces"] = {"folders": [Path(str(r)).name for r in norm_faces],
+                                        "faces": int(extra_norms.size), "trim": norm_trim}
+        model.info["evaluation"] = attach_thresholds(model, sets | extra, folds, all_folds=tuple(extra),
+                                                     extra_norms=extra_norms, trim=norm_trim)
+    return save_baseline(model, output)
 
 
 def activation_range(state: dict, sets: dict[str, facedata.VerificationSet], folds) -> dict:

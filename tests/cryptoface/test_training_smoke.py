@@ -325,8 +325,8 @@ def test_a_recipe_runs_its_stages_and_continues_after_a_stop(tiny, tmp_path):
 
 @pytest.mark.parametrize("config", ["mpcnn_resnet32", "autofhe_resnet32"])
 def test_the_resnet_baselines_train_resume_and_evaluate(tiny, tmp_path, config, capsys):
-    """Issue #16's baselines go through the same loop: one epoch, a resume, `evaluate` on the checkpoint; the
-    .model.npz export refuses them with the reason (not built yet)."""
+    """Issue #16's baselines go through the same loop: one epoch, a resume, `evaluate` on the checkpoint, and
+    `export` to their .model.npz with MPCNN's ReLU bound and the decision rules."""
     from cryptoface.training.checkpoint import load_checkpoint
     from cryptoface.training.resnet import ChannelQuadratic, ResNetFace
     from cryptoface.training.train import herpn_input_maxima
@@ -346,8 +346,15 @@ def test_the_resnet_baselines_train_resume_and_evaluate(tiny, tmp_path, config, 
     assert peaks.shape == (4,) and (peaks > 0).all()
     assert main(["evaluate", str(ckpt), "--data", str(tiny / "val")]) == 0
     assert "lfw:" in capsys.readouterr().out
-    assert main(["export", str(ckpt), "--data", str(tiny / "val"), "--output", str(tmp_path / "r.model.npz")]) != 0
-    assert "a resnet32 checkpoint" in capsys.readouterr().err and not (tmp_path / "r.model.npz").exists()
+    from cryptoface.baselines import load_baseline
+
+    assert main(["export", str(ckpt), "--data", str(tiny / "val"), "--output", str(tmp_path / "r.model.npz")]) == 0
+    exported = load_baseline(tmp_path / "r.model.npz")
+    assert exported.variant == ("autofhe" if config.startswith("autofhe") else "mpcnn")
+    assert (exported.relu_bound is not None) == (exported.variant == "mpcnn")
+    assert len(exported.thresholds["lfw"].per_fold) == 6 and exported.info["evaluation"]["lfw"]["pairs"] == 6
+    if exported.variant == "mpcnn":        # B covers every ReLU input of the fitting faces, with slack
+        assert exported.relu_bound >= exported.info["activation_range"]["max"] * 1.2
 
 
 def test_resnet_baselines_shapes_and_refusals(tiny):
