@@ -6,10 +6,11 @@ giving a :class:`FusedResNet`: convs with biases, parameter-free shortcuts, and 
 activation position.  Its ``embed`` has two modes:
 
 * ``polynomial=False``: the trained network (exact ReLU for MPCNN), the reference;
-* ``polynomial=True`` (the default, what the decision rules are fitted on): the *plaintext twin* of the encrypted network, every activation exactly as the encrypted
-  side evaluates it: MPCNN's AppReLU ``x * step(x / B)`` with ``step = (1 + p) / 2`` and ``p`` the composite
-  minimax sign (:meth:`fhe_ckks.circuits.sign.CompositeSign.step_plain`, degrees 15, 15, 27 by default), and
-  AutoFHE's channel-wise quadratics and identities (polynomials already, so both modes agree).
+* ``polynomial=True`` (the default, what the decision rules are fitted on): the *plaintext twin* of the
+  encrypted network, every activation exactly as the encrypted side evaluates it: MPCNN's AppReLU
+  ``x * step(x / B)`` with ``step = (1 + p) / 2`` and ``p`` the composite minimax sign
+  (:meth:`fhe_ckks.circuits.sign.CompositeSign.step_plain`, degrees 15, 15, 27 by default); AutoFHE's
+  channel-wise quadratics and identities are polynomials already, so both modes agree.
 
 ``B`` is the largest ReLU input seen on fitting faces times a slack (:func:`relu_bound`), so every ReLU input of
 such faces lies within ``[-B, B]``, where the sign's approximation holds; a probe beyond ``B`` is refused by
