@@ -110,18 +110,24 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, data_dir: str 
     _record_provenance(model.info, obj, checkpoint)
     if data_dir:
         sets = facedata.load_verification_dir(data_dir, datasets)
-        extra = dict(extra_sets or {})
-        clash = set(extra) & set(sets)
-        if clash:
-            raise ModelError(f"datasets named twice: {sorted(clash)}")
-        extra_norms = squared_norms_of_faces(model, norm_faces, norm_faces_count) if norm_faces else None
-        if extra_norms is not None:
-            model.info["norm_faces"] = {"folders": [Path(str(r)).name for r in norm_faces],
-                                        "faces": int(extra_norms.size), "trim": norm_trim}
-        model.info["evaluation"] = attach_thresholds(model, sets | extra, folds, all_folds=tuple(extra),
-                                                     extra_norms=extra_norms, trim=norm_trim)
+        _fit_rules(model, sets, extra_sets, folds, norm_faces, norm_faces_count, norm_trim)
         model.info["activation_range"] = activation_range(state, sets, folds)
     return save_model(model, output)
+
+
+def _fit_rules(model, sets, extra_sets, folds, norm_faces, norm_faces_count: int, norm_trim: float) -> None:
+    """The decision rules of every set (``extra_sets`` on all their folds), the 1/sqrt range widened by
+    ``norm_faces``, recorded in ``model.info``: CryptoFaceNet's export and the baselines' share it."""
+    extra = dict(extra_sets or {})
+    clash = set(extra) & set(sets)
+    if clash:
+        raise ModelError(f"datasets named twice: {sorted(clash)}")
+    extra_norms = squared_norms_of_faces(model, norm_faces, norm_faces_count) if norm_faces else None
+    if extra_norms is not None:
+        model.info["norm_faces"] = {"folders": [Path(str(r)).name for r in norm_faces],
+                                    "faces": int(extra_norms.size), "trim": norm_trim}
+    model.info["evaluation"] = attach_thresholds(model, sets | extra, folds, all_folds=tuple(extra),
+                                                 extra_norms=extra_norms, trim=norm_trim)
 
 
 def _record_provenance(info: dict, obj, checkpoint) -> None:
@@ -166,13 +172,7 @@ def _export_baseline(obj: dict, arch: str, checkpoint, output, name, data_dir, d
         if model.variant == "mpcnn":
             model.relu_bound = relu_bound(p[np.isfinite(p)])
             log.info("ReLU bound B = %.4g (largest ReLU input %.4g)", model.relu_bound, float(np.max(p)))
-        extra = dict(extra_sets or {})
-        extra_norms = squared_norms_of_faces(model, norm_faces, norm_faces_count) if norm_faces else None
-        if extra_norms is not None:
-            model.info["norm_faces"] = {"folders": [Path(str(r)).name for r in norm_faces],
-                                        "faces": int(extra_norms.size), "trim": norm_trim}
-        model.info["evaluation"] = attach_thresholds(model, sets | extra, folds, all_folds=tuple(extra),
-                                                     extra_norms=extra_norms, trim=norm_trim)
+        _fit_rules(model, sets, extra_sets, folds, norm_faces, norm_faces_count, norm_trim)
     return save_baseline(model, output)
 
 
