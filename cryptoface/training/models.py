@@ -175,11 +175,8 @@ def build_model(input_size: int, patch_size: int = PATCH_SIZE, arch: str = "cryp
     return PatchCNN(input_size, patch_size)
 
 
-def trained_looking_model(input_size: int, seed: int = 0) -> PatchCNN:
-    """A float64 model in evaluation mode with batch-norm statistics and HerPN weights drawn like a trained
-    model's (tests and examples of fusion: a fresh model's statistics are trivial and hide mistakes)."""
-    torch.manual_seed(seed)
-    model = build_model(input_size).double()
+def randomize_batch_norms(model: nn.Module) -> None:
+    """Batch-norm statistics and affine parameters drawn like a trained model's (tests and examples of fusion)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -188,6 +185,16 @@ def trained_looking_model(input_size: int, seed: int = 0) -> PatchCNN:
                 if m.weight is not None:
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.uniform_(-0.2, 0.2)
+
+
+def trained_looking_model(input_size: int, seed: int = 0) -> PatchCNN:
+    """A float64 model in evaluation mode with batch-norm statistics and HerPN weights drawn like a trained
+    model's (tests and examples of fusion: a fresh model's statistics are trivial and hide mistakes)."""
+    torch.manual_seed(seed)
+    model = build_model(input_size).double()
+    randomize_batch_norms(model)
+    with torch.no_grad():
+        for m in model.modules():
             if isinstance(m, HerPN):
                 m.weight.uniform_(0.3, 1.0)
                 m.bias.uniform_(-0.2, 0.2)

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from cryptoface.baselines import Activation, relu_bound  # noqa: E402
 from cryptoface.errors import ModelError  # noqa: E402
 from cryptoface.training.fusion import fuse_resnet  # noqa: E402
+from cryptoface.training.models import randomize_batch_norms  # noqa: E402
 from cryptoface.training.resnet import ChannelQuadratic, ResNetFace  # noqa: E402
 
 
@@ -17,14 +18,9 @@ def trained_looking(depth: int, activation: str, seed: int = 0) -> ResNetFace:
     """Batch-norm statistics and quadratic weights drawn like a trained model's (a fresh model's hide mistakes)."""
     torch.manual_seed(seed)
     model = ResNetFace(depth, activation).double()
+    randomize_batch_norms(model)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                if m.weight is not None:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
             if isinstance(m, ChannelQuadratic):
                 m.weight.add_(torch.empty_like(m.weight).uniform_(-0.05, 0.05))
             if isinstance(m, torch.nn.Conv2d) and activation == "autofhe":
