@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fhe_ckks.errors import SerializationError
+from fhe_ckks.nn.modelfile import read_arrays
+
 from ..errors import DataError
 
 __all__ = ["MTCNN", "Face"]
@@ -136,9 +139,8 @@ class MTCNN:
             raise DataError(f"no MTCNN weights at {path}: run 'cryptoface fetch-mtcnn' (it downloads the "
                             "facenet-pytorch wheel and converts its weights, without installing it)")
         try:
-            with np.load(path) as f:
-                self.w = {k: f[k].astype(np.float64) for k in f.files}
-        except (OSError, ValueError) as exc:
+            self.w = {k: v.astype(np.float64) for k, v in read_arrays(path).items()}
+        except SerializationError as exc:
             raise DataError(f"{path}: not an MTCNN weight file ({exc})") from None
         missing = [n for n in NETS if not any(k.startswith(n + ".") for k in self.w)]
         if missing:

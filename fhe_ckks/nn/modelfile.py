@@ -36,8 +36,8 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
-import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -60,7 +60,7 @@ MAX_BYTES = 1 << 30
 #: What reading a damaged zip (a bad CRC or length, an unsupported zip feature) or a crafted ``.npy`` header
 #: can raise, besides SerializationError.
 _READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, RecursionError,
-                NotImplementedError, SyntaxError, tokenize.TokenError)
+                NotImplementedError)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -116,6 +116,13 @@ def write_model_file(path: str | os.PathLike, schema: Mapping[str, Any], tensors
             os.unlink(tmp)
         raise
     return path
+
+
+def read_arrays(path: str | os.PathLike | BinaryIO) -> dict[str, np.ndarray]:
+    """The ``.npy`` members of a plain ``.npz`` (no manifest, e.g. converted third-party weights), read with
+    the model file's checks: no unpickling, a size limit, CRC-32s, headers checked before data, no AST built;
+    any damage raises :class:`SerializationError`.  Non-finite values are not refused here."""
+    return _read_members(path, getattr(path, "name", path), fortran=True)
 
 
 def read_model_file(path: str | os.PathLike | BinaryIO) -> ModelFile:
@@ -177,7 +184,7 @@ def _parse_manifest(blob: np.ndarray, name) -> dict[str, Any]:
     return manifest
 
 
-def _read_members(source, name) -> dict[str, np.ndarray]:
+def _read_members(source, name, fortran: bool = False) -> dict[str, np.ndarray]:
     """Every ``<key>.npy`` member of the zip as an array; a damaged or foreign archive raises SerializationError."""
     try:
         with zipfile.ZipFile(source) as archive:
@@ -193,7 +200,7 @@ def _read_members(source, name) -> dict[str, np.ndarray]:
                     raise SerializationError(f"{name}: member {info.filename!r} is encrypted or compressed "
                                              "with an unsupported method")
                 raw = archive.read(info)            # whole, so that its CRC-32 is checked before it is parsed
-                members[key] = _parse_npy(raw, f"{name}: member {info.filename!r}")
+                members[key] = _parse_npy(raw, f"{name}: member {info.filename!r}", fortran)
             return members
     except FileNotFoundError:
         raise SerializationError(f"{name}: no such model file") from None
@@ -203,20 +210,60 @@ def _read_members(source, name) -> dict[str, np.ndarray]:
         raise SerializationError(f"{name}: not a readable model file ({type(exc).__name__}: {exc})") from None
 
 
-def _parse_npy(raw: bytes, what: str) -> np.ndarray:
-    """One ``.npy`` member: its header checked (a tensor dtype, C order, a shape its bytes fill exactly) before
-    an array is made of its data."""
-    member = io.BytesIO(raw)
-    version = np.lib.format.read_magic(member)
+# An .npy header is a Python dict literal, e.g. ``{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }``.
+# numpy parses it with ``ast.literal_eval``; this reader accepts only that literal's plain form, with a regular
+# expression, so no AST is built from a file's bytes (and CPython 3.11's AST constructor, which two threads
+# parsing at once can make raise SystemError, is never entered: clients load model files in threads).
+_NPY_VALUE = r"""'[<>|=]?[A-Za-z][0-9]{0,2}'|True|False|\(\s*(?:[0-9]{1,19}\s*,\s*)*(?:[0-9]{1,19}\s*)?\)"""
+_NPY_ITEM = r"""\s*'(descr|fortran_order|shape)'\s*:\s*(%s)\s*""" % _NPY_VALUE
+_NPY_MAX_HEADER = 10_000                   # numpy's own default limit on what it will literal_eval
+_NPY_HEADER = re.compile(r"\{(?:%s,)*(?:%s)?\s*\}\s*" % (_NPY_ITEM, _NPY_ITEM))
+_NPY_PAIR = re.compile(_NPY_ITEM)
+
+
+def _npy_header(member: io.BytesIO, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran flag and dtype of an ``.npy`` member's version 1.0 or 2.0 header."""
+    magic = member.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise SerializationError(f"{what}: not an .npy member")
+    version = (magic[6], magic[7])
     if version not in ((1, 0), (2, 0)):
         raise SerializationError(f"{what}: .npy version {version} is not supported")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(member)
-    if dtype.name not in _DTYPES and dtype.name != "uint8" or dtype.hasobject or fortran_order:
+    width = 2 if version == (1, 0) else 4
+    size = member.read(width)
+    length = int.from_bytes(size, "little")
+    if length > _NPY_MAX_HEADER:
+        raise SerializationError(f"{what}: its .npy header of {length} bytes is longer than {_NPY_MAX_HEADER}")
+    text = member.read(length)
+    if len(size) < width or len(text) < length:
+        raise SerializationError(f"{what}: its .npy header is truncated")
+    header = text.decode("latin1")
+    if _NPY_HEADER.fullmatch(header) is None:
+        raise SerializationError(f"{what}: its .npy header is not a plain tensor header")
+    items = dict(_NPY_PAIR.findall(header))
+    if len(_NPY_PAIR.findall(header)) != 3 or set(items) != {"descr", "fortran_order", "shape"}:
+        raise SerializationError(f"{what}: its .npy header must name descr, fortran_order and shape once each")
+    if items["descr"][0] != "'" or items["fortran_order"] not in ("True", "False") \
+            or not items["shape"].startswith("("):
+        raise SerializationError(f"{what}: its .npy header has a field of the wrong kind")
+    try:
+        dtype = np.dtype(items["descr"][1:-1])
+    except (TypeError, ValueError):
+        raise SerializationError(f"{what}: its .npy header names an unknown dtype {items['descr']}") from None
+    shape = tuple(int(d) for d in items["shape"][1:-1].replace(",", " ").split())
+    return shape, items["fortran_order"] == "True", dtype
+
+
+def _parse_npy(raw: bytes, what: str, fortran: bool = False) -> np.ndarray:
+    """One ``.npy`` member: its header checked (a tensor dtype, C order unless ``fortran``, a shape its bytes
+    fill exactly) before an array is made of its data."""
+    member = io.BytesIO(raw)
+    shape, fortran_order, dtype = _npy_header(member, what)
+    if dtype.name not in _DTYPES and dtype.name != "uint8" or dtype.hasobject or fortran_order and not fortran:
         raise SerializationError(f"{what}: dtype {dtype}{' in Fortran order' if fortran_order else ''} is not a "
                                  "model tensor's")
     start = member.tell()
-    if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize != len(raw) - start:
+    if math.prod(shape) * dtype.itemsize != len(raw) - start:
         raise SerializationError(f"{what}: its header's shape {shape} does not match its {len(raw) - start} bytes")
     return np.frombuffer(bytearray(raw[start:]), dtype=dtype).astype(dtype.newbyteorder("="), copy=False) \
-        .reshape(shape)
+        .reshape(shape, order="F" if fortran_order else "C")

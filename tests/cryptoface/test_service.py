@@ -255,7 +255,9 @@ def test_two_clients_at_once_and_delete(world):
         t.start()
     for t in threads:
         t.join(300)
-    assert not errors and results == {"a": "same", "b": "different"}
+    if errors:
+        raise errors[0]
+    assert results == {"a": "same", "b": "different"}
     assert cli(world, "delete", "bob") == SAME
     with ServiceClient(home=home, allow_insecure=True) as client:
         assert client.names() == ["alice"]

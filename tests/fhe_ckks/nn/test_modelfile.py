@@ -11,6 +11,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhe_ckks.errors import SerializationError
 from fhe_ckks.nn.modelfile import CHECKSUM_KEY, FORMAT_VERSION, MANIFEST_KEY, read_model_file, write_model_file
@@ -148,6 +150,14 @@ def npy_with_header(array: np.ndarray, header: str) -> bytes:
     "{'descr': '<f8', 'fortran_order': False, 'shape': (8,)",                      # not a dict
     "{'descr': '<f8', 'fortran_order': False, 'shape': ((((((8,),),),),),), }",
     "(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((",
+    "{'descr': '<f8', 'descr': '<f8', 'shape': (8,), }",                          # a field twice, one missing
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (8,), 'extra': 1}",
+    "{'descr': False, 'fortran_order': '<f8', 'shape': (8,), }",                   # fields of the wrong kind
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (-8,), }",
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (8 1,), }",
+    "{'descr': '<q9', 'fortran_order': False, 'shape': (8,), }",                   # no such dtype
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (8,), }" + " " * 20000,     # past numpy's header limit
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (8,), }; import os",
 ])
 def test_npy_headers_that_lie_or_do_not_parse_are_refused(tmp_path, rng, header):
     path = write_model_file(tmp_path / "m.npz", {"kind": "toy"}, {"w": rng.normal(size=8)})
@@ -158,6 +168,51 @@ def test_npy_headers_that_lie_or_do_not_parse_are_refused(tmp_path, rng, header)
             archive.writestr(name, raw)
     with pytest.raises(SerializationError):
         read_model_file(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["<f8", ">f8", "<f4", "<i8", ">i4", "|u1"]),
+       st.lists(st.integers(0, 5), min_size=0, max_size=4), st.sampled_from([(1, 0), (2, 0)]), st.booleans())
+def test_npy_headers_numpy_writes_read_as_numpy_reads_them(descr, shape, version, fortran):
+    """The model file's own .npy header reader (a regular expression, no AST) agrees with numpy's on every
+    header numpy writes, big-endian, empty, 0-d and (for read_arrays) Fortran-ordered arrays included."""
+    from fhe_ckks.nn.modelfile import _parse_npy
+
+    array = np.arange(int(np.prod(shape)), dtype=np.dtype(descr)).reshape(shape)
+    array = np.asfortranarray(array) if fortran else array
+    raw = io.BytesIO()
+    np.lib.format.write_array(raw, array, version=version)
+    got = _parse_npy(raw.getvalue(), "member", fortran=True)
+    assert got.shape == array.shape and got.dtype == array.dtype.newbyteorder("=") and np.array_equal(got, array)
+
+
+def test_model_files_load_in_many_threads_at_once(tmp_path, rng):
+    """Clients load their model file in threads: the reader builds no AST (CPython 3.11's AST constructor can
+    raise SystemError when two threads use it at once, as numpy's header parser does)."""
+    import sys
+    import threading
+
+    path = write_model_file(tmp_path / "m.npz", {"kind": "toy"}, {f"w{i}": rng.normal(size=4) for i in range(30)})
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for _ in range(20):
+                read_model_file(path)
+        except BaseException as exc:          # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]
 
 
 def test_every_byte_flip_raises_a_typed_error_or_reads_the_same(tmp_path, rng):
@@ -191,3 +246,16 @@ def test_non_finite_foreign_or_extra_tensors_are_refused_even_resealed(tmp_path,
     reseal(path, manifest_edit=lambda m: m.update(extra=1))
     with pytest.raises(SerializationError, match="fields"):
         read_model_file(path)
+
+
+def test_read_arrays_reads_a_plain_npz_and_refuses_pickles(tmp_path, rng):
+    from fhe_ckks.nn import read_arrays
+
+    want = {"a": rng.normal(size=(3, 4)).astype(np.float32), "b.c": np.asfortranarray(rng.normal(size=(2, 5)))}
+    np.savez(tmp_path / "w.npz", **want)
+    got = read_arrays(tmp_path / "w.npz")
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    np.savez(tmp_path / "evil.npz", a=np.array([_Tripwire()], dtype=object), allow_pickle=True)
+    with pytest.raises(SerializationError, match="object"):
+        read_arrays(tmp_path / "evil.npz")
+    assert not _Tripwire.unpickled
