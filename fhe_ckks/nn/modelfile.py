@@ -240,8 +240,9 @@ def _npy_header(member: io.BytesIO, what: str) -> tuple[tuple[int, ...], bool, n
     header = text.decode("latin1")
     if _NPY_HEADER.fullmatch(header) is None:
         raise SerializationError(f"{what}: its .npy header is not a plain tensor header")
-    items = dict(_NPY_PAIR.findall(header))
-    if len(_NPY_PAIR.findall(header)) != 3 or set(items) != {"descr", "fortran_order", "shape"}:
+    pairs = _NPY_PAIR.findall(header)
+    items = dict(pairs)
+    if len(pairs) != 3 or set(items) != {"descr", "fortran_order", "shape"}:
         raise SerializationError(f"{what}: its .npy header must name descr, fortran_order and shape once each")
     if items["descr"][0] != "'" or items["fortran_order"] not in ("True", "False") \
             or not items["shape"].startswith("("):
