@@ -44,6 +44,22 @@ class BaselineChain:
             x = layer.forward_plain(x)
         return x.reshape(-1)
 
+    def input_peaks(self, faces: np.ndarray) -> np.ndarray:
+        """The largest ``|value|`` entering each layer of the chain (one entry per layer, the last one the
+        head's), over ``faces`` of shape ``(F, 3, S, S)``, from the numpy twin.  A bootstrap the planner
+        places before layer i sees the input of layer i: ``BootstrapConfig.input_bound`` must cover it
+        (EvalMod is correct only below the declared bound, which the bootstrapper cannot check)."""
+        faces = np.asarray(faces, dtype=np.float64)
+        if faces.ndim != 4:
+            raise ModelError(f"faces of shape (F, 3, S, S) expected, got {faces.shape}")
+        peaks = np.zeros(len(self.layers))
+        for face in faces:
+            x = face[None]
+            for i, layer in enumerate(self.layers):
+                peaks[i] = max(peaks[i], float(np.max(np.abs(x))))
+                x = layer.forward_plain(x)
+        return peaks
+
 
 def _layout(channels: int, size: int, gap: int) -> TensorLayout:
     return TensorLayout.multiplexed(1, channels, size, size, gap)

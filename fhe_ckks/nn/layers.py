@@ -90,6 +90,31 @@ class Layer(ABC):
         self.level_after(ct.level)
 
 
+def bootstrap_periodic(bootstrapper, ct: Ciphertext, period: int) -> Ciphertext:
+    """Bootstrap ``ct``, whose slots repeat with ``period``, with a bootstrapper of ``n`` slots, ``period <= n
+    <= ct.slots`` (sparse-slot bootstrapping where a tensor fills fewer slots than the ciphertext has).
+
+    A slot vector that repeats with period n is the n-slot encoding of the same polynomial (the encoder's
+    sparse packing is exactly that repetition), so ``ct`` is read as an n-slot ciphertext, bootstrapped (its
+    SubSum removes what the noise put outside the subring) and read back with ``ct.slots``: the output repeats
+    with period n, which every layout of period ``period`` dividing n reads unchanged.  A bootstrapper without
+    a ``slots`` attribute (the secret-key test double) works at ``ct.slots``.
+
+    Raises:
+        ParameterError: n below the period, not dividing ``ct.slots``, or a bootstrapper whose output has
+            another slot count than its input (``BootstrapConfig.unpack``: its real form is a layout change).
+    """
+    n = getattr(bootstrapper, "slots", None)
+    if n is None or n == ct.slots:
+        return bootstrapper.bootstrap(ct)
+    if period > n or n % period or ct.slots % n:
+        raise ParameterError(f"a {n}-slot bootstrapper cannot refresh a tensor of period {period} in a "
+                             f"{ct.slots}-slot ciphertext")
+    if getattr(bootstrapper, "output_slots", n) != n:
+        raise ParameterError("an unpacking bootstrapper changes the layout; a network's bootstrap keeps it")
+    return bootstrapper.bootstrap(ct.with_metadata(slots=n)).with_metadata(slots=ct.slots)
+
+
 class Bootstrap(Layer):
     """A bootstrap at a chosen place of a network (inside a residual branch too), for networks whose bootstraps
     sit where their design puts them (MPCNN: before every AppReLU) rather than where the greedy planner would.
@@ -127,7 +152,7 @@ class Bootstrap(Layer):
         return np.asarray(vector, dtype=np.float64)
 
     def forward(self, evaluator: Evaluator, encoder: Encoder, ct: Ciphertext) -> Ciphertext:
-        return self.bootstrapper.bootstrap(ct)
+        return bootstrap_periodic(self.bootstrapper, ct, self.in_layout.period)
 
 
 class SlotLinear(Layer):

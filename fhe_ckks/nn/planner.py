@@ -22,7 +22,7 @@ from ..ckks.encoder import Encoder
 from ..ckks.evaluator import Evaluator
 from ..errors import LevelError, ParameterError
 from ..rlwe.keyplan import KeyPlan
-from .layers import Layer
+from .layers import Layer, bootstrap_periodic
 
 
 class BootstrapperLike(Protocol):
@@ -129,7 +129,10 @@ def run_plan(layers: Sequence[Layer], plan: Plan, evaluator: Evaluator, encoder:
         if i in plan.bootstrap_before:
             if bootstrapper is None:
                 raise LevelError(f"the plan bootstraps before layer {i} but no bootstrapper was given")
-            ct = timed(f"bootstrap before {getattr(layer, 'name', i)}", lambda: bootstrapper.bootstrap(ct))
+            layout = getattr(layer, "in_layout", None)
+            ct = timed(f"bootstrap before {getattr(layer, 'name', i)}",
+                       lambda: bootstrapper.bootstrap(ct) if layout is None
+                       else bootstrap_periodic(bootstrapper, ct, layout.period))
         ct = timed(getattr(layer, "name", f"layer {i}"), lambda: layer.forward(evaluator, encoder, ct))
     return ct
 

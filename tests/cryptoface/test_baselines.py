@@ -123,6 +123,56 @@ def test_the_encrypted_baseline_equals_its_plaintext_twin(activation):
     assert boot.calls == counts["bootstraps"]
 
 
+def test_a_bootstrapped_resnet_runs_with_the_real_bootstrapper():
+    """AutoFHE's ResNet32 on the toy twin of the baselines' bootstrapping preset: the planner places the
+    bootstraps (15 user levels between them), the real bootstrapper runs them on half the slots (the tensors'
+    period) without the secret key, and the embedding stays within 2^-12 of the fused plaintext model."""
+    from fhe_ckks import Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, presets
+    import dataclasses
+
+    from fhe_ckks.bootstrap import CONFIGS, Bootstrapper, SecretKeyBootstrapper, generate_keys
+    from fhe_ckks.nn import EncryptedModel
+
+    from cryptoface.encrypted.baseline import build_baseline
+
+    name = "INSECURE_BOOT_N12_QP1770_L31_S38"
+    params = presets.get(name, allow_insecure=True)
+    kg = KeyGenerator(params, seed=bytes(32))
+    fused, x = small_fused("autofhe", seed=3)
+    twin = fused.embed(x[:1], polynomial=True)[0]
+    chain = build_baseline(fused)
+    plan_only = EncryptedModel(chain.layers, params.max_level, SecretKeyBootstrapper(params, kg.secret_key, 15))
+    # the bootstraps' declared input bound, from the twin's values where the planner puts them (the toy faces
+    # reach about 2, above the default bound of 1: the first version of this test found that)
+    peaks = chain.input_peaks(x)[list(plan_only.plan.bootstrap_before)]
+    # sparse slots: the toy face's stages repeat with period 1,024 of the ring's 2,048 slots
+    assert max(layer.in_layout.period for layer in chain.layers) == 1024 == params.slots // 2
+    config = dataclasses.replace(CONFIGS[name], input_bound=float(1.25 * peaks.max()), slots=1024, packed=True)
+    bk = generate_keys(kg, config)
+    boot = Bootstrapper(params, bk.relin, bk.galois, config, bk.encapsulation)
+    assert boot.output_level == 15
+    model = EncryptedModel(chain.layers, params.max_level, boot)
+    assert model.plan.bootstrap_before == plan_only.plan.bootstrap_before
+    counts = model.counts()
+    assert counts["bootstraps"] == len(model.plan.bootstrap_before) >= 2
+    enc, dec = Encoder(params), Decryptor(params, kg.secret_key)
+    calls, real = [], boot.bootstrap
+
+    def watched(ct):       # the test holds the key: it checks the range contract the bootstrapper relies on
+        calls.append((ct.level, np.max(np.abs(enc.decode(dec.decrypt(ct))))))
+        return real(ct)
+
+    boot.bootstrap = watched
+    ek = kg.evaluation_keys(model.key_plan())
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(chain.input_layout.pack(x[:1], params.slots)))
+    out = model.run(Evaluator(params, ek.relin, ek.galois), enc, ct)
+    got = chain.output_layout.unpack(np.real(enc.decode(dec.decrypt(out)))).reshape(-1)
+    err = np.max(np.abs(got - twin)) / np.max(np.abs(twin))
+    assert err < 2**-12, f"relative error 2^{np.log2(err):.1f}"
+    assert len(calls) == counts["bootstraps"]
+    assert all(peak < config.input_bound for _, peak in calls), (calls, config.input_bound)
+
+
 def test_an_mpcnn_chain_needs_its_bound_and_a_bootstrapper():
     from cryptoface.encrypted.baseline import build_baseline
 

@@ -292,3 +292,40 @@ def test_encrypted_app_relu_matches_its_plain_twin(degrees):
     assert np.max(np.abs(got - want)) < 2**-18
     with pytest.raises(ParameterError):
         AppReLU(lay, sign.stages[0])
+
+
+class _Relabelling:
+    """A stand-in bootstrapper that records what it is given and returns it: the test is of the slot
+    bookkeeping around a sparse bootstrap, not of bootstrapping (tests/cryptoface/test_baselines.py runs the
+    real one)."""
+
+    output_level = 0
+
+    def __init__(self, slots, output_slots=None):
+        self.slots, self.output_slots, self.seen = slots, output_slots or slots, []
+
+    def bootstrap(self, ct):
+        self.seen.append(ct.slots)
+        return ct
+
+
+def test_a_sparse_bootstrap_reads_a_periodic_tensor_with_fewer_slots_and_hands_back_all():
+    from fhe_ckks.nn.layers import Bootstrap, bootstrap_periodic
+
+    params, kg = keys()
+    enc = Encoder(params)
+    layout = TensorLayout.stacked(1, 2, 8, 8)                      # period 128 of the toy ring's 2,048 slots
+    t = np.random.default_rng(5).normal(size=layout.shape)
+    ct = Encryptor(params, kg.public_key()).encrypt(enc.encode(layout.pack(t, params.slots)))
+    for n in (128, 512):
+        boot = _Relabelling(n)
+        out = Bootstrap(layout, boot).forward(None, enc, ct)
+        assert boot.seen == [n] and out.slots == params.slots and out.data is ct.data
+    full = _Relabelling(params.slots)
+    assert bootstrap_periodic(full, ct, layout.period).slots == params.slots and full.seen == [params.slots]
+    with pytest.raises(ParameterError):
+        bootstrap_periodic(_Relabelling(64), ct, layout.period)           # fewer slots than the period
+    with pytest.raises(ParameterError):
+        bootstrap_periodic(_Relabelling(96), ct, 32)                      # does not divide the slots
+    with pytest.raises(ParameterError):
+        bootstrap_periodic(_Relabelling(256, output_slots=512), ct, layout.period)   # unpacking changes layout
