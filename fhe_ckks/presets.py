@@ -71,15 +71,16 @@ LITERALS: dict[str, ParametersLiteral] = {
     "BOOT_N16_QP1737_L24_S40": ParametersLiteral(
         log_n=16, log_q=(60,) + (40,) * 8 + (50,) * 3 + (60,) * 13, log_p=(61,) * 7, log_scale=40,
         name="BOOT_N16_QP1737_L24_S40"),
-    # N = 2^16, log QP = 1770 <= 1772: bootstrapping with 15 user levels between bootstraps, for the
-    # bootstrapped ResNet baselines of issue #16 (MPCNN: AppReLU, 14 levels, then a convolution).  The
-    # chain of BOOT_N16_QP1737_L24_S40 with its bootstrapping runs narrowed to pay for 7 more user levels:
-    # q_0 = 60 bits; 15 user levels of 38 bits at scale 2^38; 3 levels of 45 bits for SlotsToCoeffs;
-    # 13 of 55 bits for EvalMod (10) and CoeffsToSlots (3); 5 special primes of 58 bits, dnum = 7
-    # (5 primes per digit, 275 bits at most, under P's 290).
-    "BOOT_N16_QP1770_L31_S38": ParametersLiteral(
-        log_n=16, log_q=(60,) + (38,) * 15 + (45,) * 3 + (55,) * 13, log_p=(58,) * 5, log_scale=38, digits=7,
-        name="BOOT_N16_QP1770_L31_S38"),
+    # N = 2^16, log QP = 1771 <= 1772: bootstrapping with 16 user levels between bootstraps, for the
+    # bootstrapped ResNet baselines of issue #16 (MPCNN: AppReLU, 14 levels, then a convolution; the
+    # encrypted decision's sign, 16 levels after its own bootstrap, on the same chain).  The chain of
+    # BOOT_N16_QP1737_L24_S40 with its bootstrapping runs narrowed to pay for 8 more user levels: q_0 = 60
+    # bits; 16 user levels of 36 bits at scale 2^36; 3 levels of 45 bits for SlotsToCoeffs; 13 of 55 bits
+    # for EvalMod (10) and CoeffsToSlots (3); 5 special primes of 57 bits, dnum = 7 (5 primes per digit,
+    # at most 281 bits, under P's 285).
+    "BOOT_N16_QP1771_L32_S36": ParametersLiteral(
+        log_n=16, log_q=(60,) + (36,) * 16 + (45,) * 3 + (55,) * 13, log_p=(57,) * 5, log_scale=36, digits=7,
+        name="BOOT_N16_QP1771_L32_S36"),
     # ---- toy sets: NOT secure, for tests and examples only --------------------
     # N = 2^10, depth 5 at scale 2^40, 2 special primes (dnum = 3).
     "INSECURE_N10_QP380_L5_S40": ParametersLiteral(
@@ -114,12 +115,12 @@ LITERALS: dict[str, ParametersLiteral] = {
     "INSECURE_N12_QP1642_L29_S38": ParametersLiteral(
         log_n=12, log_q=(60,) + (38,) * 29, log_p=(60,) * 8, log_scale=38, digits=3,
         name="INSECURE_N12_QP1642_L29_S38"),
-    # N = 2^12, the chain of BOOT_N16_QP1770_L31_S38 in miniature (15 user levels at 2^38, 3 of 45 bits, 13 of
+    # N = 2^12, the chain of BOOT_N16_QP1771_L32_S36 in miniature (16 user levels at 2^36, 3 of 45 bits, 13 of
     # 55, 5 special primes, dnum = 7): tests of bootstrapped networks with the real bootstrapper, whose
     # activations need many levels between bootstraps (the ResNet baselines).
-    "INSECURE_BOOT_N12_QP1770_L31_S38": ParametersLiteral(
-        log_n=12, log_q=(60,) + (38,) * 15 + (45,) * 3 + (55,) * 13, log_p=(58,) * 5, log_scale=38, digits=7,
-        name="INSECURE_BOOT_N12_QP1770_L31_S38"),
+    "INSECURE_BOOT_N12_QP1771_L32_S36": ParametersLiteral(
+        log_n=12, log_q=(60,) + (36,) * 16 + (45,) * 3 + (55,) * 13, log_p=(57,) * 5, log_scale=36, digits=7,
+        name="INSECURE_BOOT_N12_QP1771_L32_S36"),
 }
 
 

@@ -29,10 +29,10 @@ _ENCAPSULATED = BootstrapConfig(
 #: of :mod:`fhe_ckks.presets`.
 CONFIGS: dict[str, BootstrapConfig] = {
     "BOOT_N16_QP1737_L24_S40": _ENCAPSULATED,
-    "BOOT_N16_QP1770_L31_S38": _ENCAPSULATED,
+    "BOOT_N16_QP1771_L32_S36": _ENCAPSULATED,
     "INSECURE_BOOT_N12_QP1235_H32": BootstrapConfig(),
     "INSECURE_BOOT_N12_QP1354_L19_S40": _ENCAPSULATED,  # the same design at N = 2^12, for the tests
-    "INSECURE_BOOT_N12_QP1770_L31_S38": _ENCAPSULATED,
+    "INSECURE_BOOT_N12_QP1771_L32_S36": _ENCAPSULATED,
 }
 
 __all__ = ["CONFIGS", "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys",
