@@ -303,8 +303,80 @@ def _exact_tau(value) -> float:
     return tau
 
 
+class ProbeRules:
+    """What a server's model refuses to vouch for, shared by every model the protocol runs (the patch CNNs and
+    the ResNet baselines).  A model sets ``info`` and ``thresholds`` and says, in :meth:`activation_refusal`,
+    how far its activations may go before the encrypted evaluation stops tracking the plaintext one."""
+
+    info: dict[str, Any]
+    thresholds: dict[str, Threshold]
+
+    def quality_floor(self) -> float | None:
+        """The smallest squared embedding norm a probe may have (``info["quality"]``, see
+        :func:`embedding_quality`), None when the model file records none."""
+        q = self.info.get("quality") if isinstance(self.info, dict) else None
+        return None if q is None else float(q["min_squared_norm"])
+
+    def activation_refusal(self, activation_peak: float, activation_slack: float) -> str | None:
+        """Why a face whose largest activation input is ``activation_peak`` is refused, or None: by default
+        beyond ``activation_slack`` times the largest recorded on the fitting data
+        (``info["activation_range"]["max"]``; far beyond it the encrypted activations wrap modulo the
+        ciphertext modulus)."""
+        recorded = self.info.get("activation_range", {}).get("max") if isinstance(self.info, dict) else None
+        if recorded is not None and not activation_peak <= activation_slack * float(recorded):
+            return (f"an activation reaches {activation_peak:.3g}, beyond {activation_slack:g} x the largest seen "
+                    f"in fitting ({float(recorded):.3g})")
+        return None
+
+    def probe_refusal(self, embedding: np.ndarray, activation_peak: float,
+                      norm_range: tuple[float, float] | None = None,
+                      activation_slack: float = PROBE_ACTIVATION_SLACK) -> str | None:
+        """Why :meth:`check_probe` refuses one face with this embedding and largest activation input, or None."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = float(np.sum(np.asarray(embedding, dtype=np.float64) ** 2))
+        if not (np.all(np.isfinite(embedding)) and np.isfinite(y)):
+            return "the face's embedding is not finite (its activations overflow)"
+        floor = self.quality_floor()
+        if floor is not None and y < floor:
+            return (f"a low-quality face: squared embedding norm {y:.4g} below the model's quality floor {floor:.4g} "
+                    f"(the {100 * self.info['quality']['quantile']:g} % quantile of its fitting faces')")
+        reason = self.activation_refusal(activation_peak, activation_slack)
+        if reason is not None:
+            return reason
+        if norm_range is None and "lfw" in self.thresholds:
+            norm_range = (self.thresholds["lfw"].norm.lo, self.thresholds["lfw"].norm.hi)
+        if norm_range is not None:
+            lo, hi = float(norm_range[0]) * (1 - PROBE_NORM_SLACK), float(norm_range[1]) * (1 + PROBE_NORM_SLACK)
+            if not lo <= y <= hi:
+                return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
+                        f"{float(norm_range[1]):.4g}] (+-{100 * PROBE_NORM_SLACK:.1f} %), where the "
+                        "normalization is accurate")
+        return None
+
+    def _digest(self, header: list, values: Sequence) -> str:
+        """SHA-256 (hex) of ``header`` (JSON), each of ``values`` (arrays as float64 with their shape, other
+        values as JSON, None skipped), then the decision rules and the quality record."""
+        h = hashlib.sha256(json.dumps(header).encode())
+        quality = self.info.get("quality") if isinstance(self.info, dict) else None
+        for value in [*values, {k: v.as_dict() for k, v in sorted(self.thresholds.items())}, quality]:
+            if isinstance(value, np.ndarray):
+                a = np.ascontiguousarray(value, dtype=np.float64)
+                h.update(json.dumps(a.shape).encode())
+                h.update(a.tobytes())
+            elif value is not None:
+                h.update(json.dumps(value, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+    def _refuse_any(self, embeddings: np.ndarray, peaks: np.ndarray, norm_range, activation_slack) -> np.ndarray:
+        for e, peak in zip(embeddings, peaks):
+            reason = self.probe_refusal(e, float(peak), norm_range, activation_slack)
+            if reason is not None:
+                raise ProbeError(reason)
+        return embeddings
+
+
 @dataclass
-class FusedPatchCNN:
+class FusedPatchCNN(ProbeRules):
     """The whole fused model: one :class:`FusedPatchNet` per patch, embeddings summed."""
 
     input_size: int
@@ -363,66 +435,18 @@ class FusedPatchCNN:
         with recording_activation_peaks(peaks), np.errstate(over="ignore", invalid="ignore"):
             emb = self.embed(images)
         per_image = np.max(np.stack(peaks), axis=0) if peaks else np.zeros(len(emb))
-        for e, peak in zip(emb, per_image):
-            reason = self.probe_refusal(e, float(peak), norm_range, activation_slack)
-            if reason is not None:
-                raise ProbeError(reason)
-        return emb
+        return self._refuse_any(emb, per_image, norm_range, activation_slack)
 
     def digest(self) -> str:
         """SHA-256 (hex) of what the encrypted side evaluates and decides with: the sizes, every weight (float64,
         in order), the decision rules and the quality record.  A template store is bound to it."""
-        h = hashlib.sha256(json.dumps([self.name, self.input_size, self.patch_size]).encode())
-
-        def add(value) -> None:
-            if isinstance(value, np.ndarray):
-                a = np.ascontiguousarray(value, dtype=np.float64)
-                h.update(json.dumps(a.shape).encode())
-                h.update(a.tobytes())
-            elif value is not None:
-                h.update(json.dumps(value, sort_keys=True, default=str).encode())
-
+        values: list = []
         for net in self.nets:
-            for name in ("conv0", "pool_a1", "pool_a0", "head_weight", "head_bias", "pool_output"):
-                add(getattr(net, name))
+            values += [getattr(net, name) for name in ("conv0", "pool_a1", "pool_a0", "head_weight", "head_bias",
+                                                       "pool_output")]
             for block in net.blocks:
-                for f in dataclasses.fields(block):
-                    add(getattr(block, f.name))
-        add({k: v.as_dict() for k, v in sorted(self.thresholds.items())})
-        add(self.info.get("quality") if isinstance(self.info, dict) else None)
-        return h.hexdigest()
-
-    def quality_floor(self) -> float | None:
-        """The smallest squared embedding norm a probe may have (``info["quality"]``, see
-        :func:`embedding_quality`), None when the model file records none."""
-        q = self.info.get("quality") if isinstance(self.info, dict) else None
-        return None if q is None else float(q["min_squared_norm"])
-
-    def probe_refusal(self, embedding: np.ndarray, activation_peak: float,
-                      norm_range: tuple[float, float] | None = None,
-                      activation_slack: float = PROBE_ACTIVATION_SLACK) -> str | None:
-        """Why :meth:`check_probe` refuses one face with this embedding and largest HerPN input, or None."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = float(np.sum(np.asarray(embedding, dtype=np.float64) ** 2))
-        if not (np.all(np.isfinite(embedding)) and np.isfinite(y)):
-            return "the face's embedding is not finite (its activations overflow)"
-        floor = self.quality_floor()
-        if floor is not None and y < floor:
-            return (f"a low-quality face: squared embedding norm {y:.4g} below the model's quality floor {floor:.4g} "
-                    f"(the {100 * self.info['quality']['quantile']:g} % quantile of its fitting faces')")
-        recorded = self.info.get("activation_range", {}).get("max") if isinstance(self.info, dict) else None
-        if recorded is not None and not activation_peak <= activation_slack * float(recorded):
-            return (f"an activation reaches {activation_peak:.3g}, beyond {activation_slack:g} x the largest seen "
-                    f"in fitting ({float(recorded):.3g})")
-        if norm_range is None and "lfw" in self.thresholds:
-            norm_range = (self.thresholds["lfw"].norm.lo, self.thresholds["lfw"].norm.hi)
-        if norm_range is not None:
-            lo, hi = float(norm_range[0]) * (1 - PROBE_NORM_SLACK), float(norm_range[1]) * (1 + PROBE_NORM_SLACK)
-            if not lo <= y <= hi:
-                return (f"squared embedding norm {y:.4g} outside [{float(norm_range[0]):.4g}, "
-                        f"{float(norm_range[1]):.4g}] (+-{100 * PROBE_NORM_SLACK:.1f} %), where the "
-                        "normalization is accurate")
-        return None
+                values += [getattr(block, f.name) for f in dataclasses.fields(block)]
+        return self._digest([self.name, self.input_size, self.patch_size], values)
 
 
 # --------------------------------------------------------------------------- file format
