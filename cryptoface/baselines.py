@@ -33,10 +33,12 @@ from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 from fhe_ckks.nn.plain import avg_pool, conv2d, zero_pad_shortcut
 
 from .errors import ModelError
-from .model import NormPolynomial, Threshold
+from .model import PROBE_ACTIVATION_SLACK, NormPolynomial, ProbeRules, Threshold
 
 #: the margin of headroom over the largest ReLU input of the fitting faces (B = slack * max)
 RELU_BOUND_SLACK = 1.25
+#: the same headroom for AutoFHE's bootstrap bound over the largest value its chain carries on fitting faces
+VALUE_BOUND_SLACK = 1.25
 
 
 @dataclass
@@ -86,23 +88,33 @@ class FusedBasicBlock:
     shortcut: str = "identity"          # identity | zero_pad
     shortcut_offset: int = 0
 
-    def forward(self, x: np.ndarray, peaks: list, **act) -> np.ndarray:
+    def forward(self, x: np.ndarray, peaks: list, values: list | None = None, **act) -> np.ndarray:
+        """The block on ``x``; appends the per-face largest activation inputs to ``peaks`` and, with ``values``,
+        the largest of every tensor the encrypted block carries (activation outputs and the branch too)."""
         h = conv2d(x, self.weight1, self.stride) + self.bias1.reshape(1, -1, 1, 1)
-        peaks.append(np.abs(h).reshape(len(h), -1).max(1))
+        peaks.append(_peak(h))
         h = self.act1(h, **act)
-        out = conv2d(h, self.weight2) + self.bias2.reshape(1, -1, 1, 1)
+        branch = conv2d(h, self.weight2) + self.bias2.reshape(1, -1, 1, 1)
         if self.shortcut == "zero_pad":
-            out = out + zero_pad_shortcut(x, self.weight2.shape[0], self.stride, self.shortcut_offset)
+            out = branch + zero_pad_shortcut(x, self.weight2.shape[0], self.stride, self.shortcut_offset)
         else:
-            out = out + x
-        peaks.append(np.abs(out).reshape(len(out), -1).max(1))
-        return self.act2(out, **act)
+            out = branch + x
+        peaks.append(_peak(out))
+        out_act = self.act2(out, **act)
+        if values is not None:
+            values += [peaks[-2], _peak(h), _peak(branch), peaks[-1], _peak(out_act)]
+        return out_act
+
+
+def _peak(t: np.ndarray) -> np.ndarray:
+    return np.abs(t).reshape(len(t), -1).max(1)
 
 
 @dataclass
-class FusedResNet:
+class FusedResNet(ProbeRules):
     """A fused ResNet32/44 baseline (see the module doc): ``(B, 3, 64, 64)`` preprocessed faces -> 256-d
-    embeddings, in float64."""
+    embeddings, in float64.  A server runs it as one "patch" covering the whole face (``patch_size`` is the input
+    size), under the same probe rules as the patch CNNs plus the bootstraps' range (:meth:`bootstrap_bound`)."""
 
     arch: str                            # "resnet32" | "resnet44"
     variant: str                         # "mpcnn" | "autofhe"
@@ -132,7 +144,19 @@ class FusedResNet:
             out += [b.act1, b.act2]
         return out
 
-    def _forward(self, x: np.ndarray, polynomial: bool) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def patch_size(self) -> int:
+        return self.input_size
+
+    @property
+    def num_patches(self) -> int:
+        return 1
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.head_weight.shape[0])
+
+    def _forward(self, x: np.ndarray, polynomial: bool, values: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ModelError(f"expected (B, 3, {self.input_size}, {self.input_size}) faces, got {x.shape}")
@@ -143,10 +167,12 @@ class FusedResNet:
         peaks: list[np.ndarray] = []
         with np.errstate(over="ignore", invalid="ignore"):
             h = conv2d(x, self.conv0, 2) + self.bias0.reshape(1, -1, 1, 1)
-            peaks.append(np.abs(h).reshape(len(h), -1).max(1))
+            peaks.append(_peak(h))
             h = self.act0(h, **act)
+            if values is not None:
+                values += [peaks[-1], _peak(h)]
             for block in self.blocks:
-                h = block.forward(h, peaks, **act)
+                h = block.forward(h, peaks, values, **act)
             pooled = avg_pool(h, self.pool_output)
             emb = pooled.reshape(len(pooled), -1) @ self.head_weight.T + self.head_bias
         return emb, np.max(np.stack(peaks), axis=0)
@@ -159,6 +185,57 @@ class FusedResNet:
     def activation_peaks(self, x: np.ndarray) -> np.ndarray:
         """Per face, the largest |activation input| (with exact activations)."""
         return self._forward(x, False)[1]
+
+    def value_peaks(self, x: np.ndarray) -> np.ndarray:
+        """Per face, the largest ``|value|`` of any tensor the encrypted chain carries between the input and the
+        pooling (the input, every conv output, activation output and residual sum), with the activations the
+        chain evaluates, in the chain's units (MPCNN's chain runs on ``x / B``, where its bound is 1).  A bootstrap
+        anywhere in the chain sees one of these values."""
+        values: list[np.ndarray] = [_peak(np.asarray(x, dtype=np.float64))]
+        self._forward(x, True, values)
+        inner = np.max(np.stack(values[1:]), axis=0)
+        return np.maximum(values[0], inner / self.relu_bound if self.variant == "mpcnn" else inner)
+
+    def bootstrap_bound(self) -> float | None:
+        """The largest slot value the chain's bootstraps are declared for (``BootstrapConfig.input_bound``):
+        MPCNN's 1 (its chain runs on ``x / B``), AutoFHE's ``VALUE_BOUND_SLACK`` times the largest value of the
+        fitting faces (``info["value_range"]["max"]``, recorded by the export); None when not recorded."""
+        if self.variant == "mpcnn":
+            return 1.0
+        recorded = self.info.get("value_range", {}).get("max") if isinstance(self.info, dict) else None
+        return None if recorded is None else VALUE_BOUND_SLACK * float(recorded)
+
+    def activation_refusal(self, activation_peak: float, activation_slack: float) -> str | None:
+        """``activation_peak`` is :meth:`value_peaks`' figure: beyond :meth:`bootstrap_bound` a bootstrap's
+        EvalMod (and MPCNN's sign, accurate only on [-1, 1]) would return garbage, so the face is refused
+        whatever the slack.  Without a recorded bound, the patch CNNs' rule."""
+        bound = self.bootstrap_bound()
+        if bound is None:
+            return super().activation_refusal(activation_peak, activation_slack)
+        if not activation_peak <= bound:
+            what = "the AppReLU's range |x / B| <= 1" if self.variant == "mpcnn" else "the bootstraps' bound"
+            return f"a value of the encrypted network reaches {activation_peak:.3g}, beyond {what} ({bound:.3g})"
+        return None
+
+    def check_probe(self, images: np.ndarray, norm_range: tuple[float, float] | None = None,
+                    activation_slack: float = PROBE_ACTIVATION_SLACK) -> np.ndarray:
+        """The embeddings (of the chain's twin) of faces this model can vouch for; :class:`ProbeError` otherwise
+        (the rules of :class:`~cryptoface.model.ProbeRules`, the activations checked by :meth:`value_peaks`)."""
+        x = np.asarray(images, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            emb = self.embed(x)
+            peaks = self.value_peaks(x)
+        return self._refuse_any(emb, peaks, norm_range, activation_slack)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of what the encrypted side evaluates and decides with (see ``FusedPatchCNN.digest``)."""
+        values: list = [self.conv0, self.bias0, self.head_weight, self.head_bias,
+                        [self.relu_bound, list(self.sign_degrees), self.sign_margin, list(self.pool_output)]]
+        for a in self.activations():
+            values += [a.kind, a.coefficients]
+        for b in self.blocks:
+            values += [b.weight1, b.bias1, b.weight2, b.bias2, [b.stride, b.shortcut, b.shortcut_offset]]
+        return self._digest([self.name, self.input_size, self.arch, self.variant], values)
 
 
 def relu_bound(peaks: np.ndarray, slack: float = RELU_BOUND_SLACK) -> float:

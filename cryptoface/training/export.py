@@ -142,6 +142,11 @@ def _record_provenance(info: dict, obj, checkpoint) -> None:
                                            | {"folder": Path(str(x.get("path"))).name} for x in d["train"]]
 
 
+def _value_range(p: np.ndarray) -> dict:
+    return {"images": int(p.size), "median": float(np.median(p)), "p999": float(np.percentile(p, 99.9)),
+            "max": float(np.max(p)), "non_finite": int(np.sum(~np.isfinite(p)))}
+
+
 def _export_baseline(obj: dict, arch: str, checkpoint, output, name, data_dir, datasets, folds, extra_sets,
                      norm_faces, norm_faces_count, norm_trim) -> Path:
     """A ResNet baseline's export (issue #16): fused, MPCNN's ReLU bound B from the largest ReLU input of the
@@ -160,18 +165,17 @@ def _export_baseline(obj: dict, arch: str, checkpoint, output, name, data_dir, d
     _record_provenance(model.info, obj, checkpoint)
     if data_dir:
         sets = facedata.load_verification_dir(data_dir, datasets)
-        peaks = []
-        for vs in sets.values():
-            pairs = pairs_in_folds(vs.folds, folds)
-            for chunk in np.array_split(pairs, max(1, len(pairs) // 64)):
-                peaks.append(model.activation_peaks(vs.images(model.input_size, chunk)))
-        p = np.concatenate(peaks)
-        model.info["activation_range"] = {"images": int(p.size), "median": float(np.median(p)),
-                                          "p999": float(np.percentile(p, 99.9)), "max": float(np.max(p)),
-                                          "non_finite": int(np.sum(~np.isfinite(p)))}
+        chunks = [(vs, chunk) for vs in sets.values()
+                  for chunk in np.array_split(pairs_in_folds(vs.folds, folds),
+                                              max(1, len(pairs_in_folds(vs.folds, folds)) // 64))]
+        p = np.concatenate([model.activation_peaks(vs.images(model.input_size, c)) for vs, c in chunks])
+        model.info["activation_range"] = _value_range(p)
         if model.variant == "mpcnn":
             model.relu_bound = relu_bound(p[np.isfinite(p)])
             log.info("ReLU bound B = %.4g (largest ReLU input %.4g)", model.relu_bound, float(np.max(p)))
+        # the largest value the encrypted chain carries (in its units): AutoFHE's bootstrap bound comes from it
+        model.info["value_range"] = _value_range(
+            np.concatenate([model.value_peaks(vs.images(model.input_size, c)) for vs, c in chunks]))
         _fit_rules(model, sets, extra_sets, folds, norm_faces, norm_faces_count, norm_trim)
     return save_baseline(model, output)
 

@@ -228,3 +228,58 @@ def test_damaged_or_inconsistent_baseline_files_are_refused(tmp_path):
         fused.blocks[0].weight1 = fused.blocks[0].weight1[:, :8]
         save_baseline(fused, tmp_path / "bad.model.npz")
     assert not (tmp_path / "bad.model.npz").exists()
+
+
+# ---- the baselines served like the patch CNNs -----------------------------------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "autofhe"])
+def test_value_peaks_cover_every_value_the_encrypted_chain_carries(activation):
+    from cryptoface.encrypted.baseline import build_baseline
+    from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
+    from fhe_ckks import KeyGenerator, presets
+
+    params = presets.get("INSECURE_N12_QP520_L7_S40", allow_insecure=True)
+    boot = SecretKeyBootstrapper(params, KeyGenerator(params, seed=bytes(32)).secret_key, params.max_level)
+    fused, x = small_fused(activation, seed=6)
+    chain = build_baseline(fused, boot)
+    carried = chain.input_peaks(x)                    # the chain's own twin, layer by layer, in its units
+    peaks = fused.value_peaks(x)
+    assert peaks.shape == (len(x),)
+    assert np.max(carried) <= np.max(peaks) * (1 + 2**-20)
+    if activation == "relu":                           # MPCNN's chain runs on x / B: inside [-1, 1] on these faces
+        assert fused.bootstrap_bound() == 1.0
+        assert np.all(fused.activation_peaks(x) / fused.relu_bound <= 1.0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "autofhe"])
+def test_a_baseline_refuses_faces_beyond_its_bootstraps_range(activation):
+    from cryptoface.errors import ProbeError
+
+    fused, x = small_fused(activation, seed=7)
+    if activation == "autofhe":
+        assert fused.bootstrap_bound() is None          # no recorded value range: the patch CNNs' rule
+        fused.info["value_range"] = {"max": float(np.max(fused.value_peaks(x)))}
+    bound = fused.bootstrap_bound()
+    assert bound is not None and bound > 0
+    ok = fused.check_probe(x)
+    assert ok.shape == (len(x), fused.embedding_dim)
+    for gain in (4.0, 60.0):                             # junk: the same faces, brighter than any face
+        loud = x * gain
+        assert not np.max(fused.value_peaks(loud)) <= bound     # beyond, or not even finite
+        with pytest.raises(ProbeError, match="beyond" if gain == 4.0 else "beyond|not finite"):
+            fused.check_probe(loud[:1])
+    assert fused.patch_size == fused.input_size and fused.num_patches == 1
+
+
+def test_a_baseline_digest_follows_its_weights_and_survives_its_file(tmp_path):
+    from cryptoface.baselines import load_baseline, save_baseline
+
+    fused, _ = small_fused("relu", seed=8)
+    fused.input_size = 64
+    first = fused.digest()
+    again = load_baseline(save_baseline(fused, tmp_path / "m.model.npz"))
+    assert again.digest() == first
+    again.blocks[3].bias2 = again.blocks[3].bias2 + 2**-30
+    assert again.digest() != first
+    fused.relu_bound *= 1.01
+    assert fused.digest() != first
