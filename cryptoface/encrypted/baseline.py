@@ -65,10 +65,26 @@ def _layout(channels: int, size: int, gap: int) -> TensorLayout:
     return TensorLayout.multiplexed(1, channels, size, size, gap)
 
 
-def build_baseline(model: FusedResNet, bootstrapper=None, input_size: int | None = None) -> BaselineChain:
-    """The encrypted chain of ``model`` (see the module doc).  MPCNN needs ``bootstrapper`` (its bootstraps
-    are part of the design) and the model's ReLU bound.  ``input_size`` defaults to the model's (tests build
-    small ones)."""
+def chain_period(model: FusedResNet, input_size: int | None = None) -> int:
+    """The largest layout period of :func:`build_baseline`'s chain, from the model's shapes (no slot matrix
+    built): the slots a bootstrap of the chain must cover."""
+    size = model.input_size if input_size is None else input_size
+    periods = [TensorLayout.stacked(1, 3, size, size).period]
+    gap, spatial, channels = 2, size // 2, model.conv0.shape[0]
+    periods.append(_layout(channels, spatial, gap).period)
+    for b in model.blocks:
+        if b.stride == 2:
+            gap, spatial = gap * 2, spatial // 2
+        periods.append(_layout(b.weight2.shape[0], spatial, gap).period)
+    return max(periods)
+
+
+def build_baseline(model: FusedResNet, bootstrapper=None, input_size: int | None = None,
+                   output_scale: float = 1.0) -> BaselineChain:
+    """The encrypted chain of ``model`` (see the module doc); its output is ``output_scale`` times the
+    embedding (a server's embedding scale, as :func:`cryptoface.encrypted.network.build_group`'s).  MPCNN needs
+    ``bootstrapper`` (its bootstraps are part of the design) and the model's ReLU bound.  ``input_size`` defaults
+    to the model's (tests build small ones)."""
     relu = model.variant == "mpcnn"
     if relu and (model.relu_bound is None or bootstrapper is None):
         raise ModelError("an MPCNN chain needs the model's ReLU bound B and a bootstrapper")
@@ -110,5 +126,5 @@ def build_baseline(model: FusedResNet, bootstrapper=None, input_size: int | None
         head_weight = model.head_weight / scale
         head_bias = model.head_bias
 
-    layers.append(head_layer(lay, [_Head], model.pool_output, vec))
+    layers.append(head_layer(lay, [_Head], model.pool_output, vec, output_scale))
     return BaselineChain(layers, lin, vec)

@@ -40,6 +40,7 @@ secret key and so must never be used otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -49,8 +50,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fhe_ckks import serialize
-from fhe_ckks.bootstrap import Bootstrapper
-from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapPlan
+from fhe_ckks.bootstrap import Bootstrapper, LandedBootstrapper
+from fhe_ckks.bootstrap.bootstrapper import MIN_CTS_DIAGONAL_BITS, BootstrapConfig, BootstrapPlan
 from fhe_ckks.bootstrap.sk_bootstrapper import SecretKeyBootstrapper
 from fhe_ckks.ckks.ciphertext import Ciphertext
 from fhe_ckks.ckks.encoder import Encoder
@@ -76,6 +77,7 @@ from fhe_ckks.rlwe.params import Parameters
 
 from ..data import split_patches
 from ..errors import ModelError, NameTakenError, ProbeError, StoreError, UnknownNameError
+from ..baselines import FusedResNet
 from ..model import FusedPatchCNN
 from .backends import Backend, GroupResult, make_backend, run_group
 from . import wire
@@ -93,6 +95,7 @@ from .decision import (
     gallery_width,
 )
 from .matching import embedding_scale, spread_transform
+from .baseline import build_baseline, chain_period
 from .network import PatchGroup, build_group, group_patches
 
 #: The parameter preset the encrypted pipeline runs at by default: 128-bit, N = 2^16, 29 levels at 2^38: 23 for
@@ -188,6 +191,67 @@ class _MemoryGallery:
         return iter(self.names())
 
 
+class NetworkBootstrapper:
+    """The bootstrapper of a bootstrapped network (the ResNet baselines) before the client's keys arrive: its
+    plan now (output level, slots, keys), so that the chain can be built and planned and its keys asked for,
+    and the real :class:`~fhe_ckks.bootstrap.Bootstrapper` once :meth:`Server.install_keys` makes it from them.
+
+    ``config``: the preset's bootstrapping configuration (:data:`fhe_ckks.bootstrap.CONFIGS`) with the chain's
+    slots (sparse and packed where the tensors fill fewer than the ring's) and the model's declared bound."""
+
+    def __init__(self, params: Parameters, config: BootstrapConfig):
+        self.params, self.config = params, config
+        self.plan = BootstrapPlan.build(params, config)
+        bits = self.plan.cts_diagonal_bits(params)
+        if bits < MIN_CTS_DIAGONAL_BITS:
+            raise ParameterError(f"these parameters bootstrap {config.slots} slots with {bits:.1f}-bit "
+                                 f"CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} needed)")
+        self.output_level = min(params.max_level - self.plan.depth, params.user_top)
+        self.slots = self.output_slots = config.slots or params.slots
+        self.real: Bootstrapper | LandedBootstrapper | None = None
+
+    def key_plan(self) -> KeyPlan:
+        return self.plan.key_plan()
+
+    def install(self, relin: SwitchingKey, galois: GaloisKeys, encapsulation: EncapsulationKeys | None
+                ) -> Bootstrapper:
+        """The real bootstrapper from the client's keys (not yet in use: :meth:`Server.install_keys` swaps it
+        in with the other keys), landing on the user levels (:func:`landed`)."""
+        return landed(Bootstrapper(self.params, relin, galois, self.config, encapsulation), self.output_level)
+
+    def bootstrap(self, ct: Ciphertext) -> Ciphertext:
+        if self.real is None:
+            raise MissingKeyError("install the client's evaluation keys first")
+        return self.real.bootstrap(ct)
+
+
+def landed(boot: Bootstrapper, level: int) -> Bootstrapper | LandedBootstrapper:
+    """``boot``, or ``boot`` brought down to ``level`` when it ends above it (its output in a run of larger
+    primes: the sign after the decision's 13-level bootstrap would rescale across runs)."""
+    return boot if boot.output_level <= level else LandedBootstrapper(boot, level)
+
+
+def network_bootstrap_config(model: FusedResNet, params: Parameters) -> BootstrapConfig:
+    """How a server bootstraps a baseline's chain: the preset's configuration (:data:`fhe_ckks.bootstrap.CONFIGS`,
+    refused for a preset without one), on the chain's slots (:func:`chain_period`; packed when sparse), declared
+    for the model's :meth:`~cryptoface.baselines.FusedResNet.bootstrap_bound`, the largest value a probe the
+    client's check lets through can carry."""
+    from fhe_ckks.bootstrap import CONFIGS
+
+    if params.name not in CONFIGS:
+        raise ParameterError(f"{params.name} is not a bootstrapping preset; {model.name} bootstraps "
+                             f"(use one of {sorted(k for k in CONFIGS if not k.startswith('INSECURE_'))})")
+    bound = model.bootstrap_bound()
+    if bound is None:
+        raise ModelError(f"model {model.name} records no value range (export it with verification data): its "
+                         "bootstraps' bound is unknown")
+    slots = chain_period(model)
+    if slots > params.slots:
+        raise ParameterError(f"the chain of {model.name} needs {slots} slots; {params.name} has {params.slots}")
+    return dataclasses.replace(CONFIGS[params.name], slots=slots, packed=2 * slots <= params.slots,
+                               input_bound=float(bound))
+
+
 class Server:
     """Holds the model, the evaluation keys and the encrypted gallery; cannot decrypt.
 
@@ -196,7 +260,7 @@ class Server:
     call counts its own :class:`Stats`.
     """
 
-    def __init__(self, model: FusedPatchCNN, params: Parameters, bootstrapper=None,
+    def __init__(self, model: FusedPatchCNN | FusedResNet, params: Parameters, bootstrapper=None,
                  patches_per_ciphertext: int | None = None, dataset: str = "lfw", fold: int | None = None,
                  testing: bool = False, workers: int | None = None, backend: Backend | str | None = None,
                  decision_bootstrapper=None, decision_sign: CompositeSign | None = None, store=None,
@@ -229,8 +293,16 @@ class Server:
         self.gallery = GalleryDecision(model.embedding_dim, params.slots, self.cos_threshold, decision_sign)
         self.check = TemplateCheck(model.embedding_dim, params.slots, decision_sign)
         self.spread = spread_transform(model.embedding_dim, params.slots)
-        self.groups: list[PatchGroup] = [build_group(model, g, self.embedding_scale)
-                                         for g in group_patches(model, params.slots, patches_per_ciphertext)]
+        if isinstance(model, FusedResNet):
+            # one face, one chain, its bootstraps part of the design: a real bootstrapper made from the client's
+            # keys (NetworkBootstrapper), or the given one (the secret-key double, in tests)
+            if bootstrapper is None:
+                bootstrapper = self.bootstrapper = NetworkBootstrapper(params, network_bootstrap_config(model, params))
+            chain = build_baseline(model, bootstrapper, output_scale=self.embedding_scale)
+            self.groups: list[PatchGroup] = [PatchGroup([0], chain.layers, chain.input_layout, chain.output_layout)]
+        else:
+            self.groups = [build_group(model, g, self.embedding_scale)
+                           for g in group_patches(model, params.slots, patches_per_ciphertext)]
         # each chain leaves its levels to the hint's product, the spread and the gallery decision (which needs
         # more than the verification's checks); any bootstrap goes in front
         self.models = [EncryptedModel(g.layers, params.max_level, bootstrapper, reserve=TAIL_RESERVE)
@@ -239,8 +311,9 @@ class Server:
         self.hint_level = min(p.output_level for p in self.plans)
         self.decision_bootstrapper = decision_bootstrapper   # a real one replaces None in install_keys
         self._decision_plan = None if decision_bootstrapper is not None else self._plan_decision_bootstrap()
+        # a real bootstrap that ends above the user levels is brought down to them (landed)
         post = (decision_bootstrapper.output_level if decision_bootstrapper is not None
-                else params.max_level - self._decision_plan.depth)
+                else min(params.max_level - self._decision_plan.depth, params.user_top))
         for what, need in (("decision", self.decision.post_depth()), ("enrollment check", self.check.post_depth()),
                            ("gallery decision", self.gallery.post_depth())):
             if post < need:
@@ -301,6 +374,8 @@ class Server:
         for plan in (self._decision_plan, self._gallery_plan):
             if plan is not None:
                 parts.append(plan.key_plan())
+        if isinstance(self.bootstrapper, NetworkBootstrapper):
+            parts.append(self.bootstrapper.key_plan())
         return KeyPlan.merge(parts)
 
     def costs(self) -> dict[str, Any]:
@@ -360,16 +435,22 @@ class Server:
         if missing:
             raise MissingKeyError(f"the Galois keys do not cover the plan: rotations {missing[:8]} are missing "
                                   "or too shallow")
-        boot = self.decision_bootstrapper if self._decision_plan is None else \
-            Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation"))
-        gallery_boot = self.gallery_bootstrapper if self._gallery_plan is None else \
+        boot = self.decision_bootstrapper if self._decision_plan is None else landed(
+            Bootstrapper(self.params, relin, galois, decision_bootstrap_config(), loaded.get("encapsulation")),
+            self.decision_level)
+        gallery_boot = self.gallery_bootstrapper if self._gallery_plan is None else landed(
             Bootstrapper(self.params, relin, galois, gallery_bootstrap_config(self.gallery.width),
-                         loaded.get("encapsulation"))
+                         loaded.get("encapsulation")), self.decision_level)
+        network = self.bootstrapper
+        network_boot = network.install(relin, galois, loaded.get("encapsulation")) \
+            if isinstance(network, NetworkBootstrapper) else None
         for key in (relin, *galois.keys.values()):
             _ = key.a  # expand the seeded halves now: forked workers then share them instead of each expanding
         with self._lock:
             self.evaluator, self._flooder, self.decision_bootstrapper = evaluator, Encryptor(self.params, public), boot
             self.gallery_bootstrapper = gallery_boot
+            if network_boot is not None:
+                network.real = network_boot
             self._packed, self._packed_token = {}, None          # built under the keys installed before
 
     def key_memory_bytes(self) -> int:
@@ -754,15 +835,16 @@ _INFO_FIELDS = frozenset({"model", "input_size", "patch_size", "groups", "params
 class Client:
     """Owns the secret key: makes the keys a server asks for, checks and encrypts faces, reads decisions."""
 
-    def __init__(self, params: Parameters, model: FusedPatchCNN, seed: bytes | None = None,
+    def __init__(self, params: Parameters, model: FusedPatchCNN | FusedResNet, seed: bytes | None = None,
                  secret_key: SecretKey | None = None):
         """``model``: the server's (public) model file.  :meth:`encrypt_face` runs it in plaintext on the
         face: to refuse a face the model cannot vouch for (:meth:`FusedPatchCNN.check_probe`,
         :class:`~cryptoface.errors.ProbeError`) before anything is encrypted, and to compute the
         normalization hint.  ``secret_key``: the key holder's existing key (read back with
         :func:`fhe_ckks.serialize.load`); by default a new one (from ``seed``, tests only, or the OS CSPRNG)."""
-        if not isinstance(model, FusedPatchCNN):
-            raise ModelError(f"a client needs the server's model file (a FusedPatchCNN), got {type(model).__name__}")
+        if not isinstance(model, (FusedPatchCNN, FusedResNet)):
+            raise ModelError("a client needs the server's model file (a FusedPatchCNN or a FusedResNet), got "
+                             f"{type(model).__name__}")
         self.params, self.model = params, model
         if secret_key is None:
             self._keygen = KeyGenerator(params, seed=seed)

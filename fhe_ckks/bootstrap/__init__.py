@@ -7,6 +7,7 @@ from .bootstrapper import (
     BootstrapKeys,
     BootstrapPlan,
     Bootstrapper,
+    LandedBootstrapper,
     bootstrap_key_plan,
     generate_keys,
     required_rotations,
@@ -36,5 +37,5 @@ CONFIGS: dict[str, BootstrapConfig] = {
 }
 
 __all__ = ["CONFIGS", "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "BootstrapConfig", "BootstrapKeys",
-           "BootstrapPlan", "Bootstrapper", "SecretKeyBootstrapper", "bootstrap_key_plan", "generate_keys",
-           "required_rotations", "rotation_levels"]
+           "BootstrapPlan", "Bootstrapper", "LandedBootstrapper", "SecretKeyBootstrapper", "bootstrap_key_plan",
+           "generate_keys", "required_rotations", "rotation_levels"]

@@ -58,8 +58,8 @@ from ..rlwe.keyplan import KeyPlan
 from ..rlwe.keys import EncapsulationKeys, EvaluationKeys, GaloisKeys, SecretKey, SwitchingKey
 from ..rlwe.params import Parameters
 
-__all__ = ["BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper", "MIN_CTS_DIAGONAL_BITS",
-           "MIN_MESSAGE_RATIO_LOG2", "bootstrap_key_plan"]
+__all__ = ["BootstrapConfig", "BootstrapKeys", "BootstrapPlan", "Bootstrapper", "LandedBootstrapper",
+           "MIN_CTS_DIAGONAL_BITS", "MIN_MESSAGE_RATIO_LOG2", "bootstrap_key_plan"]
 
 #: EvalMod is correct for messages up to ``2^-MIN_MESSAGE_RATIO_LOG2 q_0``.  Every ratio in this module
 #: is written this way, as a positive r for a bound of ``2^-r q_0`` (``BootstrapConfig.message_ratio_log2``
@@ -383,6 +383,29 @@ class Bootstrapper:
         if out.level != self.output_level:  # pragma: no cover - guarded by depth()
             raise LevelError(f"bootstrapping ended at level {out.level}, expected {self.output_level}")
         return out
+
+
+class LandedBootstrapper:
+    """A bootstrapper whose output is brought down to ``level`` on that level's standard scale (one integer
+    constant and one rescale, :meth:`~fhe_ckks.ckks.evaluator.Evaluator.bring_to`): for a bootstrap that ends
+    in a run of larger primes above the user levels (:attr:`Parameters.user_top`), where a polynomial would
+    rescale across the run boundary and leave the standard scales.  Everything else is the inner one's."""
+
+    def __init__(self, inner: Bootstrapper, level: int):
+        if not 0 <= level < inner.output_level:
+            raise LevelError(f"a bootstrap that ends at level {inner.output_level} cannot land at level {level}")
+        self.inner, self.output_level = inner, level
+
+    def __getattr__(self, name: str):
+        if name == "inner":                       # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def depth(self) -> int:
+        return self.inner.params.max_level - self.output_level
+
+    def bootstrap(self, ct: Ciphertext) -> Ciphertext:
+        return self.inner.evaluator.bring_to(self.inner.bootstrap(ct), self.output_level)
 
 
 def _stage_target(params: Parameters, level: int, wide: bool) -> float:

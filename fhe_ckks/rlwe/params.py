@@ -233,6 +233,16 @@ class Parameters:
         return len(self.q_primes) - 1
 
     @property
+    def user_top(self) -> int:
+        """The top level of the lowest run of rescaling primes (levels 1 and up; ``max_level`` for a uniform
+        chain, 0 when there is no level): where circuits run after a bootstrap.  A ciphertext-ciphertext
+        product rescaled from one run into the next misses the lower run's standard scale, so a bootstrap
+        whose output lands above this level is brought down to it first (``LandedBootstrapper``)."""
+        if self.max_level < 1:
+            return 0
+        return min(_run_tops(self.literal.log_q))
+
+    @property
     def scale(self) -> float:
         return float(2 ** self.literal.log_scale)
 

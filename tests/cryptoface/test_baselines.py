@@ -283,3 +283,49 @@ def test_a_baseline_digest_follows_its_weights_and_survives_its_file(tmp_path):
     assert again.digest() != first
     fused.relu_bound *= 1.01
     assert fused.digest() != first
+
+
+def test_a_server_runs_a_bootstrapped_baseline_from_the_clients_keys_alone():
+    """AutoFHE's toy ResNet32 through the client/server protocol on the toy twin of the baselines' preset: the
+    server builds its network bootstrapper (sparse, 1,024 slots) and the decision's from the client's keys, holds
+    no secret key, and its decisions equal the plaintext cosine rule."""
+    from cryptoface.encrypted import Client, Server
+    from cryptoface.encrypted.matching import embedding_scale
+    from cryptoface.encrypted.protocol import HINT_RANGE_LOG2, NetworkBootstrapper, Stats
+    from fhe_ckks import presets
+
+    from .toy_model import with_toy_rule
+
+    params = presets.get("INSECURE_BOOT_N12_QP1771_L32_S36", allow_insecure=True)
+    fused, x = small_fused("autofhe", seed=3)
+    rng = np.random.default_rng(11)
+    calib = rng.uniform(-1, 1, (32, 3, 16, 16))
+    # the toy's random weights point every embedding the same way (cosines 0.9998-1): centre them, as training
+    # spreads a real model's, so that decisions are clear of the threshold
+    fused.head_bias = fused.head_bias - fused.embed(calib).mean(axis=0)
+    fused.info["value_range"] = {"max": float(np.max(fused.value_peaks(calib)))}
+    fused.name = "toy-autofhe"
+    with_toy_rule(fused, calib)
+    s = embedding_scale(fused.thresholds["lfw"].norm)
+    ok = [f for f in calib if 2.0**-HINT_RANGE_LOG2 <= s * s * float(np.sum(fused.embed(f[None]) ** 2))
+          <= 2.0**HINT_RANGE_LOG2 and np.max(fused.value_peaks(f[None])) <= fused.bootstrap_bound()]
+    assert len(ok) >= 3
+    client = Client(params, fused, seed=bytes(range(32)))
+    server = Server(fused, params, workers=1)
+    assert isinstance(server.bootstrapper, NetworkBootstrapper) and server.bootstrapper.slots == 1024
+    assert server.bootstrapper.config.input_bound == fused.bootstrap_bound()
+    costs = server.costs()["groups"][0]
+    assert costs["bootstraps"] >= 2 and costs["patches"] == [0]
+    server.install_keys(client.evaluation_keys(server.key_plan()))
+    info = server.public_info()
+    assert info["patch_size"] == info["input_size"] == 16 and info["groups"] == [[0]]
+    server.enroll("a", client.encrypt_face(ok[0], info))
+    e = fused.embed(np.stack(ok))
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    margins = u[1:] @ u[0] - server.cos_threshold
+    k = 1 + int(np.argmax(np.abs(margins)))             # the probe farthest from the threshold: a clear decision
+    assert abs(margins[k - 1]) > 2**-7
+    stats = Stats()
+    answer = server.verify(client.encrypt_face(ok[k], info), "a", stats)
+    assert client.decide(answer) == (margins[k - 1] >= 0)
+    assert stats.bootstraps == costs["bootstraps"] + 1          # the network's, then the decision's

@@ -29,10 +29,14 @@ def toy_model(seed: int = 0, embedding_dim: int = 8) -> FusedPatchCNN:
         nets.append(FusedPatchNet(small(2, 3, 3, 3, s=0.22), blocks, small(4), small(4),
                                   small(embedding_dim, 16, s=0.5), small(embedding_dim, s=0.1)))
     model = FusedPatchCNN(16, 8, nets, name="toy")
-    x = rng.uniform(-1, 1, (64, 3, 16, 16))
-    e = model.embed(x)
-    y = np.sum(e ** 2, axis=1)
-    model.norm = NormPolynomial.fit(y)
+    return with_toy_rule(model, rng.uniform(-1, 1, (64, 3, 16, 16)))
+
+
+def with_toy_rule(model, faces: np.ndarray):
+    """``model`` with an "lfw" decision rule fitted on ``faces`` taken as pairs (0, 1), (2, 3), ...: the 1/sqrt
+    polynomial over their squared norms and median thresholds (a toy rule: the faces are random)."""
+    e = model.embed(faces)
+    model.norm = NormPolynomial.fit(np.sum(e ** 2, axis=1))
     d = np.sum((model.norm.normalize(e[0::2]) - model.norm.normalize(e[1::2])) ** 2, axis=1)
     model.thresholds["lfw"] = Threshold(float(np.median(d)), model.norm)
     u = e / np.linalg.norm(e, axis=1, keepdims=True)

@@ -34,3 +34,11 @@ def test_secure_preset_end_to_end(name):
     assert precision_bits(z * z, enc.decode(decryptor.decrypt(prod))) >= bits - 1
     rot = ev.rotate(ct, 1)
     assert precision_bits(np.roll(z, -1), enc.decode(decryptor.decrypt(rot))) >= bits - 1
+
+
+def test_the_user_levels_end_where_the_lowest_run_of_primes_ends():
+    assert presets.get("N16_QP1762_L29_S38").user_top == 29                    # one run: every level
+    assert presets.get("BOOT_N16_QP1737_L24_S40").user_top == 8
+    assert presets.get("BOOT_N16_QP1771_L32_S36").user_top == 16
+    p = presets.get("INSECURE_BOOT_N12_QP1771_L32_S36", allow_insecure=True)
+    assert p.user_top == 16 and all(p.literal.log_q[lvl] == 36 for lvl in range(1, 17)) and p.literal.log_q[17] == 45

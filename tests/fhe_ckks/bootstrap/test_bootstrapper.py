@@ -336,3 +336,18 @@ def test_unpack_bootstraps_2n_real_values_in_n_complex_slots(rng):
         BootstrapPlan.build(params, replace(plain, packed=False, unpack=True))
     with pytest.raises(ParameterError, match="replicas"):
         BootstrapPlan.build(params, replace(plain, slots=params.slots // 2, unpack=True, retrace=True))
+
+
+def test_a_landed_bootstrapper_only_goes_down():
+    from fhe_ckks.bootstrap import LandedBootstrapper
+    from fhe_ckks.errors import LevelError
+
+    class Ends:                          # a stand-in: the landing's level check needs only output_level
+        output_level = 19
+        slots = 8
+
+    landed = LandedBootstrapper(Ends(), 16)
+    assert landed.output_level == 16 and landed.slots == 8
+    for level in (19, 20, -1):
+        with pytest.raises(LevelError):
+            LandedBootstrapper(Ends(), level)
