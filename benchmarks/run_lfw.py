@@ -71,10 +71,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import TreeMemory, git_revision, machine  # noqa: E402
 
 from cryptoface import DEFAULT_MODEL, DEFAULT_SAMPLE, data, model_path, verification  # noqa: E402
-from cryptoface.encrypted import DEFAULT_PRESET  # noqa: E402
+from cryptoface.baselines import FusedResNet, load_served_model  # noqa: E402
+from cryptoface.encrypted import BASELINE_PRESET, DEFAULT_PRESET  # noqa: E402
 from cryptoface.errors import CryptoFaceError, DataError, ModelError, ProbeError  # noqa: E402
 from cryptoface.model import (FusedPatchCNN, exact_decisions, fit_exact_thresholds, fit_thresholds,  # noqa: E402
-                              load_model, poly_distances)
+                              poly_distances)
 from fhe_ckks import presets  # noqa: E402
 from fhe_ckks.errors import FheError  # noqa: E402
 
@@ -151,7 +152,12 @@ def open_datasets(args) -> list[Dataset]:
     return [Dataset(name, vs, vs.origin or str(Path(args.data) / name)) for name, vs in sets.items()]
 
 
-def parameter_count(model: FusedPatchCNN) -> int:
+def parameter_count(model: FusedPatchCNN | FusedResNet) -> int:
+    if isinstance(model, FusedResNet):
+        arrays = [model.conv0, model.bias0, model.head_weight, model.head_bias]
+        arrays += [a.coefficients for a in model.activations() if a.coefficients is not None]
+        arrays += [t for b in model.blocks for t in (b.weight1, b.bias1, b.weight2, b.bias2)]
+        return int(sum(a.size for a in arrays))
     total = 0
     for net in model.nets:
         for value in vars(net).values():
@@ -160,6 +166,14 @@ def parameter_count(model: FusedPatchCNN) -> int:
             elif isinstance(value, list):
                 total += sum(v.size for b in value for v in vars(b).values() if isinstance(v, np.ndarray))
     return total
+
+
+def approach(model: FusedPatchCNN | FusedResNet) -> dict[str, str]:
+    """The summary table's approach and backbone columns, as the paper names them."""
+    if isinstance(model, FusedResNet):
+        return {"approach": {"mpcnn": "MPCNN", "autofhe": "AutoFHE"}[model.variant] + " (this implementation)",
+                "backbone": model.arch.replace("resnet", "ResNet")}
+    return {"approach": "CryptoFace (this implementation)", "backbone": f"CryptoFaceNet{model.num_patches}"}
 
 
 def file_sha256(path: Path) -> str:
@@ -637,8 +651,9 @@ def markdown(record: dict) -> str:
         lat = f"{e['verification_seconds_mean']:.0f} s" if e["pairs"] else "-"
         mem = f"{e['peak_memory_gb']:.1f} GB" if e["pairs"] else "-"
         boots = e.get("bootstraps_per_verification", "-")
-        lines.append(f"| CryptoFace (this implementation) | {record['model']['input_size']}x"
-                     f"{record['model']['input_size']} | {record['model']['name']} | "
+        m = record["model"]
+        lines.append(f"| {m.get('approach', 'CryptoFace (this implementation)')} | {m['input_size']}x"
+                     f"{m['input_size']} | {m.get('backbone', m['name'])} ({m['name']}) | "
                      f"{record['model']['parameters'] / 1e6:.2f}M | {boots} | {name} ({p['pairs']} pairs{left_out}; "
                      f"{ds['origin']}) | {rule} | {'-' if plain is None else f'{100 * plain:.2f}'} / "
                      f"{'-' if rule_acc is None else f'{100 * rule_acc:.2f}'} | {enc} | {lat} | {mem} |")
@@ -663,7 +678,8 @@ def parse_args(argv=None):
     ap.add_argument("--fold", type=int, help="decide with this fold's threshold (fitted on the other folds)")
     ap.add_argument("--pairs", default=DEFAULT_PAIRS, help="pairs to encrypt: START:END, fold:K, folds:A-B or all, "
                     f"comma separated (default {DEFAULT_PAIRS})")
-    ap.add_argument("--preset", default=DEFAULT_PRESET, help=f"CKKS parameters (default {DEFAULT_PRESET})")
+    ap.add_argument("--preset", help=f"CKKS parameters (default {DEFAULT_PRESET}; {BASELINE_PRESET} for the "
+                    "bootstrapped ResNet baselines)")
     ap.add_argument("--workers", type=int, help="local backend: processes for the patch groups (default: one per "
                     "core); ray: tasks in flight (default: the cluster's CPUs)")
     ap.add_argument("--backend", choices=["local", "ray"], default="local",
@@ -730,14 +746,15 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None, co
     from cryptoface.encrypted.protocol import TAIL_RESERVE
 
     decision = Decision(model.embedding_dim, model.thresholds[dataset].cosine_for_fold(fold) if cos is None else cos)
-    network, before = patch_network_depth(model), TAIL_RESERVE
+    # a bootstrapped baseline's network fits any bootstrapping preset (prepare checks its bootstrapper)
+    network, before = (0 if isinstance(model, FusedResNet) else patch_network_depth(model)), TAIL_RESERVE
     name = params.literal.name
     if network + before > params.max_level:
         raise UsageError(f"--preset {name}: {params.max_level} levels, model {model.name} needs "
                          f"{network + before} before the decision's bootstrap ({network} for a patch network, "
                          f"{before} for the hint, the spread and the gallery decision; this script does not "
                          "bootstrap the network)")
-    boot = 0
+    post = params.user_top       # the secret-key double returns on the user levels, where a real bootstrap lands
     if not name.startswith("INSECURE_"):
         try:
             plan = BootstrapPlan.build(params, decision_bootstrap_config())
@@ -747,12 +764,12 @@ def check_depth(model: FusedPatchCNN, params, dataset: str, fold: int | None, co
         if bits < MIN_CTS_DIAGONAL_BITS:
             raise UsageError(f"--preset {name}: the decision's bootstrap would encode its diagonals with "
                              f"{bits:.1f} bits (at least {MIN_CTS_DIAGONAL_BITS})")
-        boot = plan.depth
+        post = min(params.max_level - plan.depth, params.user_top)          # landed on the user levels
     after = max(decision.post_depth(), TemplateCheck(model.embedding_dim, params.slots).post_depth(),
                 decision.sign.depth() + GALLERY_COMBINE_DEPTH)     # the verification, the enrollment check, the gallery
-    if boot + after > params.max_level:
-        raise UsageError(f"--preset {name}: {params.max_level} levels, the decision needs {boot} for its bootstrap "
-                         f"and {after} for its sign and combination after it")
+    if after > post:
+        raise UsageError(f"--preset {name}: {params.max_level} levels, the decision needs {after} for its sign and "
+                         f"combination after its bootstrap, which leaves {post}")
 
 
 def prepare(args):
@@ -764,7 +781,9 @@ def prepare(args):
         raise UsageError(f"--model {exc}") from None
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    model = load_model(args.model)
+    model = load_served_model(args.model)
+    if args.preset is None:
+        args.preset = BASELINE_PRESET if isinstance(model, FusedResNet) else DEFAULT_PRESET
     try:
         params = presets.get(args.preset, allow_insecure=args.preset.startswith("INSECURE_"))
     except FheError as exc:
@@ -789,8 +808,15 @@ def prepare(args):
         raise UsageError("--ray-address is for --backend ray")
     if not args.plaintext_only:
         from cryptoface.encrypted.network import group_patches
+        from cryptoface.encrypted.protocol import NetworkBootstrapper, network_bootstrap_config
 
-        group_patches(model, params.slots)       # raises if the preset cannot hold one patch network
+        if isinstance(model, FusedResNet):       # its bootstraps: a bootstrapping preset, the chain's slots, a bound
+            try:
+                NetworkBootstrapper(params, network_bootstrap_config(model, params))
+            except (FheError, ModelError) as exc:
+                raise UsageError(f"--preset {args.preset}: cannot bootstrap {model.name} ({exc})") from None
+        else:
+            group_patches(model, params.slots)   # raises if the preset cannot hold one patch network
         for ds in datasets:
             check_depth(model, params, ds.name, args.fold,
                         cos=0.5 if ds.rule == "fitted here" else None)   # the depth does not depend on it
@@ -834,7 +860,7 @@ def run(args, model, params, datasets, model_hash, backend) -> int:
               "machine": machine(), "git_revision": git_revision(),
               "model": {"name": model.name, "file": str(args.model), "sha256": model_hash,
                         "input_size": model.input_size, "patch_networks": model.num_patches,
-                        "parameters": parameter_count(model)},
+                        "parameters": parameter_count(model), **approach(model)},
               "preset": params.literal.name, "security": params.security,
               "workers": backend.workers if backend is not None else (args.workers or os.cpu_count()),
               "backend": args.backend, "plaintext_only": args.plaintext_only, "datasets": {}}

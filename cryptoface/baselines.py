@@ -33,7 +33,7 @@ from fhe_ckks.nn.modelfile import read_model_file, write_model_file
 from fhe_ckks.nn.plain import avg_pool, conv2d, zero_pad_shortcut
 
 from .errors import ModelError
-from .model import PROBE_ACTIVATION_SLACK, NormPolynomial, ProbeRules, Threshold
+from .model import PROBE_ACTIVATION_SLACK, FusedPatchCNN, NormPolynomial, ProbeRules, Threshold
 
 #: the margin of headroom over the largest ReLU input of the fitting faces (B = slack * max)
 RELU_BOUND_SLACK = 1.25
@@ -315,6 +315,25 @@ def load_baseline(path: str | os.PathLike) -> FusedResNet:
         raise ModelError(str(exc)) from exc
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from exc
+
+
+def load_served_model(path: str | os.PathLike) -> FusedPatchCNN | FusedResNet:
+    """A ``.model.npz`` a server can run, by its manifest's schema: a CryptoFaceNet
+    (:func:`cryptoface.model.load_model`) or a ResNet baseline (:func:`load_baseline`), each fully checked."""
+    from .model import load_model
+
+    where = getattr(path, "name", path)
+    try:
+        mf = read_model_file(path)
+    except SerializationError as exc:
+        raise ModelError(str(exc)) from exc
+    schema = mf.schema.get("schema") if isinstance(mf.schema, dict) else None
+    try:
+        if schema == BASELINE_SCHEMA:
+            return _baseline_from(mf.schema, mf.tensors)
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from exc
+    return load_model(path)
 
 
 def _expect(d, fields: set[str], what: str) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@
 
 from .decision import Decision, DecisionOutcome
 from .network import PatchGroup, build_group, group_patches
-from .protocol import DEFAULT_PRESET, Client, Server, Stats
+from .protocol import BASELINE_PRESET, DEFAULT_PRESET, Client, Server, Stats
 
-__all__ = ["DEFAULT_PRESET", "Client", "Decision", "DecisionOutcome", "PatchGroup", "Server", "Stats",
+__all__ = ["BASELINE_PRESET", "DEFAULT_PRESET", "Client", "Decision", "DecisionOutcome", "PatchGroup", "Server", "Stats",
            "build_group", "group_patches"]

@@ -101,7 +101,8 @@ class MeasuringHarness:
         self.setup_seconds: dict[str, float] = {}
         self.client = Client(params, model, seed=seed)      # an honest client checks its faces
         testing = params.name.startswith("INSECURE_")
-        double = SecretKeyBootstrapper(params, self.client.secret_key) if testing else None
+        # the double returns on the user levels, where a real decision bootstrap lands (Parameters.user_top)
+        double = SecretKeyBootstrapper(params, self.client.secret_key, params.user_top) if testing else None
         self.decision_bootstrap = "secret-key double" if testing else "real"
         t0 = time.perf_counter()
         self.server = Server(model, params, workers=workers, dataset=dataset, fold=fold, testing=testing,

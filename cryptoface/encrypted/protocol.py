@@ -102,6 +102,8 @@ from .network import PatchGroup, build_group, group_patches
 #: a patch network, 1 for the hint, 2 for the decision's checks, then the decision's 8-slot bootstrap (13 levels)
 #: and its sign and combination (16), so the network itself needs no bootstrap.
 DEFAULT_PRESET = "N16_QP1762_L29_S38"
+#: The parameters of the bootstrapped ResNet baselines (issue #16): 16 user levels between bootstraps.
+BASELINE_PRESET = "BOOT_N16_QP1771_L32_S36"
 
 
 #: Levels each patch network leaves below it: the hint's product, the spread, and the gallery decision's masks,
@@ -311,7 +313,11 @@ class Server:
         self.hint_level = min(p.output_level for p in self.plans)
         self.decision_bootstrapper = decision_bootstrapper   # a real one replaces None in install_keys
         self._decision_plan = None if decision_bootstrapper is not None else self._plan_decision_bootstrap()
-        # a real bootstrap that ends above the user levels is brought down to them (landed)
+        # a real bootstrap that ends above the user levels is brought down to them (landed); a given one must end
+        # there (the sign after it would rescale across runs of prime sizes)
+        if decision_bootstrapper is not None and decision_bootstrapper.output_level > params.user_top:
+            raise ParameterError(f"the decision's bootstrapper ends at level {decision_bootstrapper.output_level}, "
+                                 f"above these parameters' user levels (up to {params.user_top})")
         post = (decision_bootstrapper.output_level if decision_bootstrapper is not None
                 else min(params.max_level - self._decision_plan.depth, params.user_top))
         for what, need in (("decision", self.decision.post_depth()), ("enrollment check", self.check.post_depth()),

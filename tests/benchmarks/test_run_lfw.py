@@ -349,7 +349,7 @@ def test_the_cheap_depth_check_agrees_with_the_server(toy_file):
             fits = True
         except script.UsageError:
             fits = False
-        double = SecretKeyBootstrapper(params, KeyGenerator(params, seed=bytes(32)).secret_key)
+        double = SecretKeyBootstrapper(params, KeyGenerator(params, seed=bytes(32)).secret_key, params.user_top)
         try:           # as the measuring harness builds it on INSECURE_ presets: the decision's bootstrap a double
             Server(model, params, dataset="lfw", workers=1, testing=True, decision_bootstrapper=double)
             plans = True
@@ -757,3 +757,30 @@ def test_a_batch_lost_in_the_backend_fails_its_pairs_and_a_rerun_resumes(toy_fil
     assert calls == [1, 1, 1]                                  # pair 0, pair 5, then pair 0 again only
     enc = json.loads((out / "results.jsonl").read_text().splitlines()[-1])["datasets"]["lfw"]["encrypted"]
     assert (enc["pairs"], enc["failed"]) == (2, 0)
+
+
+def test_a_bootstrapped_baseline_runs_through_the_script(tmp_path):
+    """A baseline model file (a toy AutoFHE ResNet32, numpy weights) runs like a CryptoFaceNet: its rule from the
+    sample, its bootstraps by the server's own bootstrapper on the toy twin of the baselines' preset, its row
+    named like the paper's."""
+    from cryptoface.baselines import save_baseline
+    from tests.cryptoface.toy_model import toy_baseline
+
+    vs = data.load_verification_bin(DEFAULT_SAMPLE / "lfw.bin")
+    folds = np.array([p["fold"] for p in json.loads((DEFAULT_SAMPLE / "pairs.json").read_text())["pairs"]])
+    faces = vs.images(16)
+    model = toy_baseline(faces=faces)
+    e = model.embed(faces)
+    model.thresholds["lfw"] = fit_exact_thresholds(
+        fit_thresholds(poly_distances, e[0::2], e[1::2], vs.issame, folds), e[0::2], e[1::2], vs.issame, folds)
+    path = save_baseline(model, tmp_path / "toy-autofhe.model.npz")
+    script = load_script()
+    assert script.main(["--model", str(path), "--preset", "INSECURE_BOOT_N12_QP1771_L32_S36", "--workers", "1",
+                        "--no-progress", "--output", str(tmp_path / "out"), "--pairs", "0:1"]) == 0
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert record["model"]["approach"] == "AutoFHE (this implementation)" and record["model"]["backbone"] == "ResNet32"
+    enc = record["datasets"]["lfw"]["encrypted"]
+    assert enc["pairs"] == 1 and enc["agree_with_plaintext"] == 1
+    assert enc["bootstraps_per_verification"] >= 2            # the network's (the decision's is the double here)
+    assert "| AutoFHE (this implementation) | 16x16 | ResNet32 (toy-autofhe) |" in \
+        (tmp_path / "out" / "summary.md").read_text()

@@ -42,3 +42,37 @@ def with_toy_rule(model, faces: np.ndarray):
     u = e / np.linalg.norm(e, axis=1, keepdims=True)
     model.thresholds["lfw"].exact_tau = float(np.median(np.sum((u[0::2] - u[1::2]) ** 2, axis=1)))
     return model
+
+
+def toy_baseline(seed: int = 0, faces: np.ndarray | None = None):
+    """An AutoFHE-style ResNet32 on 16x16 faces with random numpy weights (no torch): quadratic activations at
+    every other position, the rest identities, head bias centred on ``faces`` (default: 32 random ones) so the
+    embeddings spread, its value range recorded (its bootstraps' bound) and a toy "lfw" rule."""
+    from cryptoface.baselines import Activation, FusedBasicBlock, FusedResNet
+
+    rng = np.random.default_rng(seed)
+    faces = rng.uniform(-1, 1, (32, 3, 16, 16)) if faces is None else faces
+    k = iter(range(31))
+
+    def act(c: int) -> Activation:
+        if next(k) % 2:
+            return Activation("identity")
+        return Activation("quadratic", np.stack([rng.normal(0, 0.05, c), 1 + rng.normal(0, 0.05, c),
+                                                 rng.normal(0, 0.05, c)]))
+
+    blocks, planes = [], 16
+    for j in range(15):
+        width, stride = (16, 32, 64)[j // 5], 2 if j in (5, 10) else 1
+        pad = width != planes
+        blocks.append(FusedBasicBlock(rng.normal(0, 0.4 / np.sqrt(9 * planes), (width, planes, 3, 3)),
+                                      rng.normal(0, 0.02, width), stride, act(width),
+                                      rng.normal(0, 0.4 / np.sqrt(9 * width), (width, width, 3, 3)),
+                                      rng.normal(0, 0.02, width), act(width), "zero_pad" if pad else "identity",
+                                      (width - planes) // 2 if pad else 0))
+        planes = width
+    act0 = act(16)
+    model = FusedResNet("resnet32", "autofhe", rng.normal(0, 0.3, (16, 3, 3, 3)), rng.normal(0, 0.02, 16), act0,
+                        blocks, rng.normal(0, 0.3, (256, 256)), np.zeros(256), input_size=16, name="toy-autofhe")
+    model.head_bias = -model.embed(faces).mean(axis=0)
+    model.info["value_range"] = {"max": float(np.max(model.value_peaks(faces)))}
+    return with_toy_rule(model, faces)
