@@ -320,20 +320,18 @@ def load_baseline(path: str | os.PathLike) -> FusedResNet:
 def load_served_model(path: str | os.PathLike) -> FusedPatchCNN | FusedResNet:
     """A ``.model.npz`` a server can run, by its manifest's schema: a CryptoFaceNet
     (:func:`cryptoface.model.load_model`) or a ResNet baseline (:func:`load_baseline`), each fully checked."""
-    from .model import load_model
+    from .model import _model_from
 
     where = getattr(path, "name", path)
     try:
-        mf = read_model_file(path)
+        mf = read_model_file(path)          # read once; the schema picks the checker
     except SerializationError as exc:
         raise ModelError(str(exc)) from exc
     schema = mf.schema.get("schema") if isinstance(mf.schema, dict) else None
     try:
-        if schema == BASELINE_SCHEMA:
-            return _baseline_from(mf.schema, mf.tensors)
+        return (_baseline_from if schema == BASELINE_SCHEMA else _model_from)(mf.schema, mf.tensors)
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from exc
-    return load_model(path)
 
 
 def _expect(d, fields: set[str], what: str) -> Mapping[str, Any]:

@@ -193,6 +193,17 @@ class _MemoryGallery:
         return iter(self.names())
 
 
+def checked_bootstrap_plan(params: Parameters, config: BootstrapConfig) -> BootstrapPlan:
+    """The plan of a bootstrap of ``config``'s slots, refused early (typed) where the chain cannot bootstrap them:
+    CoeffsToSlots diagonals encoded with fewer than ``MIN_CTS_DIAGONAL_BITS`` bits."""
+    plan = BootstrapPlan.build(params, config)
+    bits = plan.cts_diagonal_bits(params)
+    if bits < MIN_CTS_DIAGONAL_BITS:
+        raise ParameterError(f"these parameters bootstrap {config.slots} slots with {bits:.1f}-bit "
+                             f"CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} needed)")
+    return plan
+
+
 class NetworkBootstrapper:
     """The bootstrapper of a bootstrapped network (the ResNet baselines) before the client's keys arrive: its
     plan now (output level, slots, keys), so that the chain can be built and planned and its keys asked for,
@@ -203,11 +214,7 @@ class NetworkBootstrapper:
 
     def __init__(self, params: Parameters, config: BootstrapConfig):
         self.params, self.config = params, config
-        self.plan = BootstrapPlan.build(params, config)
-        bits = self.plan.cts_diagonal_bits(params)
-        if bits < MIN_CTS_DIAGONAL_BITS:
-            raise ParameterError(f"these parameters bootstrap {config.slots} slots with {bits:.1f}-bit "
-                                 f"CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} needed)")
+        self.plan = checked_bootstrap_plan(params, config)
         self.output_level = min(params.max_level - self.plan.depth, params.user_top)
         self.slots = self.output_slots = config.slots or params.slots
         self.real: Bootstrapper | LandedBootstrapper | None = None
@@ -357,14 +364,7 @@ class Server:
     def _plan_decision_bootstrap(self, config=None) -> BootstrapPlan:
         """The plan of the decision's bootstrap (or of ``config``'s: the gallery's), refused early (typed) where
         the chain cannot bootstrap its slots."""
-        config = decision_bootstrap_config() if config is None else config
-        plan = BootstrapPlan.build(self.params, config)
-        bits = plan.cts_diagonal_bits(self.params)
-        if bits < MIN_CTS_DIAGONAL_BITS:
-            raise ParameterError(f"these parameters bootstrap the decision's {config.slots} slots with "
-                                 f"{bits:.1f}-bit CoeffsToSlots diagonals (at least {MIN_CTS_DIAGONAL_BITS} "
-                                 "needed)")
-        return plan
+        return checked_bootstrap_plan(self.params, decision_bootstrap_config() if config is None else config)
 
     # ---- what the client needs to know, and what evaluation costs -------------------------
 
